@@ -1,0 +1,7 @@
+//! OpenAI's CLIP on libtorch: the models (`model`), strict weight loading (`weights`), the BPE
+//! tokenizer (`tokenizer`) and image preprocessing (`preprocess`).
+pub mod device;
+pub mod model;
+pub mod preprocess;
+pub mod tokenizer;
+pub mod weights;

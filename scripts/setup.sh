@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Installs libtorch for tch 0.24 (PyPI torch==2.11.0) into a per-user cache, once, and links it to
+# `.libtorch` in this checkout, which `.cargo/config.toml` hands to torch-sys as LIBTORCH.
+#
+#   scripts/setup.sh              libtorch only (what building, running and testing need)
+#   scripts/setup.sh --reference  also the Python reference (openai-clip 1.0.1, torchvision 0.26.0, ftfy)
+#                                 used by scripts/ to regenerate fixtures and compare with OpenAI's CLIP
+#
+# A libtorch of your own: export LIBTORCH=/path/to/libtorch (2.11.0) before building; this script then
+# installs nothing and `.cargo/config.toml` leaves your LIBTORCH alone.
+# The cache: $CLIP_RS_CACHE, else ${XDG_CACHE_HOME:-~/.cache}/clip-rs. Fresh clones and CI reuse it.
+set -euo pipefail
+
+TORCH_VERSION=2.11.0
+TORCHVISION_VERSION=0.26.0
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cache=${CLIP_RS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/clip-rs}
+venv=$cache/torch-$TORCH_VERSION
+reference=0
+for arg in "$@"; do
+  case $arg in
+    --reference) reference=1 ;;
+    -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "setup.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+if [ -n "${LIBTORCH:-}" ]; then
+  if [ ! -d "$LIBTORCH/lib" ] || [ ! -d "$LIBTORCH/include" ]; then
+    echo "setup.sh: LIBTORCH=$LIBTORCH has no lib/ and include/: not a libtorch" >&2
+    exit 1
+  fi
+  echo "setup.sh: using your LIBTORCH=$LIBTORCH (nothing installed)"
+else
+  python=${PYTHON:-python3}
+  if [ ! -f "$venv/.complete" ]; then
+    echo "setup.sh: installing torch==$TORCH_VERSION into $venv (once; about 5 GB with its CUDA libraries)"
+    mkdir -p "$cache"
+    rm -rf "$venv"
+    "$python" -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --upgrade pip
+    "$venv/bin/python" -m pip install --quiet "torch==$TORCH_VERSION"
+    touch "$venv/.complete"
+  fi
+  torch_dir=$("$venv/bin/python" -W ignore -c 'import os, torch; print(os.path.dirname(torch.__file__))')
+  ln -sfn "$torch_dir" "$root/.libtorch"
+  echo "setup.sh: libtorch $("$venv/bin/python" -W ignore -c 'import torch; print(torch.__version__)') linked at $root/.libtorch -> $torch_dir"
+fi
+
+if [ "$reference" = 1 ]; then
+  [ -x "$venv/bin/python" ] || { echo "setup.sh: --reference needs the cached venv ($venv); unset LIBTORCH and rerun" >&2; exit 1; }
+  if [ ! -f "$venv/.reference-complete" ]; then
+    echo "setup.sh: installing the reference implementation (openai-clip 1.0.1) into $venv"
+    "$venv/bin/python" -m pip install --quiet "torchvision==$TORCHVISION_VERSION" ftfy regex tqdm numpy pillow setuptools wheel
+    "$venv/bin/python" -m pip install --quiet --no-deps --no-build-isolation "openai-clip==1.0.1"
+    touch "$venv/.reference-complete"
+  fi
+  echo "setup.sh: reference python: $venv/bin/python"
+fi

@@ -1,0 +1,1 @@
+//! Constants of the ViT-B/32 experiment.

@@ -1,0 +1,1 @@
+//! Constants of the ViT-L/14 experiment.
