@@ -1,6 +1,8 @@
 //! OpenAI's CLIP on libtorch: the models (`model`), strict weight loading (`weights`), the BPE
 //! tokenizer (`tokenizer`) and image preprocessing (`preprocess`).
+pub mod cli;
 pub mod device;
+pub mod loss;
 pub mod model;
 pub mod preprocess;
 pub mod tokenizer;

@@ -1,1 +1,189 @@
-//! CLIP models.
+//! CLIP: a vision tower (`ModifiedResNet` or `VisionTransformer`) and a text tower, embedding images
+//! and texts into one space.
+//!
+//! Mirrors `CLIP`, `convert_weights` and `build_model` in `clip/model.py` and the model set-up of
+//! `clip.load` in `clip/clip.py` (openai-clip 1.0.1, `jit=False`): the architecture is inferred from
+//! the checkpoint's shapes, the weights are loaded strictly, and the model runs in fp32 on the CPU
+//! and in the reference's mixed fp16 on CUDA (convolution, linear and attention weights and the two
+//! projections in fp16; LayerNorm, BatchNorm and the embeddings in fp32, as `convert_weights` leaves
+//! them). Variable paths are OpenAI's state-dict keys.
+
+pub mod config;
+pub mod resnet;
+pub mod text;
+pub mod transformer;
+pub mod vit;
+
+pub use config::{ClipConfig, ConfigError, VisionConfig, MODEL_NAMES};
+
+use crate::weights::{StateDict, WeightsError};
+use std::collections::BTreeMap;
+use std::path::Path;
+use tch::nn::{self, Module};
+use tch::{Device, Kind, Tensor};
+
+/// Keys that OpenAI's JIT checkpoints carry beside the weights; the reference's `build_model` deletes them.
+pub const METADATA_KEYS: [&str; 3] = ["input_resolution", "context_length", "vocab_size"];
+
+#[derive(Debug)]
+pub enum VisionTower {
+    ResNet(Box<resnet::ModifiedResNet>),
+    ViT(Box<vit::VisionTransformer>),
+}
+
+impl Module for VisionTower {
+    fn forward(&self, xs: &Tensor) -> Tensor {
+        match self {
+            Self::ResNet(m) => m.forward(xs),
+            Self::ViT(m) => m.forward(xs),
+        }
+    }
+}
+
+/// `clip.model.CLIP`.
+#[derive(Debug)]
+pub struct Clip {
+    pub config: ClipConfig,
+    pub visual: VisionTower,
+    pub text: text::TextTransformer,
+    pub logit_scale: Tensor,
+}
+
+impl Clip {
+    /// Builds the model under `vs` (normally the root), randomly initialised.
+    pub fn new(vs: &nn::Path, config: &ClipConfig) -> Self {
+        let c = config;
+        let visual = match c.vision {
+            VisionConfig::ResNet { layers, width } => {
+                VisionTower::ResNet(Box::new(resnet::ModifiedResNet::new(
+                    vs / "visual",
+                    layers,
+                    c.embed_dim,
+                    c.vision_heads(),
+                    c.image_resolution,
+                    width,
+                )))
+            }
+            VisionConfig::ViT { patch_size, width, layers } => {
+                VisionTower::ViT(Box::new(vit::VisionTransformer::new(
+                    vs / "visual",
+                    c.image_resolution,
+                    patch_size,
+                    width,
+                    layers,
+                    c.vision_heads(),
+                    c.embed_dim,
+                )))
+            }
+        };
+        let text = text::TextTransformer::new(
+            vs.clone(),
+            c.context_length,
+            c.vocab_size,
+            c.transformer_width,
+            c.transformer_layers,
+            c.transformer_heads(),
+            c.embed_dim,
+        );
+        let logit_scale = vs.var("logit_scale", &[], nn::Init::Const((1.0f64 / 0.07).ln()));
+        Self { config: *config, visual, text, logit_scale }
+    }
+
+    /// The kind images and activations are computed in: that of the first convolution's weight
+    /// (the reference's `CLIP.dtype`).
+    pub fn dtype(&self) -> Kind {
+        match &self.visual {
+            VisionTower::ResNet(m) => m.conv1.ws.kind(),
+            VisionTower::ViT(m) => m.conv1.ws.kind(),
+        }
+    }
+
+    /// `encode_image`: CLIP-normalised pixels [N, 3, R, R] → raw (unnormalised) embeddings [N, embed_dim].
+    pub fn encode_image(&self, images: &Tensor) -> Tensor {
+        self.visual.forward(&images.to_kind(self.dtype()))
+    }
+
+    /// `encode_text`: token ids [N, context_length] → raw (unnormalised) embeddings [N, embed_dim].
+    pub fn encode_text(&self, tokens: &Tensor) -> Tensor {
+        self.text.forward(tokens, self.dtype())
+    }
+}
+
+/// Whether `convert_weights` turns this state-dict entry to fp16: the weights and biases of
+/// convolutions, linear layers and attention, and the two projections. LayerNorm (`ln_*`),
+/// BatchNorm (`bn*`, `downsample.1`), the token embedding, positional and class embeddings and
+/// `logit_scale` stay fp32.
+pub fn converted_to_fp16(key: &str) -> bool {
+    let mut parts = key.rsplit('.');
+    let (leaf, module) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    match leaf {
+        "text_projection" | "in_proj_weight" | "in_proj_bias" => true,
+        "proj" => key == "visual.proj",
+        "weight" | "bias" => {
+            let batch_norm = module.starts_with("bn") || key.contains(".downsample.1.");
+            !(module.starts_with("ln_") || batch_norm || module == "token_embedding")
+        }
+        _ => false,
+    }
+}
+
+/// Everything that can go wrong when loading a model.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    #[error("{path}: {source}")]
+    Config { path: std::path::PathBuf, source: ConfigError },
+}
+
+/// A model ready to use: its variables (frozen) and its modules.
+pub struct LoadedClip {
+    pub vs: nn::VarStore,
+    pub model: Clip,
+}
+
+impl LoadedClip {
+    /// `clip.load(path, device, jit=False)`: reads any supported checkpoint format, infers the
+    /// architecture, loads every weight strictly, and sets the precision for the device.
+    pub fn load(path: &Path, device: Device) -> Result<Self, LoadError> {
+        let state_dict = StateDict::load(path)?;
+        Self::from_state_dict(&state_dict, device)
+    }
+
+    pub fn from_state_dict(state_dict: &StateDict, device: Device) -> Result<Self, LoadError> {
+        let shapes: BTreeMap<String, Vec<i64>> =
+            state_dict.keys().filter_map(|k| Some((k.to_string(), state_dict.shape(k)?))).collect();
+        let config = ClipConfig::from_shapes(&shapes)
+            .map_err(|source| LoadError::Config { path: state_dict.path.clone(), source })?;
+        let mut vs = nn::VarStore::new(device);
+        let model = tch::no_grad(|| Clip::new(&vs.root(), &config));
+        state_dict.load_into(&vs, &METADATA_KEYS)?;
+        if device.is_cuda() {
+            convert_weights(&vs);
+        }
+        vs.freeze();
+        Ok(Self { vs, model })
+    }
+
+    /// A randomly initialised model of a given configuration (benchmarks, tests).
+    pub fn random(config: &ClipConfig, device: Device) -> Self {
+        let mut vs = nn::VarStore::new(device);
+        let model = tch::no_grad(|| Clip::new(&vs.root(), config));
+        if device.is_cuda() {
+            convert_weights(&vs);
+        }
+        vs.freeze();
+        Self { vs, model }
+    }
+}
+
+/// `convert_weights`: the reference's fp16 conversion, applied in place.
+pub fn convert_weights(vs: &nn::VarStore) {
+    tch::no_grad(|| {
+        for (key, mut var) in vs.variables() {
+            if converted_to_fp16(&key) && var.is_floating_point() {
+                var.set_data(&var.to_kind(Kind::Half));
+            }
+        }
+    });
+}

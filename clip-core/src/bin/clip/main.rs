@@ -1,0 +1,42 @@
+//! `clip`: OpenAI's CLIP from the command line — embeddings, similarity scores and token ids.
+
+mod embed;
+mod score;
+mod tokenize;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "clip", version, about = "OpenAI's CLIP on libtorch: embed, score, tokenize")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print raw image and text embeddings (encode_image / encode_text) as one JSON object.
+    Embed(embed::EmbedArgs),
+    /// Print the cosine similarity of an image and a text (the seed's "Final Similarity").
+    Score(score::ScoreArgs),
+    /// Print the 77 token ids of each text, one JSON array per line (clip.tokenize).
+    Tokenize(tokenize::TokenizeArgs),
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Embed(args) => embed::run(&args),
+        Command::Score(args) => score::run(&args),
+        Command::Tokenize(args) => tokenize::run(&args),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

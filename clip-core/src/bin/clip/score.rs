@@ -1,0 +1,42 @@
+//! `clip score`: the cosine similarity of one image and one text, as the seed's final check computes
+//! it (the image preprocessed, both embeddings normalised).
+
+use anyhow::Context;
+use clip_core::cli::WeightsArgs;
+use clip_core::device::DeviceChoice;
+use clip_core::loss::cosine_similarity;
+use clip_core::preprocess;
+use clip_core::tokenizer::Tokenizer;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct ScoreArgs {
+    #[command(flatten)]
+    pub weights: WeightsArgs,
+    /// Where the model runs: cpu (fp32), cuda (fp16, as clip.load) or auto.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+    /// The image to score.
+    #[arg(long, value_name = "FILE")]
+    pub image: PathBuf,
+    /// The text to score it against.
+    #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
+    pub text: String,
+}
+
+pub fn run(args: &ScoreArgs) -> anyhow::Result<()> {
+    let tokens = Tokenizer::new()?.tokenize(&[&args.text], false)?;
+    let loaded = args.weights.load(args.device)?;
+    let model = &loaded.model;
+    let device = loaded.vs.device();
+    let pixels = preprocess::preprocess_path(&args.image, model.config.image_resolution as u32)
+        .with_context(|| format!("reading image {}", args.image.display()))?;
+    let similarity = tch::no_grad(|| {
+        let image = model.encode_image(&pixels.unsqueeze(0).to_device(device));
+        let text = model.encode_text(&tokens.to_device(device));
+        cosine_similarity(&image, &text).double_value(&[0])
+    });
+    eprintln!("image: {}  text: {:?}", args.image.display(), args.text);
+    println!("{similarity}");
+    Ok(())
+}

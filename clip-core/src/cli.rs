@@ -1,0 +1,40 @@
+//! Command-line pieces shared by the `clip` tool and the experiment binaries: where the weights come
+//! from (`--weights PATH` or `--model NAME`) and on which device the model runs.
+
+use crate::device::DeviceChoice;
+use crate::model::LoadedClip;
+use crate::weights::download;
+use anyhow::Context;
+use std::path::PathBuf;
+
+/// The model's weights: a local checkpoint or a released model downloaded to `~/.cache/clip/`.
+#[derive(clap::Args, Debug, Clone)]
+#[group(required = true, multiple = false)]
+pub struct WeightsArgs {
+    /// A checkpoint: OpenAI's TorchScript `.pt`, a `torch.save` state dict, or safetensors with OpenAI's keys.
+    #[arg(long, value_name = "PATH")]
+    pub weights: Option<PathBuf>,
+    /// A released model by name (RN50, RN101, RN50x4, RN50x16, RN50x64, ViT-B/32, ViT-B/16, ViT-L/14,
+    /// ViT-L/14@336px), downloaded once into ~/.cache/clip/ and verified by its SHA-256.
+    #[arg(long, value_name = "NAME")]
+    pub model: Option<String>,
+}
+
+impl WeightsArgs {
+    /// The checkpoint's path, downloading the named model if needed.
+    pub fn path(&self) -> anyhow::Result<PathBuf> {
+        match (&self.weights, &self.model) {
+            (Some(path), _) => Ok(path.clone()),
+            (None, Some(name)) => Ok(download::resolve_model(name, None)?),
+            (None, None) => anyhow::bail!("give --weights PATH or --model NAME"),
+        }
+    }
+
+    /// Resolves the device and loads the model onto it.
+    pub fn load(&self, device: DeviceChoice) -> anyhow::Result<LoadedClip> {
+        let device = device.resolve()?;
+        let path = self.path()?;
+        LoadedClip::load(&path, device)
+            .with_context(|| format!("loading the CLIP model from {}", path.display()))
+    }
+}

@@ -1,0 +1,167 @@
+//! The Rust CLIP against the reference implementation (openai-clip 1.0.1), number for number.
+//!
+//! Fixtures: `scripts/make_model_fixtures.py` wrote random-weight checkpoints in OpenAI's TorchScript
+//! fp16 format (`tiny-rn.pt`, `tiny-vit.pt`), the reference's embeddings of test images and texts
+//! (`reference.json`), and the state-dict shapes and parameter counts of the nine released
+//! configurations (`configs.json`).
+
+use clip_core::model::{converted_to_fp16, ClipConfig, LoadedClip, VisionConfig, MODEL_NAMES};
+use clip_core::{loss::cosine_similarity, preprocess, tokenizer::Tokenizer};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use tch::{Device, Tensor};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models")
+}
+
+fn read_json(name: &str) -> Value {
+    let text = std::fs::read_to_string(fixtures().join(name)).expect("fixture present");
+    serde_json::from_str(&text).expect("fixture is JSON")
+}
+
+fn matrix(value: &Value) -> Tensor {
+    let rows: Vec<Vec<f32>> = serde_json::from_value(value.clone()).expect("a matrix of numbers");
+    let n = rows.len() as i64;
+    let flat: Vec<f32> = rows.into_iter().flatten().collect();
+    Tensor::from_slice(&flat).view([n, -1])
+}
+
+/// Minimum row-wise cosine similarity and maximum relative error of `ours` against `reference`.
+fn agreement(ours: &Tensor, reference: &Tensor) -> (f64, f64) {
+    assert_eq!(ours.size(), reference.size());
+    let cos = cosine_similarity(ours, reference).min().double_value(&[]);
+    let rel = ((ours - reference).abs().max() / reference.abs().max()).double_value(&[]);
+    (cos, rel)
+}
+
+fn check_fixture(name: &str) {
+    let reference = read_json("reference.json");
+    let model_ref = &reference["models"][name];
+    let loaded = LoadedClip::load(&fixtures().join(format!("{name}.pt")), Device::Cpu)
+        .expect("fixture loads");
+    let model = &loaded.model;
+    let resolution = model.config.image_resolution as u32;
+
+    // with torch.no_grad(): model.encode_text(clip.tokenize(TEXTS))   # model = clip.load(path, "cpu", jit=False)[0]
+    let tokens: Vec<Vec<i64>> = serde_json::from_value(reference["tokens"].clone()).unwrap();
+    let tokens = Tensor::from_slice(&tokens.concat()).view([tokens.len() as i64, 77]);
+    let text = tch::no_grad(|| model.encode_text(&tokens));
+    let (cos, rel) = agreement(&text, &matrix(&model_ref["text_features"]));
+    assert!(cos >= 0.99999 && rel < 1e-4, "{name} text: cosine {cos}, relative error {rel}");
+
+    // Our tokenizer gives the reference's ids for the same texts.
+    let texts: Vec<String> = serde_json::from_value(reference["texts"].clone()).unwrap();
+    let ours = Tokenizer::new().unwrap().tokenize(&texts, false).unwrap();
+    assert!(ours.equal(&tokens), "tokenizer disagrees with clip.tokenize");
+
+    // model.encode_image(torch.stack([preprocess(Image.open(p)) for p in images]))
+    let images: Vec<String> = serde_json::from_value(model_ref["images"].clone()).unwrap();
+    let expected = matrix(&model_ref["image_features"]);
+    for (i, image) in images.iter().enumerate() {
+        let path = fixtures().join("images").join(image);
+        let pixels = preprocess::preprocess_path(&path, resolution).unwrap();
+        let ours = tch::no_grad(|| model.encode_image(&pixels.unsqueeze(0)));
+        let (cos, rel) = agreement(&ours, &expected.narrow(0, i as i64, 1));
+        let size = image::image_dimensions(&path).unwrap();
+        // Images at the model's resolution need no resampling: the same function to float rounding.
+        // Others go through bicubic resampling, where Pillow's 8-bit rounding may differ by a level.
+        let bound = if size == (resolution, resolution) { 0.99999 } else { 0.999 };
+        assert!(cos >= bound, "{name} {image}: cosine {cos} < {bound} (relative error {rel})");
+    }
+}
+
+#[test]
+fn tiny_resnet_matches_reference() {
+    check_fixture("tiny-rn");
+}
+
+#[test]
+fn tiny_vit_matches_reference() {
+    check_fixture("tiny-vit");
+}
+
+#[test]
+fn configuration_is_inferred_from_shapes_like_build_model() {
+    let loaded = LoadedClip::load(&fixtures().join("tiny-rn.pt"), Device::Cpu).unwrap();
+    let c = loaded.model.config;
+    assert_eq!(c.vision, VisionConfig::ResNet { layers: [1, 2, 1, 1], width: 8 });
+    assert_eq!(
+        (c.embed_dim, c.image_resolution, c.transformer_width, c.transformer_layers),
+        (32, 64, 64, 2)
+    );
+    let loaded = LoadedClip::load(&fixtures().join("tiny-vit.pt"), Device::Cpu).unwrap();
+    let c = loaded.model.config;
+    assert_eq!(c.vision, VisionConfig::ViT { patch_size: 8, width: 128, layers: 2 });
+    assert_eq!(
+        (c.image_resolution, c.vision_heads(), c.context_length, c.vocab_size),
+        (32, 2, 77, 49408)
+    );
+}
+
+/// for name, config in CONFIGS: model = CLIP(*config); model.state_dict(), parameters(), buffers()
+#[test]
+fn nine_released_configurations_have_the_reference_keys_shapes_and_counts() {
+    let configs = read_json("configs.json");
+    for name in MODEL_NAMES {
+        let config = ClipConfig::by_name(name).unwrap();
+        let loaded = LoadedClip::random(&config, Device::Cpu);
+        let variables = loaded.vs.variables();
+        let ours: BTreeMap<String, Vec<i64>> =
+            variables.iter().map(|(k, v)| (k.clone(), v.size())).collect();
+        let reference: BTreeMap<String, Vec<i64>> =
+            serde_json::from_value(configs[name]["shapes"].clone()).unwrap();
+        assert_eq!(ours, reference, "{name}: state-dict keys and shapes");
+        let trainable: i64 = loaded.vs.trainable_variables().iter().map(|v| v.numel() as i64).sum();
+        let total: i64 = variables.values().map(|v| v.numel() as i64).sum();
+        assert_eq!(
+            trainable,
+            configs[name]["parameters"].as_i64().unwrap(),
+            "{name}: parameter count"
+        );
+        assert_eq!(
+            total - trainable,
+            configs[name]["buffers"].as_i64().unwrap(),
+            "{name}: buffer count"
+        );
+        // The inference from shapes recovers the configuration.
+        assert_eq!(
+            ClipConfig::from_shapes(&ours).unwrap(),
+            config,
+            "{name}: build_model inference"
+        );
+    }
+}
+
+/// convert_weights(model): which entries the reference turns to fp16.
+#[test]
+fn fp16_conversion_follows_convert_weights() {
+    for key in [
+        "visual.conv1.weight",
+        "visual.proj",
+        "text_projection",
+        "transformer.resblocks.0.attn.in_proj_weight",
+        "transformer.resblocks.0.attn.out_proj.bias",
+        "visual.layer1.0.downsample.0.weight",
+        "visual.attnpool.q_proj.weight",
+        "transformer.resblocks.3.mlp.c_fc.bias",
+    ] {
+        assert!(converted_to_fp16(key), "{key} should be fp16");
+    }
+    for key in [
+        "visual.bn1.weight",
+        "visual.layer1.0.downsample.1.running_var",
+        "visual.layer1.0.downsample.1.weight",
+        "visual.ln_pre.weight",
+        "ln_final.bias",
+        "token_embedding.weight",
+        "positional_embedding",
+        "visual.class_embedding",
+        "visual.attnpool.positional_embedding",
+        "logit_scale",
+        "transformer.resblocks.0.ln_1.weight",
+    ] {
+        assert!(!converted_to_fp16(key), "{key} should stay fp32");
+    }
+}
