@@ -1,0 +1,287 @@
+//! The seed's pixel optimisation: Adam on a grey-plus-noise image until CLIP's embedding of it
+//! matches a text's, in two modes.
+//!
+//! Mirrors the seed's loops (reproduced in `shared/bench/seed_loops.py`: `seed_unconstrained`,
+//! `seed_constrained`), batched over prompts as its `batched` variant:
+//! - init `0.5 + N(0, 0.1)` at the model's resolution; `torch.optim.Adam([image], lr)` with default
+//!   betas and eps; after each step `image.clamp_(0, 1)`;
+//! - loss `1 − cosine(normalised image embedding, normalised text embedding)` of the CLIP-normalised
+//!   (mean/std) image;
+//! - unconstrained: no augmentation, the result is the final image. The seed averages four passes
+//!   of the same deterministic forward per step; their mean has the same gradient as one pass, so
+//!   one pass is done;
+//! - constrained: each step's view is `RandomAffine` + `RandomHorizontalFlip` (`augment.rs`), the
+//!   loss adds `TV(image) × tv_weight` of the un-augmented image, and the result is the image (after
+//!   the update and clamp) of the step whose view had the lowest similarity loss, as the seed
+//!   records `image` after `opt.step()` when `sim.item() < best`.
+//!
+//! All prompts run as one batch: each prompt has its own image, Adam state and augmentation draw,
+//! and the per-prompt losses are summed, so every image gets the gradient it would get alone. The
+//! step keeps its statistics and best images on the device and reads them back every
+//! `readback_every` steps, so there is no host synchronisation per step; the augmentation is drawn
+//! with `Tensor::rand` on the device and Adam's step count is a device tensor, so a later step can
+//! be captured in a CUDA graph.
+
+use crate::augment::AugmentConfig;
+use crate::loss::{cosine_similarity, total_variation};
+use crate::model::Clip;
+use crate::preprocess::{CLIP_MEAN, CLIP_STD};
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+/// `torch.optim.Adam`'s defaults.
+pub const ADAM_BETAS: (f64, f64) = (0.9, 0.999);
+pub const ADAM_EPS: f64 = 1e-8;
+/// The seed's initial image: grey plus Gaussian noise.
+pub const INIT_MEAN: f64 = 0.5;
+pub const INIT_STD: f64 = 0.1;
+
+/// `torch.optim.Adam` for one tensor (no weight decay, no amsgrad), in the form of its
+/// `capturable=True` single-tensor update: the step count is a device tensor and the bias
+/// corrections are computed on the device, so nothing here reads the host. The non-capturable
+/// form computes the same quantities in f64 on the host; the two agree to float rounding.
+#[derive(Debug)]
+pub struct Adam {
+    pub lr: f64,
+    pub betas: (f64, f64),
+    pub eps: f64,
+    /// The number of steps taken, a float32 scalar on the parameter's device (as torch keeps it).
+    pub step: Tensor,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+}
+
+impl Adam {
+    /// `Adam([param], lr)` with default betas and eps.
+    pub fn new(param: &Tensor, lr: f64) -> Self {
+        Self::with(param, lr, ADAM_BETAS, ADAM_EPS)
+    }
+
+    pub fn with(param: &Tensor, lr: f64, betas: (f64, f64), eps: f64) -> Self {
+        let zeros = || param.detach().zeros_like();
+        Self {
+            lr,
+            betas,
+            eps,
+            step: Tensor::zeros([], (Kind::Float, param.device())),
+            exp_avg: zeros(),
+            exp_avg_sq: zeros(),
+        }
+    }
+
+    /// One update of `param` in place with its gradient `grad`.
+    pub fn step(&mut self, param: &mut Tensor, grad: &Tensor) {
+        let (beta1, beta2) = self.betas;
+        tch::no_grad(|| {
+            let _ = self.step.g_add_scalar_(1);
+            let _ = self.exp_avg.lerp_(grad, 1.0 - beta1);
+            let _ = self.exp_avg_sq.g_mul_scalar_(beta2);
+            let _ = self.exp_avg_sq.addcmul_(&(grad * (1.0 - beta2)), grad);
+            let bias_correction1 = Tensor::pow_scalar(beta1, &self.step).neg() + 1.0;
+            let bias_correction2 = Tensor::pow_scalar(beta2, &self.step).neg() + 1.0;
+            let step_size_neg = -(bias_correction1.reciprocal() * self.lr);
+            let denom = self.exp_avg_sq.sqrt() / (bias_correction2.sqrt() * &step_size_neg)
+                + step_size_neg.reciprocal() * self.eps;
+            let _ = param.addcdiv_(&self.exp_avg, &denom);
+        });
+    }
+}
+
+/// The seed's two scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Unconstrained,
+    Constrained,
+}
+
+impl Mode {
+    /// The name used in file names and records: `unconstrained` or `constrained`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unconstrained => "unconstrained",
+            Self::Constrained => "constrained",
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What one optimisation does.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub mode: Mode,
+    pub steps: usize,
+    pub learning_rate: f64,
+    /// Weight of the total variation in the constrained loss (ignored when unconstrained).
+    pub tv_weight: f64,
+    pub augment: AugmentConfig,
+    /// Statistics are read back from the device every this many steps (and after the last).
+    pub readback_every: usize,
+}
+
+/// The statistics of one step, one entry per prompt: the cosine similarity of the step's view
+/// (augmented when constrained) before the update, and the un-weighted total variation of the
+/// un-augmented image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepStats {
+    /// 1-based: the number of updates once this step is done.
+    pub step: usize,
+    pub similarity: Vec<f32>,
+    pub tv: Vec<f32>,
+}
+
+/// The result of one optimisation of a batch of prompts.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The initial image [3, R, R] in [0, 1]-ish (not clamped, as the seed), the same for every prompt.
+    pub initial: Tensor,
+    /// The result images [N, 3, R, R] on the CPU, in [0, 1]: the final ones (unconstrained) or the
+    /// best ones (constrained).
+    pub images: Tensor,
+    /// Constrained: per prompt, the step whose view had the lowest similarity loss, and that loss.
+    pub best: Option<Vec<(usize, f64)>>,
+    /// Optimisation loop only (no set-up, no saving), including the read-backs.
+    pub loop_seconds: f64,
+}
+
+impl Outcome {
+    pub fn steps_per_second(&self, steps: usize) -> f64 {
+        steps as f64 / self.loop_seconds.max(f64::MIN_POSITIVE)
+    }
+}
+
+/// CLIP's mean/std normalisation over dim 1 of [N, 3, H, W] (as `preprocess::normalize`), with
+/// the constants made once on the device so the step copies nothing from the host.
+struct Normalize {
+    mean: Tensor,
+    std: Tensor,
+}
+
+impl Normalize {
+    fn new(device: Device) -> Self {
+        let stat = |v: &[f64; 3]| {
+            Tensor::from_slice(v).to_kind(Kind::Float).to_device(device).view([1, 3, 1, 1])
+        };
+        Self { mean: stat(&CLIP_MEAN), std: stat(&CLIP_STD) }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        (x - &self.mean) / &self.std
+    }
+}
+
+/// The cosine similarity of each image [N, 3, R, R] in [0, 1] with the matching row of
+/// `text_features` [N, D] (no augmentation, no gradient): the seed's "similarity".
+pub fn similarity(model: &Clip, images: &Tensor, text_features: &Tensor) -> Vec<f64> {
+    let device = text_features.device();
+    let normalize = Normalize::new(device);
+    tch::no_grad(|| {
+        let features = model.encode_image(&normalize.forward(&images.to_device(device)));
+        let sim = cosine_similarity(&features, text_features).to_kind(Kind::Double);
+        Vec::<f64>::try_from(sim.to_device(Device::Cpu)).unwrap_or_default()
+    })
+}
+
+/// Optimises one image per row of `text_features` ([N, D], raw or normalised, on the model's
+/// device). `on_stats` receives every step's statistics, in order, a chunk at each read-back.
+/// The random draws (init noise, augmentation) come from torch's generator for the device: seed
+/// it with `tch::manual_seed` first.
+pub fn optimize(
+    model: &Clip,
+    text_features: &Tensor,
+    settings: &Settings,
+    on_stats: &mut dyn FnMut(&[StepStats]),
+) -> Outcome {
+    let device = text_features.device();
+    let batch = text_features.size()[0];
+    let res = model.config.image_resolution;
+    let constrained = settings.mode == Mode::Constrained;
+    let normalize = Normalize::new(device);
+    let text = tch::no_grad(|| {
+        let t = text_features.to_kind(Kind::Float);
+        &t / t.norm_scalaropt_dim(2, [-1], true)
+    });
+
+    // One draw, shared by every prompt: the prompts start from the same picture, as separate runs
+    // with the same seed would.
+    let initial = Tensor::randn([1, 3, res, res], (Kind::Float, device)) * INIT_STD + INIT_MEAN;
+    let mut image =
+        initial.expand([batch, 3, res, res], false).contiguous().set_requires_grad(true);
+    let mut adam = Adam::new(&image, settings.learning_rate);
+
+    let mut best_loss = Tensor::full([batch], f64::INFINITY, (Kind::Float, device));
+    let mut best_image = image.detach().copy();
+    let mut best_step = Tensor::zeros([batch], (Kind::Float, device));
+    let readback = settings.readback_every.max(1);
+    let stats = Tensor::zeros([readback as i64, 2, batch], (Kind::Float, device));
+
+    let start = Instant::now();
+    let mut pending = 0usize;
+    for step in 1..=settings.steps {
+        let view = if constrained {
+            settings.augment.sample(batch, res, res, device).apply(&image)
+        } else {
+            image.shallow_clone()
+        };
+        let features = model.encode_image(&normalize.forward(&view));
+        let sim = cosine_similarity(&features, &text);
+        let sim_loss = sim.neg() + 1.0;
+        let tv =
+            if constrained { total_variation(&image) } else { total_variation(&image.detach()) };
+        let mut loss = sim_loss.sum(Kind::Float);
+        if constrained {
+            loss = loss + tv.sum(Kind::Float) * settings.tv_weight;
+        }
+        let grad = Tensor::run_backward(&[&loss], &[&image], false, false);
+        adam.step(&mut image, &grad[0]);
+        tch::no_grad(|| {
+            let _ = image.clamp_(0.0, 1.0);
+            let _ =
+                stats.get(pending as i64).copy_(&Tensor::stack(&[sim.detach(), tv.detach()], 0));
+            if constrained {
+                let sim_loss = sim_loss.detach();
+                let better = sim_loss.lt_tensor(&best_loss);
+                best_loss.copy_(&sim_loss.where_self(&better, &best_loss));
+                let image_better = better.view([batch, 1, 1, 1]);
+                best_image.copy_(&image.where_self(&image_better, &best_image));
+                best_step.copy_(&adam.step.where_self(&better, &best_step));
+            }
+        });
+        pending += 1;
+        if pending == readback || step == settings.steps {
+            on_stats(&read_stats(&stats, pending, step));
+            pending = 0;
+        }
+    }
+    let result = if constrained { best_image } else { image.detach() };
+    let images = result.to_device(Device::Cpu);
+    let loop_seconds = start.elapsed().as_secs_f64();
+
+    let best = constrained.then(|| {
+        let steps = Vec::<f32>::try_from(best_step.to_device(Device::Cpu)).unwrap_or_default();
+        let losses = Vec::<f32>::try_from(best_loss.to_device(Device::Cpu)).unwrap_or_default();
+        steps.iter().zip(&losses).map(|(&s, &l)| (s as usize, l as f64)).collect()
+    });
+    Outcome { initial: initial.squeeze_dim(0).to_device(Device::Cpu), images, best, loop_seconds }
+}
+
+/// Copies the first `count` rows of the device buffer to the host; the last of them is `last_step`.
+fn read_stats(buffer: &Tensor, count: usize, last_step: usize) -> Vec<StepStats> {
+    let host = buffer.narrow(0, 0, count as i64).to_device(Device::Cpu);
+    let batch = host.size()[2] as usize;
+    let flat = Vec::<f32>::try_from(host.flatten(0, -1)).unwrap_or_default();
+    (0..count)
+        .map(|i| {
+            let row = &flat[i * 2 * batch..(i + 1) * 2 * batch];
+            StepStats {
+                step: last_step + 1 + i - count,
+                similarity: row[..batch].to_vec(),
+                tv: row[batch..].to_vec(),
+            }
+        })
+        .collect()
+}
