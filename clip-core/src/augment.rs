@@ -5,7 +5,8 @@
 //! Mirrors torchvision 0.26 for tensors: `RandomAffine.get_params` and `RandomHorizontalFlip.forward`
 //! (`transforms/transforms.py`), `affine` / `_get_inverse_affine_matrix` (`transforms/functional.py`)
 //! and `affine` / `_gen_affine_grid` / `_apply_grid_transform` (`transforms/_functional_tensor.py`):
-//! rotation about the image centre (positive angles turn the picture counter-clockwise on screen),
+//! rotation about the image centre (positive angles turn the picture clockwise on screen, as
+//! `F.affine` documents),
 //! translations in whole pixels (`int(round(uniform(-0.1·W, 0.1·W)))`), nearest-neighbour sampling
 //! with `align_corners=False` and zero fill. torchvision's fill step (`fill=0` appends a ones mask
 //! and fills where it samples < 0.5) is a no-op for nearest sampling with zero padding — the image
@@ -59,7 +60,7 @@ impl AugmentConfig {
 /// Per-image parameters of one draw, each a [N] tensor on the image's device.
 #[derive(Debug)]
 pub struct AffineParams {
-    /// Degrees, counter-clockwise.
+    /// Degrees, clockwise on screen (`F.affine`'s convention).
     pub angle: Tensor,
     /// Whole pixels, positive to the right (f64 holding integers).
     pub translate_x: Tensor,

@@ -1,0 +1,152 @@
+//! The optimiser against `torch.optim.Adam`, and the optimisation loop on a tiny random model.
+//!
+//! Fixture: `scripts/make_augment_fixtures.py` wrote `adam.json` (torch.optim.Adam, 5 steps).
+
+use clip_core::augment::AugmentConfig;
+use clip_core::model::{ClipConfig, LoadedClip, VisionConfig};
+use clip_core::optimize::{optimize, similarity, Adam, Mode, Settings, StepStats};
+use serde_json::Value;
+use std::path::PathBuf;
+use tch::{Device, Kind, Tensor};
+
+fn matrix(value: &Value) -> Tensor {
+    let rows: Vec<Vec<f32>> = serde_json::from_value(value.clone()).expect("a matrix");
+    let n = rows.len() as i64;
+    Tensor::from_slice(&rows.concat()).view([n, -1])
+}
+
+// x = torch.tensor(initial, requires_grad=True); opt = torch.optim.Adam([x], lr=0.05)
+// loss = ((x - target) ** 2 * torch.arange(1.0, 7.0).view(2, 3)).sum() + torch.sin(3 * x).sum()
+// loss.backward(); opt.step(); x.clamp_(0, 1)   # 5 times
+#[test]
+fn adam_matches_torch() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/augment/adam.json");
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("JSON");
+    let target = matrix(&json["target"]);
+    let weights = Tensor::arange_start(1, 7, (Kind::Float, Device::Cpu)).view([2, 3]);
+    let mut x = matrix(&json["initial"]).set_requires_grad(true);
+    let mut adam = Adam::new(&x, json["lr"].as_f64().expect("lr"));
+    let steps: Vec<Vec<f32>> = serde_json::from_value(json["steps"].clone()).expect("steps");
+    for (i, expected) in steps.iter().enumerate() {
+        let loss = ((&x - &target).square() * &weights).sum(Kind::Float)
+            + (&x * 3.0).sin().sum(Kind::Float);
+        let grad = Tensor::run_backward(&[&loss], &[&x], false, false);
+        adam.step(&mut x, &grad[0]);
+        tch::no_grad(|| {
+            let _ = x.clamp_(0.0, 1.0);
+        });
+        let ours = Vec::<f32>::try_from(x.detach().flatten(0, -1)).expect("floats");
+        // torch's CPU Adam computes the bias corrections on the host in f64, ours on the device in
+        // f32 (capturable form): equal to a few float32 ulps.
+        for (a, b) in ours.iter().zip(expected) {
+            assert!((a - b).abs() <= 1e-6, "step {}: {a} vs torch {b}", i + 1);
+        }
+    }
+    assert_eq!(adam.step.double_value(&[]), 5.0);
+}
+
+static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// torch's generator is global and tests run in parallel threads: tests that draw hold this.
+fn seeded() -> std::sync::MutexGuard<'static, ()> {
+    SEEDED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A tiny random ViT (32 px) and random text features: the loop's mechanics need no real model.
+fn tiny_model() -> LoadedClip {
+    tch::manual_seed(0);
+    let config = ClipConfig {
+        embed_dim: 32,
+        image_resolution: 32,
+        vision: VisionConfig::ViT { patch_size: 8, width: 64, layers: 2 },
+        context_length: 77,
+        vocab_size: 49408,
+        transformer_width: 64,
+        transformer_layers: 1,
+    };
+    LoadedClip::random(&config, Device::Cpu)
+}
+
+fn settings(mode: Mode, steps: usize) -> Settings {
+    Settings {
+        mode,
+        steps,
+        learning_rate: 0.05,
+        tv_weight: 1e-4,
+        augment: AugmentConfig::SEED,
+        readback_every: 4,
+    }
+}
+
+fn run(
+    loaded: &LoadedClip,
+    text: &Tensor,
+    settings: &Settings,
+    seed: i64,
+) -> (Vec<StepStats>, clip_core::optimize::Outcome) {
+    let mut stats = Vec::new();
+    tch::manual_seed(seed);
+    let outcome =
+        optimize(&loaded.model, text, settings, &mut |chunk| stats.extend_from_slice(chunk));
+    (stats, outcome)
+}
+
+#[test]
+fn unconstrained_raises_similarity_and_reports_every_step() {
+    let _seeded = seeded();
+    let loaded = tiny_model();
+    let text = Tensor::randn([3, 32], (Kind::Float, Device::Cpu));
+    let (stats, outcome) = run(&loaded, &text, &settings(Mode::Unconstrained, 10), 1);
+    assert_eq!(stats.iter().map(|s| s.step).collect::<Vec<_>>(), (1..=10).collect::<Vec<_>>());
+    assert!(stats.iter().all(|s| s.similarity.len() == 3 && s.tv.len() == 3));
+    assert!(outcome.best.is_none());
+    assert_eq!(outcome.images.size(), [3, 3, 32, 32]);
+    let (lo, hi) = (outcome.images.min().double_value(&[]), outcome.images.max().double_value(&[]));
+    assert!((0.0..=1.0).contains(&lo) && (0.0..=1.0).contains(&hi), "clamped: [{lo}, {hi}]");
+    let initial = outcome.initial.unsqueeze(0).expand([3, 3, 32, 32], false);
+    let before = similarity(&loaded.model, &initial, &text);
+    let after = similarity(&loaded.model, &outcome.images, &text);
+    // The first step's statistics are the initial image's similarity.
+    for p in 0..3 {
+        assert!((stats[0].similarity[p] as f64 - before[p]).abs() < 1e-5);
+        assert!(after[p] > before[p] + 0.01, "prompt {p}: {} -> {}", before[p], after[p]);
+    }
+}
+
+#[test]
+fn prompts_in_a_batch_optimise_as_separate_runs() {
+    let _seeded = seeded();
+    let loaded = tiny_model();
+    let text = Tensor::randn([2, 32], (Kind::Float, Device::Cpu));
+    let (_, together) = run(&loaded, &text, &settings(Mode::Unconstrained, 5), 2);
+    for p in 0..2 {
+        let (_, alone) = run(&loaded, &text.narrow(0, p, 1), &settings(Mode::Unconstrained, 5), 2);
+        let diff = (together.images.get(p) - alone.images.get(0)).abs().max().double_value(&[]);
+        assert!(diff < 1e-4, "prompt {p}: batched and alone differ by {diff}");
+    }
+}
+
+#[test]
+fn constrained_keeps_the_lowest_similarity_loss() {
+    let _seeded = seeded();
+    let loaded = tiny_model();
+    let text = Tensor::randn([3, 32], (Kind::Float, Device::Cpu));
+    let (stats, outcome) = run(&loaded, &text, &settings(Mode::Constrained, 9), 3);
+    assert_eq!(stats.len(), 9);
+    let best = outcome.best.expect("constrained runs record the best step");
+    for (p, &(step, loss)) in best.iter().enumerate() {
+        // The first step with the lowest `1 - similarity` of its augmented view.
+        let (want_step, want_loss) = stats
+            .iter()
+            .map(|s| (s.step, 1.0f32 - s.similarity[p]))
+            .fold((0, f32::INFINITY), |acc, x| if x.1 < acc.1 { x } else { acc });
+        assert_eq!((step, loss as f32), (want_step, want_loss), "prompt {p}");
+    }
+    // Different augmentation draws per prompt: the TV of the three images drifts apart.
+    let tv = &stats[8].tv;
+    assert!(tv[0] != tv[1] && tv[1] != tv[2], "{tv:?}");
+    let (_, again) = run(&loaded, &text, &settings(Mode::Constrained, 9), 3);
+    let diff = (&again.images - &outcome.images).abs().max().double_value(&[]);
+    assert!(again.images.equal(&outcome.images), "a seed reproduces the run: {diff}");
+}
