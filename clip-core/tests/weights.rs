@@ -111,25 +111,25 @@ fn format_is_told_by_content_not_extension() {
 fn jit_fixture_varstore() -> VarStore {
     let vs = VarStore::new(Device::Cpu);
     let root = vs.root();
-    root.zeros("logit_scale", &[]);
-    (&root / "conv1").zeros("weight", &[4, 3, 3, 3]);
+    let _ = root.zeros("logit_scale", &[]);
+    let _ = (&root / "conv1").zeros("weight", &[4, 3, 3, 3]);
     let bn = &root / "bn1";
-    bn.zeros("weight", &[4]);
-    bn.zeros("bias", &[4]);
-    bn.zeros_no_train("running_mean", &[4]);
-    bn.ones_no_train("running_var", &[4]);
-    bn.add("num_batches_tracked", Tensor::zeros([], (Kind::Int64, Device::Cpu)), false);
+    let _ = bn.zeros("weight", &[4]);
+    let _ = bn.zeros("bias", &[4]);
+    let _ = bn.zeros_no_train("running_mean", &[4]);
+    let _ = bn.ones_no_train("running_var", &[4]);
+    let _ = bn.add("num_batches_tracked", Tensor::zeros([], (Kind::Int64, Device::Cpu)), false);
     let l0 = &root / "layers" / 0;
-    l0.zeros("weight", &[4, 4]);
-    l0.zeros("bias", &[4]);
+    let _ = l0.zeros("weight", &[4, 4]);
+    let _ = l0.zeros("bias", &[4]);
     let attn = &root / "attn";
-    attn.zeros("in_proj_weight", &[12, 4]);
-    attn.zeros("in_proj_bias", &[12]);
-    (&attn / "out_proj").zeros("weight", &[4, 4]);
-    (&attn / "out_proj").zeros("bias", &[4]);
+    let _ = attn.zeros("in_proj_weight", &[12, 4]);
+    let _ = attn.zeros("in_proj_bias", &[12]);
+    let _ = (&attn / "out_proj").zeros("weight", &[4, 4]);
+    let _ = (&attn / "out_proj").zeros("bias", &[4]);
     let ln = &root / "block" / "ln";
-    ln.zeros("weight", &[4]);
-    ln.zeros("bias", &[4]);
+    let _ = ln.zeros("weight", &[4]);
+    let _ = ln.zeros("bias", &[4]);
     vs
 }
 
@@ -157,8 +157,8 @@ fn load_into_reports_missing_unexpected_and_misshapen_keys_together() {
     let sd = StateDict::load(&fixture("jit_fp16.pt")).unwrap();
     let vs = jit_fixture_varstore();
     let root = vs.root();
-    root.zeros("positional_embedding", &[7, 4]); // missing from the file
-                                                 // `input_resolution` is not ignored here, so it is unexpected.
+    let _ = root.zeros("positional_embedding", &[7, 4]); // missing from the file
+                                                         // `input_resolution` is not ignored here, so it is unexpected.
     let err = sd.load_into(&vs, &[]).unwrap_err();
     let msg = err.to_string();
     match &err {
@@ -180,8 +180,8 @@ fn load_into_reports_missing_unexpected_and_misshapen_keys_together() {
     // A wrong shape names the key and both shapes; nothing is copied.
     let sd = StateDict::load(&fixture("nested.pt")).unwrap(); // weight [3, 2], bias [3]
     let vs = VarStore::new(Device::Cpu);
-    vs.root().zeros("weight", &[2, 3]);
-    vs.root().zeros("bias", &[3]);
+    let _ = vs.root().zeros("weight", &[2, 3]);
+    let _ = vs.root().zeros("bias", &[3]);
     let err = sd.load_into(&vs, &[]).unwrap_err();
     let msg = err.to_string();
     assert!(
@@ -197,7 +197,7 @@ fn mismatch_report_lists_the_first_few_and_counts_the_rest() {
     let sd = StateDict::load(&fixture("nested.pt")).unwrap();
     let vs = VarStore::new(Device::Cpu);
     for i in 0..12 {
-        vs.root().zeros(&format!("extra{i:02}"), &[1]);
+        let _ = vs.root().zeros(&format!("extra{i:02}"), &[1]);
     }
     let msg = sd.load_into(&vs, &[]).unwrap_err().to_string();
     assert!(msg.contains("12 keys the model needs are missing"), "{msg}");
@@ -467,4 +467,200 @@ fn non_tensor_state_dict_is_explained() {
     let err = StateDict::load(&path).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, WeightsError::Layout { .. }) && msg.contains("`epoch` = int"), "{msg}");
+}
+
+// --- download ---------------------------------------------------------------------------------
+
+mod download {
+    use super::*;
+    use clip_core::weights::download::{
+        fetch, model_file, model_names, resolve_model_from, ModelFile,
+    };
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    use std::net::TcpListener;
+    use std::thread::JoinHandle;
+
+    fn sha256(bytes: &[u8]) -> String {
+        Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn http(status: &str, body: &[u8], content_length: usize) -> Vec<u8> {
+        let mut r = format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {content_length}\r\nConnection: close\r\n\r\n"
+        )
+        .into_bytes();
+        r.extend_from_slice(body);
+        r
+    }
+
+    /// Answers one connection per response on 127.0.0.1; the thread returns the request lines.
+    fn serve(responses: Vec<Vec<u8>>) -> (String, JoinHandle<Vec<String>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let handle = std::thread::spawn(move || {
+            let mut requests = Vec::new();
+            for response in responses {
+                let (mut conn, _) = listener.accept().unwrap();
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = conn.read(&mut buf).unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                }
+                let text = String::from_utf8_lossy(&request);
+                requests.push(text.lines().next().unwrap_or_default().to_string());
+                let _ = conn.write_all(&response);
+            }
+            requests
+        });
+        (base, handle)
+    }
+
+    /// A base URL nothing listens on.
+    fn refused_base() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        base
+    }
+
+    fn dir_entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    // Reference: `clip.available_models()` and `_MODELS["ViT-B/32"]`.
+    #[test]
+    fn model_table_matches_the_reference() {
+        assert_eq!(
+            model_names(),
+            [
+                "RN50",
+                "RN101",
+                "RN50x4",
+                "RN50x16",
+                "RN50x64",
+                "ViT-B/32",
+                "ViT-B/16",
+                "ViT-L/14",
+                "ViT-L/14@336px"
+            ]
+        );
+        let m = model_file("ViT-B/32", clip_core::weights::download::DEFAULT_BASE_URL).unwrap();
+        assert_eq!(
+            m.url,
+            "https://openaipublic.azureedge.net/clip/models/40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt"
+        );
+        assert_eq!(m.file_name, "ViT-B-32.pt");
+        assert_eq!(m.sha256, "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af");
+        let m = model_file("ViT-L/14@336px", "http://127.0.0.1:9/mirror/").unwrap();
+        assert_eq!(
+            m.url,
+            "http://127.0.0.1:9/mirror/3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02/ViT-L-14-336px.pt"
+        );
+        let err = model_file("ViT-H/14", "x").unwrap_err().to_string();
+        assert!(
+            err.contains("ViT-H/14") && err.contains("RN50x64") && err.contains("ViT-L/14@336px"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn download_is_verified_then_renamed_and_then_reused() {
+        let body = b"pretend checkpoint bytes".repeat(1000);
+        let (base, server) = serve(vec![http("200 OK", &body, body.len())]);
+        let cache = tempfile::tempdir().unwrap();
+        let model = ModelFile {
+            url: format!("{base}/abc/Tiny.pt"),
+            file_name: "Tiny.pt".into(),
+            sha256: sha256(&body),
+        };
+        let path = fetch(&model, cache.path()).unwrap();
+        assert_eq!(path, cache.path().join("Tiny.pt"));
+        assert_eq!(std::fs::read(&path).unwrap(), body);
+        assert_eq!(dir_entries(cache.path()), ["Tiny.pt"]);
+        assert_eq!(server.join().unwrap(), ["GET /abc/Tiny.pt HTTP/1.1"]);
+
+        // Present with the right checksum: reused, no request (nothing listens any more).
+        let offline = ModelFile { url: format!("{}/abc/Tiny.pt", refused_base()), ..model.clone() };
+        assert_eq!(fetch(&offline, cache.path()).unwrap(), path);
+
+        // Present with a wrong checksum: downloaded again, as the reference does.
+        std::fs::write(&path, b"stale").unwrap();
+        let (base, server) = serve(vec![http("200 OK", &body, body.len())]);
+        let again = ModelFile { url: format!("{base}/abc/Tiny.pt"), ..model };
+        assert_eq!(fetch(&again, cache.path()).unwrap(), path);
+        assert_eq!(std::fs::read(&path).unwrap(), body);
+        assert_eq!(server.join().unwrap().len(), 1);
+        assert_eq!(dir_entries(cache.path()), ["Tiny.pt"]);
+    }
+
+    #[test]
+    fn checksum_mismatch_is_an_error_and_leaves_nothing() {
+        let body = b"not the real RN50".to_vec();
+        let (base, server) = serve(vec![http("200 OK", &body, body.len())]);
+        let cache = tempfile::tempdir().unwrap();
+        let err = resolve_model_from("RN50", Some(cache.path()), &base).unwrap_err();
+        let url = format!(
+            "{base}/afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762/RN50.pt"
+        );
+        match &err {
+            WeightsError::Checksum { url: u, expected, actual, .. } => {
+                assert_eq!(u, &url);
+                assert_eq!(
+                    expected,
+                    "afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762"
+                );
+                assert_eq!(actual, &sha256(&body));
+            }
+            other => panic!("expected a checksum error, got {other}"),
+        }
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&url) && msg.contains("--weights PATH") && msg.contains("RN50.pt"),
+            "{msg}"
+        );
+        assert_eq!(server.join().unwrap().len(), 1);
+        assert!(dir_entries(cache.path()).is_empty(), "{:?}", dir_entries(cache.path()));
+    }
+
+    #[test]
+    fn connection_refused_http_errors_and_short_bodies_name_the_url() {
+        let cache = tempfile::tempdir().unwrap();
+        let base = refused_base();
+        let err = resolve_model_from("ViT-B/32", Some(cache.path()), &base).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, WeightsError::Download { .. }), "{msg}");
+        assert!(msg.contains(&format!("{base}/40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt")), "{msg}");
+        assert!(
+            msg.contains("--weights PATH")
+                && msg.contains(&cache.path().join("ViT-B-32.pt").display().to_string()),
+            "{msg}"
+        );
+
+        let (base, server) =
+            serve(vec![http("404 Not Found", b"no", 2), http("200 OK", b"short", 1000)]);
+        let err = resolve_model_from("RN101", Some(cache.path()), &base).unwrap_err().to_string();
+        assert!(err.contains(&base) && err.contains("404"), "{err}");
+        let err = resolve_model_from("RN101", Some(cache.path()), &base).unwrap_err();
+        assert!(matches!(err, WeightsError::Download { .. }), "{err}");
+        assert_eq!(server.join().unwrap().len(), 2);
+        assert!(dir_entries(cache.path()).is_empty(), "{:?}", dir_entries(cache.path()));
+    }
+
+    #[test]
+    fn a_directory_in_the_way_is_an_error() {
+        let cache = tempfile::tempdir().unwrap();
+        std::fs::create_dir(cache.path().join("RN50.pt")).unwrap();
+        let err = resolve_model_from("RN50", Some(cache.path()), &refused_base()).unwrap_err();
+        assert!(matches!(err, WeightsError::IsDirectory { .. }), "{err}");
+    }
 }

@@ -104,8 +104,14 @@ pub fn resolve_model_from(
         Some(d) => d.to_path_buf(),
         None => default_cache_dir()?,
     };
-    std::fs::create_dir_all(&dir)
-        .map_err(|source| WeightsError::Io { path: dir.clone(), source })?;
+    fetch(&model, &dir)
+}
+
+/// The copy of `model` in directory `dir` (created if needed), downloaded first unless a file
+/// with the right checksum is already there.
+pub fn fetch(model: &ModelFile, dir: &Path) -> Result<PathBuf, WeightsError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|source| WeightsError::Io { path: dir.to_path_buf(), source })?;
     let target = dir.join(&model.file_name);
     if target.is_dir() {
         return Err(WeightsError::IsDirectory { path: target });
@@ -119,7 +125,7 @@ pub fn resolve_model_from(
             target.display()
         );
     }
-    download(&model, &target)?;
+    download(model, &target)?;
     Ok(target)
 }
 
