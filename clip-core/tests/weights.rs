@@ -411,6 +411,16 @@ fn storage_out_of_range_is_an_error() {
     );
     assert!(matches!(StateDict::load(&path), Err(WeightsError::StorageOutOfRange { .. })));
 
+    // Zero strides turning 24 bytes into 132 MB.
+    let expand = tensor_pickle("FloatStorage", 6, 0, &[255, 255, 255, 2], &[0, 0, 0, 0]);
+    let path = checkpoint(dir.path(), "expand.pt", &expand, &data);
+    let err = StateDict::load(&path).unwrap_err();
+    assert!(
+        matches!(&err, WeightsError::StorageOutOfRange { .. })
+            && err.to_string().contains("expands"),
+        "{err}"
+    );
+
     let path = dir.path().join("no_storage.pt");
     write_zip(&path, &[("archive/data.pkl", &tensor_pickle("FloatStorage", 6, 0, &[6], &[1]))]);
     let err = StateDict::load(&path).unwrap_err();

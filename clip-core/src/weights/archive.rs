@@ -24,6 +24,10 @@ use super::{kind_of, WeightsError};
 const MAX_PICKLE_BYTES: u64 = 1 << 30;
 /// Most modules and tensors a TorchScript module tree may hold.
 const MAX_NODES: usize = 10_000_000;
+/// A tensor may be at most this many times larger than its storage (or than
+/// [`MIN_EXPANSION_CAP`]), which only zero strides allow.
+const MAX_EXPANSION: u64 = 64;
+const MIN_EXPANSION_CAP: u64 = 1 << 20;
 
 type Zip = ZipArchive<BufReader<File>>;
 
@@ -273,10 +277,18 @@ pub fn check_bounds(rec: &TensorRecord, entry_len: u64) -> Result<u64, String> {
     }
     let end = if numel == 0 { rec.offset } else { last + 1 };
     let needed = end.checked_mul(elem).ok_or("extent overflows")?;
-    if needed > storage_bytes || numel > i64::MAX as u64 {
+    if needed > storage_bytes {
         return Err(format!(
             "offset {} with size {:?} and stride {:?} needs {needed} bytes, the storage has {storage_bytes}",
             rec.offset, rec.shape, rec.strides
+        ));
+    }
+    // Zero strides may repeat elements; cap how far, so a header cannot demand terabytes.
+    let bytes = numel.checked_mul(elem).ok_or("element count overflows")?;
+    if bytes > storage_bytes.max(MIN_EXPANSION_CAP).saturating_mul(MAX_EXPANSION) {
+        return Err(format!(
+            "size {:?} with stride {:?} expands a {storage_bytes}-byte storage to {bytes} bytes",
+            rec.shape, rec.strides
         ));
     }
     Ok(storage_bytes)

@@ -227,6 +227,22 @@ impl StateDict {
         Ok(StateDict { path: path.to_path_buf(), tensors })
     }
 
+    /// A state dict from tensors already in memory (random weights in tests, converted files);
+    /// `path` only names them in error messages.
+    pub fn from_tensors(path: impl Into<PathBuf>, tensors: BTreeMap<String, Tensor>) -> Self {
+        StateDict { path: path.into(), tensors }
+    }
+
+    /// The tensors, by key.
+    pub fn into_tensors(self) -> BTreeMap<String, Tensor> {
+        self.tensors
+    }
+
+    /// (key, tensor) pairs, sorted by key.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Tensor)> {
+        self.tensors.iter().map(|(k, t)| (k.as_str(), t))
+    }
+
     /// The tensor stored under `key`.
     pub fn get(&self, key: &str) -> Option<&Tensor> {
         self.tensors.get(key)

@@ -225,7 +225,7 @@ impl Value {
         }
     }
 
-    /// The items of a dict, last value for each string key winning; `None` if not a dict.
+    /// The (key, value) pairs of a dict in pickle order, repeats included; `None` if not a dict.
     pub fn as_dict(&self) -> Option<&[(Value, Value)]> {
         match self {
             Value::Dict(s) => Some(&s.items),
@@ -899,17 +899,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn nested_lists_are_refused_not_overflowed() {
-        let n = 100_000;
-        let mut p = vec![0x80, 2];
-        p.extend(std::iter::repeat_n(b']', n));
-        p.extend(std::iter::repeat_n(b'a', n - 1));
-        p.push(b'.');
-        assert!(matches!(unpickle(&p), Err(PickleError::TooDeep { .. })));
-    }
-
-    #[test]
     fn memo_nesting_is_refused() {
+        // Nesting built through the memo keeps the stack small; the depth check still catches it.
         // EMPTY_LIST BINPUT 0, then repeatedly: EMPTY_LIST BINGET 0 APPEND BINPUT 0 POP
         let mut p = vec![0x80, 2, b']', b'q', 0];
         for _ in 0..5_000 {
