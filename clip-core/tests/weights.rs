@@ -674,3 +674,9 @@ mod download {
         assert!(matches!(err, WeightsError::IsDirectory { .. }), "{err}");
     }
 }
+
+#[test]
+fn errors_work_with_anyhow() {
+    fn send_sync<T: std::error::Error + Send + Sync + 'static>() {}
+    send_sync::<WeightsError>();
+}
