@@ -65,6 +65,9 @@ def make_images() -> list[Path]:
     rgba[:, :20, 3] = 0  # fully transparent strip: colours kept, alpha dropped
     save(Image.fromarray(rgba, "RGBA"), "rgba_300x200.png")
     save(Image.fromarray(pattern(300, 200, 8)).quantize(64), "palette_300x200.png")
+    # 16-bit grey opens as "I;16"; its convert("RGB") saturates values above 255 instead of scaling.
+    grey16 = pattern(300, 200, 10).astype(np.uint16)[..., 0] * 2 + pattern(300, 200, 11)[..., 2] // 2
+    save(Image.fromarray(grey16), "gray16_300x200.png")
     save(Image.fromarray(pattern(300, 200, 9)), "photo_300x200.jpg", quality=90)
     return paths
 

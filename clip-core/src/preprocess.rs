@@ -40,15 +40,27 @@ enum Decoded {
     Alpha(RgbaImage),
     /// "P", "1": nearest neighbour on the palette indices, i.e. on the colours.
     Palette(RgbImage),
+    /// "I;16" (16-bit grey PNG): Pillow's 16-bit bicubic, then `convert("RGB")` clips to 255.
+    Gray16(Gray16Image),
 }
+
+type Gray16Image = image::ImageBuffer<image::Luma<u16>, Vec<u16>>;
 
 impl Decoded {
     fn into_rgb(self) -> RgbImage {
         match self {
             Decoded::Plain(img) | Decoded::Palette(img) => img,
             Decoded::Alpha(img) => drop_alpha(&img),
+            Decoded::Gray16(img) => gray16_to_rgb(&img),
         }
     }
+}
+
+/// Pillow's "I;16" -> "RGB": values above 255 saturate (they are not scaled down).
+fn gray16_to_rgb(img: &Gray16Image) -> RgbImage {
+    RgbImage::from_fn(img.width(), img.height(), |x, y| {
+        image::Rgb([img.get_pixel(x, y).0[0].min(255) as u8; 3])
+    })
 }
 
 fn decode(path: &Path) -> Result<Decoded, PreprocessError> {
@@ -69,7 +81,9 @@ fn decode(path: &Path) -> Result<Decoded, PreprocessError> {
         return Ok(Decoded::Palette(img.to_rgb8()));
     }
     Ok(match img {
-        // PIL reads 16-bit RGB(A) PNGs as 8-bit "RGB"/"RGBA" keeping the high byte ("RGB;16B").
+        DynamicImage::ImageLuma16(im) => Decoded::Gray16(im),
+        // PIL reads 16-bit RGB(A) and LA PNGs as 8-bit "RGB"/"RGBA"/"LA" keeping the high byte
+        // ("RGB;16B"), where `image` would round.
         DynamicImage::ImageRgb16(im) => {
             Decoded::Plain(RgbImage::from_fn(im.width(), im.height(), |x, y| {
                 image::Rgb(im.get_pixel(x, y).0.map(|v| (v >> 8) as u8))
@@ -78,6 +92,12 @@ fn decode(path: &Path) -> Result<Decoded, PreprocessError> {
         DynamicImage::ImageRgba16(im) => {
             Decoded::Alpha(RgbaImage::from_fn(im.width(), im.height(), |x, y| {
                 image::Rgba(im.get_pixel(x, y).0.map(|v| (v >> 8) as u8))
+            }))
+        }
+        DynamicImage::ImageLumaA16(im) => {
+            Decoded::Alpha(RgbaImage::from_fn(im.width(), im.height(), |x, y| {
+                let [l, a] = im.get_pixel(x, y).0.map(|v| (v >> 8) as u8);
+                image::Rgba([l, l, l, a])
             }))
         }
         im if im.color().has_alpha() => Decoded::Alpha(im.to_rgba8()),
@@ -154,6 +174,13 @@ fn resize_decoded(img: Decoded, n: u32) -> RgbImage {
             let rgba = RgbaImage::from_raw(w, h, out).unwrap_or_else(|| RgbaImage::new(w, h));
             drop_alpha(&rgba)
         }
+        Decoded::Gray16(img) => {
+            let (w, h) = resized_size(img.width(), img.height(), n);
+            let raw = resample_bicubic_16bpc(img.as_raw(), img.width(), img.height(), w, h);
+            gray16_to_rgb(
+                &Gray16Image::from_raw(w, h, raw).unwrap_or_else(|| Gray16Image::new(w, h)),
+            )
+        }
     }
 }
 
@@ -199,22 +226,40 @@ fn bicubic_filter(x: f64) -> f64 {
     }
 }
 
-/// Per output pixel: first input index, number of taps, and `ksize` fixed-point weights.
+/// Per output pixel: first input index, number of taps, and `ksize` normalised weights.
 struct Coeffs {
     bounds: Vec<(usize, usize)>,
-    weights: Vec<i32>,
+    weights: Vec<f64>,
     ksize: usize,
 }
 
-/// `Resample.c::precompute_coeffs` for box (0, in_size) and the bicubic filter (support 2), followed
-/// by `normalize_coeffs_8bpc`. Downscaling widens the filter by the scale factor (antialiasing).
+impl Coeffs {
+    fn taps(&self, out: usize) -> (usize, &[f64]) {
+        let (first, taps) = self.bounds[out];
+        (first, &self.weights[out * self.ksize..out * self.ksize + taps])
+    }
+
+    /// `Resample.c::normalize_coeffs_8bpc`: weights in fixed point, rounded half away from zero.
+    fn fixed(&self, out: usize) -> (usize, Vec<i32>) {
+        let (first, k) = self.taps(out);
+        let one = (1u32 << PRECISION_BITS) as f64;
+        let fixed = k
+            .iter()
+            .map(|&w| if w < 0.0 { (-0.5 + w * one) as i32 } else { (0.5 + w * one) as i32 })
+            .collect();
+        (first, fixed)
+    }
+}
+
+/// `Resample.c::precompute_coeffs` for box (0, in_size) and the bicubic filter (support 2).
+/// Downscaling widens the filter by the scale factor (antialiasing).
 fn precompute_coeffs(in_size: u32, out_size: u32) -> Coeffs {
     let scale = in_size as f32 as f64 / out_size as f64;
     let filterscale = scale.max(1.0);
     let support = 2.0 * filterscale;
     let ksize = support.ceil() as usize * 2 + 1;
     let mut bounds = Vec::with_capacity(out_size as usize);
-    let mut weights = vec![0i32; out_size as usize * ksize];
+    let mut weights = vec![0f64; out_size as usize * ksize];
     let mut k = vec![0f64; ksize];
     for xx in 0..out_size as usize {
         let center = (xx as f64 + 0.5) * scale;
@@ -231,9 +276,7 @@ fn precompute_coeffs(in_size: u32, out_size: u32) -> Coeffs {
         }
         let row = &mut weights[xx * ksize..xx * ksize + taps];
         for (dst, &w) in row.iter_mut().zip(&k[..taps]) {
-            let w = if ww != 0.0 { w / ww } else { w };
-            let fixed = w * (1u32 << PRECISION_BITS) as f64;
-            *dst = if w < 0.0 { (-0.5 + fixed) as i32 } else { (0.5 + fixed) as i32 };
+            *dst = if ww != 0.0 { w / ww } else { w };
         }
         bounds.push((xmin as usize, taps));
     }
@@ -252,13 +295,12 @@ fn resample_bicubic(src: &[u8], ch: usize, w: u32, h: u32, out_w: u32, out_h: u3
     let mut cur: std::borrow::Cow<[u8]> = std::borrow::Cow::Borrowed(src);
     if out_w != w {
         let c = precompute_coeffs(w as u32, out_w as u32);
+        let fixed: Vec<_> = (0..out_w).map(|xx| c.fixed(xx)).collect();
         let mut out = vec![0u8; out_w * h * ch];
         for y in 0..h {
             let row_in = &cur[y * w * ch..(y + 1) * w * ch];
             let row_out = &mut out[y * out_w * ch..(y + 1) * out_w * ch];
-            for (xx, px) in row_out.chunks_exact_mut(ch).enumerate() {
-                let (xmin, taps) = c.bounds[xx];
-                let k = &c.weights[xx * c.ksize..xx * c.ksize + taps];
+            for (px, (xmin, k)) in row_out.chunks_exact_mut(ch).zip(&fixed) {
                 for (i, v) in px.iter_mut().enumerate() {
                     let mut ss = 1i32 << (PRECISION_BITS - 1);
                     for (x, &kx) in k.iter().enumerate() {
@@ -275,8 +317,7 @@ fn resample_bicubic(src: &[u8], ch: usize, w: u32, h: u32, out_w: u32, out_h: u3
         let stride = out_w * ch;
         let mut out = vec![0u8; stride * out_h];
         for (yy, row_out) in out.chunks_exact_mut(stride).enumerate() {
-            let (ymin, taps) = c.bounds[yy];
-            let k = &c.weights[yy * c.ksize..yy * c.ksize + taps];
+            let (ymin, k) = c.fixed(yy);
             for (i, v) in row_out.iter_mut().enumerate() {
                 let mut ss = 1i32 << (PRECISION_BITS - 1);
                 for (y, &ky) in k.iter().enumerate() {
@@ -288,6 +329,46 @@ fn resample_bicubic(src: &[u8], ch: usize, w: u32, h: u32, out_w: u32, out_h: u3
         cur = std::borrow::Cow::Owned(out);
     }
     cur.into_owned()
+}
+
+/// `ImagingResample{Horizontal,Vertical}_16bpc` for "I;16": double accumulation, rounded half away
+/// from zero, then each byte of the result clipped on its own (`CLIP8(v % 256)`, `CLIP8(v >> 8)`).
+fn resample_bicubic_16bpc(src: &[u16], w: u32, h: u32, out_w: u32, out_h: u32) -> Vec<u16> {
+    fn store(ss: f64) -> u16 {
+        let v = if ss >= 0.0 { ss + 0.5 } else { ss - 0.5 } as i32;
+        let clip8 = |b: i32| b.clamp(0, 255) as u16;
+        clip8(v >> 8) << 8 | clip8(v % 256)
+    }
+    let (w, h, out_w, out_h) = (w as usize, h as usize, out_w as usize, out_h as usize);
+    let mut cur = src.to_vec();
+    if out_w != w {
+        let c = precompute_coeffs(w as u32, out_w as u32);
+        let mut out = Vec::with_capacity(out_w * h);
+        for row in cur.chunks_exact(w) {
+            out.extend((0..out_w).map(|xx| {
+                let (xmin, k) = c.taps(xx);
+                store(k.iter().zip(&row[xmin..]).map(|(&kx, &v)| v as f64 * kx).sum())
+            }));
+        }
+        cur = out;
+    }
+    if out_h != h {
+        let c = precompute_coeffs(h as u32, out_h as u32);
+        let mut out = Vec::with_capacity(out_w * out_h);
+        for yy in 0..out_h {
+            let (ymin, k) = c.taps(yy);
+            out.extend((0..out_w).map(|x| {
+                store(
+                    k.iter()
+                        .enumerate()
+                        .map(|(y, &ky)| cur[(ymin + y) * out_w + x] as f64 * ky)
+                        .sum(),
+                )
+            }));
+        }
+        cur = out;
+    }
+    cur
 }
 
 /// Pillow's NEAREST resize (`_imaging.c::_resize` → `Geometry.c::ImagingScaleAffine`): source

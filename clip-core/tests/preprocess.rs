@@ -9,7 +9,7 @@ use clip_core::preprocess::{
 use image::RgbImage;
 use tch::{Kind, Tensor};
 
-const IMAGES: [&str; 9] = [
+const IMAGES: [&str; 10] = [
     "rgb_224x224.png",
     "rgb_300x200.png",
     "rgb_200x300.png",
@@ -18,6 +18,7 @@ const IMAGES: [&str; 9] = [
     "gray_300x200.png",
     "rgba_300x200.png",
     "palette_300x200.png",
+    "gray16_300x200.png",
     "photo_300x200.jpg",
 ];
 
