@@ -140,6 +140,9 @@ fn resized_size(width: u32, height: u32, n: u32) -> (u32, u32) {
 /// `Resize(n, interpolation=BICUBIC)` on an RGB PIL image: shorter side to `n`, Pillow's antialiased
 /// bicubic; an image already of the target size is returned unchanged, as torchvision does.
 pub fn resize_shorter_side(img: &RgbImage, n: u32) -> RgbImage {
+    if n == 0 {
+        return RgbImage::new(0, 0);
+    }
     if img.width() == 0 || img.height() == 0 {
         return img.clone();
     }
@@ -150,6 +153,9 @@ pub fn resize_shorter_side(img: &RgbImage, n: u32) -> RgbImage {
 
 /// `Resize` for the source's PIL mode (see [`Decoded`]); returns RGB.
 fn resize_decoded(img: Decoded, n: u32) -> RgbImage {
+    if n == 0 {
+        return RgbImage::new(0, 0);
+    }
     match img {
         Decoded::Plain(img) => resize_shorter_side(&img, n),
         Decoded::Palette(img) => {

@@ -165,3 +165,14 @@ fn errors_name_the_file() {
     assert!(matches!(err, PreprocessError::Decode { .. }));
     assert!(err.to_string().contains("preprocess.rs"), "{err}");
 }
+
+#[test]
+fn degenerate_sizes_do_not_panic() {
+    for name in ["rgb_300x200.png", "rgba_300x200.png", "gray16_300x200.png", "palette_300x200.png"]
+    {
+        assert_eq!(preprocess_path(&fixture(name), 0).unwrap().size(), [3, 0, 0]);
+        assert_eq!(preprocess_path(&fixture(name), 1).unwrap().size(), [3, 1, 1]);
+    }
+    let empty = RgbImage::new(0, 0);
+    assert_eq!(preprocess_image(&empty, 4).size(), [3, 4, 4]);
+}
