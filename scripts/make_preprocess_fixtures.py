@@ -72,6 +72,22 @@ def make_images() -> list[Path]:
     return paths
 
 
+def make_mode_images() -> list[Path]:
+    """Small files whose PIL mode is read from the header (n = 32 references only)."""
+    small = pattern(64, 48, 12)
+    grey = np.asarray(Image.fromarray(small).convert("L"))
+    images = [
+        (Image.fromarray(grey > 128), "bilevel_64x48.png", {}),  # "1": NEAREST
+        (Image.fromarray(small), "trns_rgb_64x48.png", {"transparency": tuple(int(v) for v in small[20, 20])}),
+        (Image.fromarray(grey), "trns_gray_64x48.png", {"transparency": int(grey[20, 20])}),
+        (Image.fromarray(grey), "gray_64x48.bmp", {}),  # grey-ramp palette: "L", bicubic
+        (Image.fromarray(small).quantize(16), "palette_64x48.bmp", {}),  # "P": NEAREST
+    ]
+    for im, name, kw in images:
+        im.save(OUT / name, **kw)
+    return [OUT / name for _, name, _ in images]
+
+
 def main() -> None:
     for old in OUT.glob("*"):
         old.unlink()
@@ -85,6 +101,8 @@ def main() -> None:
         u8 = resized.convert("RGB")
         assert torch.equal(to_float(u8), _transform(224)(Image.open(p))), stem
         u8.save(OUT / f"{stem}.n224.png")
+    for p in make_mode_images():
+        refs[f"{p.stem}.n32"] = _transform(32)(Image.open(p)).contiguous()
     save_file(refs, str(OUT / "reference.safetensors"))
     total = sum(f.stat().st_size for f in OUT.glob("*"))
     print(f"wrote {len(list(OUT.glob('*')))} files, {total / 1024:.0f} KiB, to {OUT}")

@@ -4,14 +4,14 @@
 //! (`torchvision/transforms/functional.py::{_compute_resized_output_size, center_crop}`) on PIL images.
 //!
 //! The resampling is a port of Pillow's `libImaging/Resample.c` (`precompute_coeffs`,
-//! `normalize_coeffs_8bpc`, the 8-bit horizontal and vertical passes): antialiased bicubic (a = -0.5)
-//! with 22-bit fixed-point weights, rounding and clipping to 8 bits after each pass, horizontal pass
-//! first. `image::imageops::resize` (f32 weights, no per-pass 8-bit rounding) and `fast_image_resize`
-//! differ from Pillow by more than one 8-bit level on some pixels (numbers in docs/preprocessing.md),
-//! while this port reproduces Pillow exactly on the test images, so it is hand-written. Pillow's mode
-//! rules are followed too: palette images are resized with nearest neighbour
-//! (`Image.resize` → `ImagingScaleAffine`), images with alpha are resized premultiplied (`RGBa`) and the
-//! alpha is then dropped, not composited (`convert("RGB")`).
+//! `normalize_coeffs_8bpc`, the 8-bit and 16-bit horizontal and vertical passes): antialiased bicubic
+//! (a = -0.5) with 22-bit fixed-point weights, rounding and clipping to 8 bits after each pass,
+//! horizontal pass first. It is hand-written because no crate matches Pillow: `image::imageops::resize`
+//! and `fast_image_resize` differ from it by up to 19 8-bit levels at sharp edges, this port by none on
+//! the test images (docs/preprocessing.md). Pillow's mode rules are followed too, reading the mode PIL
+//! would open from the file header: palette and 1-bit images are resized with nearest neighbour
+//! (`Image.resize` → `Geometry.c::ImagingScaleAffine`), images with alpha premultiplied (`RGBa`) with the
+//! alpha then dropped, not composited (`convert("RGB")`), and 16-bit grey saturated at 255.
 use std::path::{Path, PathBuf};
 
 use image::{DynamicImage, ImageFormat, RgbImage, RgbaImage};
@@ -76,6 +76,17 @@ fn decode(path: &Path) -> Result<Decoded, PreprocessError> {
             height: img.height(),
         });
     }
+    // PIL keeps a PNG tRNS chunk on a grey or RGB image as metadata and resizes without alpha, where
+    // `image` expands it into an alpha channel.
+    let img = match (format, bytes.get(25), img) {
+        (ImageFormat::Png, Some(0 | 2), img) if img.color().has_alpha() => match img {
+            DynamicImage::ImageLumaA8(_) => DynamicImage::ImageLuma8(img.to_luma8()),
+            DynamicImage::ImageLumaA16(_) => DynamicImage::ImageLuma16(img.to_luma16()),
+            DynamicImage::ImageRgba16(_) => DynamicImage::ImageRgb16(img.to_rgb16()),
+            img => DynamicImage::ImageRgb8(img.to_rgb8()),
+        },
+        (_, _, img) => img,
+    };
     if is_palette(&bytes, format) {
         // PIL's P -> RGB uses the palette colour even for transparent entries; the alpha is dropped.
         return Ok(Decoded::Palette(img.to_rgb8()));
@@ -106,16 +117,43 @@ fn decode(path: &Path) -> Result<Decoded, PreprocessError> {
 }
 
 /// Whether PIL opens the file in mode "P" or "1" (which `Image.resize` resamples with NEAREST):
-/// indexed PNGs (IHDR colour type 3), GIFs, and BMPs of at most 8 bits per pixel.
+/// indexed and 1-bit PNGs, GIFs, and palette BMPs (see [`bmp_is_palette`]).
 fn is_palette(bytes: &[u8], format: ImageFormat) -> bool {
     match format {
-        ImageFormat::Png => bytes.get(25) == Some(&3),
+        // IHDR bit depth and colour type: indexed, or 1-bit grey ("1").
+        ImageFormat::Png => matches!(bytes.get(24..26), Some([_, 3] | [1, 0])),
         ImageFormat::Gif => true,
-        ImageFormat::Bmp => {
-            bytes.get(28..30).is_some_and(|b| u16::from_le_bytes([b[0], b[1]]) <= 8)
-        }
+        ImageFormat::Bmp => bmp_is_palette(bytes),
         _ => false,
     }
+}
+
+/// `BmpImagePlugin`: a BMP of at most 8 bits is "L" when its palette is the grey ramp
+/// `(i, i, i)` (two colours: "1"), otherwise "P".
+fn bmp_is_palette(bytes: &[u8]) -> bool {
+    let u16_at =
+        |at: usize| bytes.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
+    let u32_at = |at: usize| {
+        bytes.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    let Some(header) = u32_at(14) else { return false };
+    // BITMAPCOREHEADER (12 bytes) has 16-bit sizes and 3-byte palette entries.
+    let (bits, used, entry) =
+        if header == 12 { (u16_at(24), Some(0), 3) } else { (u16_at(28), u32_at(46), 4) };
+    let (Some(bits), Some(used)) = (bits, used) else { return false };
+    if bits > 8 {
+        return false;
+    }
+    let colors = if used == 0 { 1 << bits } else { used };
+    if colors == 2 {
+        return true;
+    }
+    let start = 14 + header;
+    let grey_ramp = colors <= 256
+        && (0..colors).all(|i| {
+            bytes.get(start + i * entry..start + i * entry + 3) == Some(&[i as u8; 3][..])
+        });
+    !grey_ramp
 }
 
 /// Reads an image like `PIL.Image.open(path).convert("RGB")`: grey is replicated, palettes are

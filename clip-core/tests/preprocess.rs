@@ -67,6 +67,32 @@ fn matches_reference_transform_n64() {
     }
 }
 
+/// Small files in the PIL modes whose detection reads the file header: 1-bit PNG ("1"), RGB and grey
+/// PNGs with a tRNS colour key (PIL resizes them without alpha), BMPs with a grey-ramp palette ("L")
+/// and a colour palette ("P").
+const MODE_IMAGES: [&str; 5] = [
+    "bilevel_64x48.png",
+    "trns_rgb_64x48.png",
+    "trns_gray_64x48.png",
+    "gray_64x48.bmp",
+    "palette_64x48.bmp",
+];
+
+// Reference, per image p, in scripts/make_preprocess_fixtures.py:
+//     clip.clip._transform(32)(PIL.Image.open(p))   -> reference.safetensors["<stem>.n32"]
+#[test]
+fn matches_reference_transform_pil_modes_n32() {
+    let refs: std::collections::HashMap<String, Tensor> =
+        Tensor::read_safetensors(fixture("reference.safetensors")).unwrap().into_iter().collect();
+    for name in MODE_IMAGES {
+        let stem = name.rsplit_once('.').unwrap().0;
+        let ours = preprocess_path(&fixture(name), 32).unwrap();
+        let (max, mean, max_levels, mean_levels) = diff(&ours, &refs[&format!("{stem}.n32")]);
+        println!("n=32  {name:22} max {max:.6} mean {mean:.2e} | 8-bit levels max {max_levels} mean {mean_levels:.4}");
+        assert_eq!(max, 0.0, "{name}");
+    }
+}
+
 // Reference, per image p, in scripts/make_preprocess_fixtures.py (which asserts that ToTensor +
 // Normalize of this 8-bit image equals `clip.clip._transform(224)(PIL.Image.open(p))` exactly):
 //     CenterCrop(224)(Resize(224, interpolation=BICUBIC)(PIL.Image.open(p))).convert("RGB")
