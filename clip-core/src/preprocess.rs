@@ -47,6 +47,14 @@ enum Decoded {
 type Gray16Image = image::ImageBuffer<image::Luma<u16>, Vec<u16>>;
 
 impl Decoded {
+    fn dimensions(&self) -> (u32, u32) {
+        match self {
+            Decoded::Plain(img) | Decoded::Palette(img) => img.dimensions(),
+            Decoded::Alpha(img) => img.dimensions(),
+            Decoded::Gray16(img) => img.dimensions(),
+        }
+    }
+
     fn into_rgb(self) -> RgbImage {
         match self {
             Decoded::Plain(img) | Decoded::Palette(img) => img,
@@ -191,36 +199,30 @@ pub fn resize_shorter_side(img: &RgbImage, n: u32) -> RgbImage {
 
 /// `Resize` for the source's PIL mode (see [`Decoded`]); returns RGB.
 fn resize_decoded(img: Decoded, n: u32) -> RgbImage {
+    let (iw, ih) = img.dimensions();
+    let (w, h) = resized_size(iw, ih, n);
     if n == 0 {
         return RgbImage::new(0, 0);
+    }
+    if (w, h) == (iw, ih) {
+        // torchvision returns the image untouched (so no RGBA -> RGBa -> RGBA round trip either).
+        return img.into_rgb();
     }
     match img {
         Decoded::Plain(img) => resize_shorter_side(&img, n),
         Decoded::Palette(img) => {
-            let (w, h) = resized_size(img.width(), img.height(), n);
-            if (w, h) == img.dimensions() {
-                return img;
-            }
-            let raw = resample_nearest(img.as_raw(), 3, img.width(), img.height(), w, h);
+            let raw = resample_nearest(img.as_raw(), 3, iw, ih, w, h);
             RgbImage::from_raw(w, h, raw).unwrap_or_else(|| RgbImage::new(w, h))
         }
         Decoded::Alpha(img) => {
-            let (w, h) = resized_size(img.width(), img.height(), n);
-            if (w, h) == img.dimensions() {
-                // Image.resize returns a copy before its RGBA -> RGBa -> RGBA round trip.
-                return drop_alpha(&img);
-            }
-            let (iw, ih) = img.dimensions();
             let mut raw = img.into_raw();
             raw.chunks_exact_mut(4).for_each(premultiply);
             let mut out = resample_bicubic(&raw, 4, iw, ih, w, h);
             out.chunks_exact_mut(4).for_each(unpremultiply);
-            let rgba = RgbaImage::from_raw(w, h, out).unwrap_or_else(|| RgbaImage::new(w, h));
-            drop_alpha(&rgba)
+            drop_alpha(&RgbaImage::from_raw(w, h, out).unwrap_or_else(|| RgbaImage::new(w, h)))
         }
         Decoded::Gray16(img) => {
-            let (w, h) = resized_size(img.width(), img.height(), n);
-            let raw = resample_bicubic_16bpc(img.as_raw(), img.width(), img.height(), w, h);
+            let raw = resample_bicubic_16bpc(img.as_raw(), iw, ih, w, h);
             gray16_to_rgb(
                 &Gray16Image::from_raw(w, h, raw).unwrap_or_else(|| Gray16Image::new(w, h)),
             )
