@@ -107,7 +107,7 @@ fn byte_symbols(byte_encoder: &[char; 256]) -> Vec<char> {
     printable.into_iter().chain(other).collect()
 }
 
-/// A regex class body from a generated table, or the alternatives a letter has under IGNORECASE.
+/// A regex class of the characters equal to `letter` under `re.IGNORECASE` (`s` also matches `ſ`).
 fn fold(letter: char) -> String {
     let chars = tables::FOLD.iter().find(|(c, _)| *c == letter).map_or("", |(_, s)| s);
     let body: String = chars.chars().map(|c| format!("\\x{{{:X}}}", u32::from(c))).collect();
