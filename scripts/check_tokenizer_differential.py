@@ -42,6 +42,7 @@ for i in range(0, N, 200):
     out = subprocess.run([BIN, "tokenize", "--truncate", "--"] + chunk, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
+    assert len(lines) == len(chunk), (len(lines), len(chunk))
     ref = clip.tokenize(chunk, truncate=True).tolist()
     for t, l, r in zip(chunk, lines, ref):
         if json.loads(l) != r:

@@ -170,11 +170,16 @@ fn cli_prints_one_json_line_per_text() {
 }
 
 #[test]
-fn cli_hyphen_texts_without_separator() {
-    let out = clip_tokenize(&["--truncate", "-a dash", "-"]);
+fn cli_flag_after_texts_and_dash_text_without_separator() {
+    let out = clip_tokenize(&["a dog", "--truncate"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let stdout = String::from_utf8(out.stdout).expect("utf-8 output");
-    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1, "--truncate is the flag");
+    // a text beginning with `-` needs `--`; without it clap fails loudly, it never guesses
+    let out = clip_tokenize(&["-leading dash text"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("'-- -l'"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 #[test]

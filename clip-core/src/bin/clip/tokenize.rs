@@ -9,8 +9,9 @@ pub struct TokenizeArgs {
     /// Cut texts longer than 77 tokens (keeping `<|endoftext|>` last) instead of failing.
     #[arg(long)]
     pub truncate: bool,
-    /// The texts; they may begin with `-` (or put them after `--`).
-    #[arg(allow_hyphen_values = true)]
+    /// The texts; put them after `--` when one may begin with `-`.
+    // Not `allow_hyphen_values`: it would also swallow a `--truncate` placed after the texts.
+    // Without it, `-word` before `--` is a loud clap error with a tip to use `--`.
     pub texts: Vec<String>,
 }
 
