@@ -23,6 +23,12 @@ pub struct EmbedArgs {
     pub texts: Vec<String>,
 }
 
+#[derive(serde::Serialize)]
+struct Embeddings {
+    image: Vec<Vec<f32>>,
+    text: Vec<Vec<f32>>,
+}
+
 fn rows(t: &Tensor) -> anyhow::Result<Vec<Vec<f32>>> {
     Ok(Vec::<Vec<f32>>::try_from(t.to_kind(Kind::Float).to_device(tch::Device::Cpu))?)
 }
@@ -57,6 +63,7 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<()> {
         };
         Ok((image, text))
     })?;
-    println!("{}", serde_json::json!({ "image": image, "text": text }));
+    // Serialised as f32 (shortest round-trip form), not widened to f64.
+    println!("{}", serde_json::to_string(&Embeddings { image, text })?);
     Ok(())
 }
