@@ -1,11 +1,15 @@
 //! OpenAI's CLIP on libtorch: the models (`model`), strict weight loading (`weights`), the BPE
-//! tokenizer (`tokenizer`) and image preprocessing (`preprocess`).
+//! tokenizer (`tokenizer`) and image preprocessing (`preprocess`); and the seed's experiment: pixel
+//! optimisation (`optimize`) with its augmentation (`augment`) and losses (`loss`), outputs
+//! (`output`), and the experiment binaries' flags and run (`experiment`).
 pub mod augment;
 pub mod cli;
 pub mod device;
+pub mod experiment;
 pub mod loss;
 pub mod model;
 pub mod optimize;
+pub mod output;
 pub mod preprocess;
 pub mod tokenizer;
 pub mod weights;

@@ -1,4 +1,11 @@
-//! constrained run for RN50 (skeleton: the optimisation loop arrives with the experiment issue).
+//! `cargo run -p rn50 --bin constrained`: the seed's constrained run with RN50 — augmented views (RandomAffine + flip) and a TV penalty; keeps the best image.
+//! Outputs go to `results/RN50/`; the binary prints and records its model, since the three model
+//! crates' `constrained` binaries share one path in `target/<profile>/`.
+
+use clip_core::optimize::Mode;
+
+const MODE: Mode = Mode::Constrained;
+
 fn main() -> anyhow::Result<()> {
-    anyhow::bail!("'constrained' for RN50 is not implemented yet")
+    clip_core::experiment::main(&rn50::EXPERIMENT, MODE)
 }

@@ -1,4 +1,11 @@
-//! unconstrained run for RN50 (skeleton: the optimisation loop arrives with the experiment issue).
+//! `cargo run -p rn50 --bin unconstrained`: the seed's unconstrained run with RN50 — no augmentation, no penalty; keeps the final image.
+//! Outputs go to `results/RN50/`; the binary prints and records its model, since the three model
+//! crates' `unconstrained` binaries share one path in `target/<profile>/`.
+
+use clip_core::optimize::Mode;
+
+const MODE: Mode = Mode::Unconstrained;
+
 fn main() -> anyhow::Result<()> {
-    anyhow::bail!("'unconstrained' for RN50 is not implemented yet")
+    clip_core::experiment::main(&rn50::EXPERIMENT, MODE)
 }

@@ -1,4 +1,11 @@
-//! constrained run for ViT-B/32 (skeleton: the optimisation loop arrives with the experiment issue).
+//! `cargo run -p vit-b --bin constrained`: the seed's constrained run with ViT-B/32 — augmented views (RandomAffine + flip) and a TV penalty; keeps the best image.
+//! Outputs go to `results/ViT-B/`; the binary prints and records its model, since the three model
+//! crates' `constrained` binaries share one path in `target/<profile>/`.
+
+use clip_core::optimize::Mode;
+
+const MODE: Mode = Mode::Constrained;
+
 fn main() -> anyhow::Result<()> {
-    anyhow::bail!("'constrained' for ViT-B/32 is not implemented yet")
+    clip_core::experiment::main(&vit_b::EXPERIMENT, MODE)
 }

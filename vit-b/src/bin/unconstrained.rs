@@ -1,4 +1,11 @@
-//! unconstrained run for ViT-B/32 (skeleton: the optimisation loop arrives with the experiment issue).
+//! `cargo run -p vit-b --bin unconstrained`: the seed's unconstrained run with ViT-B/32 — no augmentation, no penalty; keeps the final image.
+//! Outputs go to `results/ViT-B/`; the binary prints and records its model, since the three model
+//! crates' `unconstrained` binaries share one path in `target/<profile>/`.
+
+use clip_core::optimize::Mode;
+
+const MODE: Mode = Mode::Unconstrained;
+
 fn main() -> anyhow::Result<()> {
-    anyhow::bail!("'unconstrained' for ViT-B/32 is not implemented yet")
+    clip_core::experiment::main(&vit_b::EXPERIMENT, MODE)
 }

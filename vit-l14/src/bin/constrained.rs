@@ -1,4 +1,11 @@
-//! constrained run for ViT-L/14 (skeleton: the optimisation loop arrives with the experiment issue).
+//! `cargo run -p vit-l14 --bin constrained`: the seed's constrained run with ViT-L/14 — augmented views (RandomAffine + flip) and a TV penalty; keeps the best image.
+//! Outputs go to `results/ViT-L-14/`; the binary prints and records its model, since the three model
+//! crates' `constrained` binaries share one path in `target/<profile>/`.
+
+use clip_core::optimize::Mode;
+
+const MODE: Mode = Mode::Constrained;
+
 fn main() -> anyhow::Result<()> {
-    anyhow::bail!("'constrained' for ViT-L/14 is not implemented yet")
+    clip_core::experiment::main(&vit_l14::EXPERIMENT, MODE)
 }

@@ -1,4 +1,11 @@
-//! unconstrained run for ViT-L/14 (skeleton: the optimisation loop arrives with the experiment issue).
+//! `cargo run -p vit-l14 --bin unconstrained`: the seed's unconstrained run with ViT-L/14 — no augmentation, no penalty; keeps the final image.
+//! Outputs go to `results/ViT-L-14/`; the binary prints and records its model, since the three model
+//! crates' `unconstrained` binaries share one path in `target/<profile>/`.
+
+use clip_core::optimize::Mode;
+
+const MODE: Mode = Mode::Unconstrained;
+
 fn main() -> anyhow::Result<()> {
-    anyhow::bail!("'unconstrained' for ViT-L/14 is not implemented yet")
+    clip_core::experiment::main(&vit_l14::EXPERIMENT, MODE)
 }

@@ -1,0 +1,225 @@
+//! What a run leaves behind, per prompt: the image as an 8-bit RGB PNG (with the prompt and
+//! settings in tEXt chunks), a JSON record and a CSV of the logged steps, each written atomically.
+//!
+//! Mirrors the seed's saving (`results/<model>/<mode>_<model>_<prompt with spaces as
+//! underscores>.png`) and its 8-bit conversion as torchvision's `save_image` does it
+//! (`mul(255).add_(0.5).clamp_(0, 255)` then `uint8`).
+
+use crate::optimize::{Mode, StepStats};
+use serde::Serialize;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use tch::{Kind, Tensor};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("writing {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("encoding {path}: {source}")]
+    Png { path: PathBuf, source: png::EncodingError },
+    #[error("the prompt is empty (or only spaces): it cannot name a file")]
+    EmptyPrompt,
+    #[error("prompts {first:?} and {second:?} would both be saved as {name}: make them differ in letters or digits")]
+    SameName { first: String, second: String, name: String },
+}
+
+/// Longest prompt part of a file name, in bytes: file names are limited to 255 bytes, and the stem
+/// also holds the mode, the model and an extension.
+const MAX_PROMPT_BYTES: usize = 180;
+
+/// The prompt as a file-name part: spaces become underscores, as the seed does; characters that
+/// are unsafe in file names on Linux, macOS or Windows (`/ \ : * ? " < > |` and control
+/// characters) become `-`; a leading `.` becomes `_` (no hidden files, no `..`); the result is cut
+/// to 180 bytes at a character boundary. Other characters (letters of any script, digits,
+/// punctuation) are kept.
+pub fn prompt_file_part(prompt: &str) -> Result<String, OutputError> {
+    let trimmed = prompt.trim();
+    if trimmed.is_empty() {
+        return Err(OutputError::EmptyPrompt);
+    }
+    let mut name = String::new();
+    for c in trimmed.chars() {
+        let mapped = match c {
+            ' ' => '_',
+            '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|' => '-',
+            c if c.is_control() => '-',
+            c => c,
+        };
+        if name.len() + mapped.len_utf8() > MAX_PROMPT_BYTES {
+            break;
+        }
+        name.push(mapped);
+    }
+    if name.starts_with('.') {
+        name.replace_range(..1, "_");
+    }
+    Ok(name)
+}
+
+/// `<mode>_<model>_<prompt>`, the seed's file stem.
+pub fn file_stem(mode: Mode, results_token: &str, prompt: &str) -> Result<String, OutputError> {
+    Ok(format!("{mode}_{results_token}_{}", prompt_file_part(prompt)?))
+}
+
+/// The stems of all prompts of a run, refusing two prompts that map to the same file.
+pub fn file_stems(
+    mode: Mode,
+    results_token: &str,
+    prompts: &[String],
+) -> Result<Vec<String>, OutputError> {
+    let stems =
+        prompts.iter().map(|p| file_stem(mode, results_token, p)).collect::<Result<Vec<_>, _>>()?;
+    for (i, stem) in stems.iter().enumerate() {
+        if let Some(j) = stems[..i].iter().position(|s| s == stem) {
+            return Err(OutputError::SameName {
+                first: prompts[j].clone(),
+                second: prompts[i].clone(),
+                name: format!("{stem}.png"),
+            });
+        }
+    }
+    Ok(stems)
+}
+
+/// An image [3, H, W] with values in [0, 1] as 8-bit RGB bytes (row-major, interleaved), rounded as
+/// torchvision's `save_image`.
+pub fn to_rgb8(image: &Tensor) -> (Vec<u8>, u32, u32) {
+    let size = image.size();
+    let (h, w) = (size[1], size[2]);
+    let bytes = (image.to_kind(Kind::Float) * 255.0 + 0.5)
+        .clamp(0.0, 255.0)
+        .to_kind(Kind::Uint8)
+        .permute([1, 2, 0])
+        .contiguous()
+        .to_device(tch::Device::Cpu);
+    (Vec::<u8>::try_from(bytes.flatten(0, -1)).unwrap_or_default(), w as u32, h as u32)
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a
+/// reader never sees a half-written file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
+    let io = |source| OutputError::Io { path: path.to_path_buf(), source };
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    file.write_all(bytes).map_err(io)?;
+    file.as_file().sync_all().map_err(io)?;
+    file.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
+}
+
+/// Encodes 8-bit RGB pixels as a PNG with text chunks (tEXt for Latin-1 text, iTXt otherwise).
+pub fn png_bytes(
+    rgb: &[u8],
+    width: u32,
+    height: u32,
+    text: &[(&str, String)],
+    path: &Path,
+) -> Result<Vec<u8>, OutputError> {
+    let err = |source| OutputError::Png { path: path.to_path_buf(), source };
+    let mut out = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut out, width, height);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        for (key, value) in text {
+            if value.chars().all(|c| (c as u32) < 256) {
+                encoder.add_text_chunk(key.to_string(), value.clone()).map_err(err)?;
+            } else {
+                encoder.add_itxt_chunk(key.to_string(), value.clone()).map_err(err)?;
+            }
+        }
+        let mut writer = encoder.write_header().map_err(err)?;
+        writer.write_image_data(rgb).map_err(err)?;
+        writer.finish().map_err(err)?;
+    }
+    Ok(out)
+}
+
+/// The JSON record of one prompt's run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub prompt: String,
+    pub model: String,
+    pub mode: String,
+    /// The PNG's file name (next to this record).
+    pub image: String,
+    pub weights: String,
+    pub weights_sha256: String,
+    pub steps: usize,
+    pub learning_rate: f64,
+    /// Used only by the constrained mode.
+    pub tv_weight: f64,
+    pub seed: u64,
+    pub device: String,
+    pub resolution: i64,
+    /// Prompts optimised together in the batch this one ran in.
+    pub batch_size: usize,
+    /// The initial image (float, before the first update) against the prompt.
+    pub initial_similarity: f64,
+    /// The saved PNG re-loaded, preprocessed as CLIP's `preprocess` and scored: the seed's
+    /// "Final Similarity".
+    pub final_similarity: f64,
+    /// The result image before 8-bit quantisation, scored the same way.
+    pub final_similarity_unquantized: f64,
+    /// Constrained: the step whose augmented view had the lowest similarity loss (the saved image
+    /// is the image after that step's update) and that loss.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub best_step: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub best_similarity_loss: Option<f64>,
+    /// Optimisation steps per second (each step updates every prompt of the batch).
+    pub steps_per_second: f64,
+    pub loop_seconds: f64,
+    /// The whole run up to this record: loading, text encoding, optimisation, saving, scoring.
+    pub wall_seconds: f64,
+}
+
+/// The record as pretty JSON, newline-terminated.
+pub fn json_bytes(record: &RunRecord) -> Vec<u8> {
+    let mut text = serde_json::to_string_pretty(record).unwrap_or_default();
+    text.push('\n');
+    text.into_bytes()
+}
+
+/// `step,similarity,tv` for prompt `index` of every step in `stats`: the step's view similarity and
+/// the un-weighted total variation of the un-augmented image.
+pub fn csv_bytes(stats: &[StepStats], index: usize) -> Vec<u8> {
+    let mut text = String::from("step,similarity,tv\n");
+    for s in stats {
+        let (sim, tv) = (s.similarity.get(index), s.tv.get(index));
+        if let (Some(sim), Some(tv)) = (sim, tv) {
+            text.push_str(&format!("{},{sim},{tv}\n", s.step));
+        }
+    }
+    text.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompt_names() {
+        let part = |p| prompt_file_part(p).unwrap();
+        assert_eq!(part("A cute golden retriever"), "A_cute_golden_retriever");
+        assert_eq!(part("AC/DC: a \"band\"?"), "AC-DC-_a_-band--");
+        assert_eq!(part("../etc"), "_.-etc");
+        assert_eq!(part("  café  "), "café");
+        assert_eq!(part(&"é".repeat(200)).len(), 180);
+        assert!(matches!(prompt_file_part("   "), Err(OutputError::EmptyPrompt)));
+        let prompts = vec!["a/b".to_string(), "a:b".to_string()];
+        assert!(matches!(
+            file_stems(Mode::Constrained, "RN50", &prompts),
+            Err(OutputError::SameName { .. })
+        ));
+    }
+
+    #[test]
+    fn rgb8_rounds_like_save_image() {
+        let image = Tensor::from_slice(&[0.0f32, 0.5, 1.0, -0.1, 1.2, 0.002]).view([3, 1, 2]);
+        let (bytes, w, h) = to_rgb8(&image);
+        assert_eq!((w, h), (2, 1));
+        // floor(x * 255 + 0.5), clamped: pixel 0 = (0, 255, 255), pixel 1 = (128, 0, 1).
+        assert_eq!(bytes, vec![0, 255, 255, 128, 0, 1]);
+    }
+}
