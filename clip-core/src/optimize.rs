@@ -234,16 +234,16 @@ pub fn optimize(
         let sim_loss = sim.neg() + 1.0;
         let tv =
             if constrained { total_variation(&image) } else { total_variation(&image.detach()) };
-        let mut loss = sim_loss.sum(Kind::Float);
-        if constrained {
-            loss = loss + tv.sum(Kind::Float) * settings.tv_weight;
-        }
+        let loss = if constrained {
+            sim_loss.sum(Kind::Float) + tv.sum(Kind::Float) * settings.tv_weight
+        } else {
+            sim_loss.sum(Kind::Float)
+        };
         let grad = Tensor::run_backward(&[&loss], &[&image], false, false);
         adam.step(&mut image, &grad[0]);
         tch::no_grad(|| {
             let _ = image.clamp_(0.0, 1.0);
-            let _ =
-                stats.get(pending as i64).copy_(&Tensor::stack(&[sim.detach(), tv.detach()], 0));
+            stats.get(pending as i64).copy_(&Tensor::stack(&[sim.detach(), tv.detach()], 0));
             if constrained {
                 let sim_loss = sim_loss.detach();
                 let better = sim_loss.lt_tensor(&best_loss);

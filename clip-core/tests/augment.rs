@@ -96,7 +96,7 @@ fn affine_matches_torchvision_exactly() {
 #[test]
 fn affine_semantics_by_hand() {
     // A single bright pixel at (row 10, column 20) of a 1×1×40×48 image.
-    let mut image = Tensor::zeros([1, 1, 40, 48], (Kind::Float, Device::Cpu));
+    let image = Tensor::zeros([1, 1, 40, 48], (Kind::Float, Device::Cpu));
     let _ = image.get(0).get(0).get(10).get(20).fill_(1.0);
     let spot = |t: &Tensor| {
         let idx = t.flatten(0, -1).argmax(0, false).int64_value(&[]);
@@ -159,9 +159,9 @@ fn sampling_ranges_match_get_params() {
 #[test]
 fn total_variation_by_hand() {
     // Image 0, one channel: [[1, 2, 4], [0, 3, 3]]; image 1: all 0.5 (no variation).
-    let mut x = Tensor::full([2, 3, 2, 3], 0.5, (Kind::Float, Device::Cpu));
+    let x = Tensor::full([2, 3, 2, 3], 0.5, (Kind::Float, Device::Cpu));
     let first = Tensor::from_slice(&[1.0f32, 2.0, 4.0, 0.0, 3.0, 3.0]).view([2, 3]);
-    let _ = x.get(0).get(1).copy_(&first);
+    x.get(0).get(1).copy_(&first);
     // Vertical: (0-1)² + (3-2)² + (3-4)² = 3; horizontal: (2-1)² + (4-2)² + (3-0)² + (3-3)² = 14.
     // The constant channels 0 and 2 of image 0 add nothing.
     let tv = Vec::<f32>::try_from(total_variation(&x)).expect("floats");
