@@ -122,8 +122,11 @@ impl AffineParams {
         let y = ys.view([1, height, 1]).expand([n, height, width], false);
         let one = Tensor::ones([n, height, width], (kind, device));
         let base = Tensor::stack(&[x, y, one], 3).view([n, height * width, 3]);
-        let half = Tensor::from_slice(&[0.5 * w, 0.5 * h]).to_kind(kind).to_device(device);
-        let rescaled = theta.transpose(1, 2) / half;
+        // theta.transpose(1, 2) / tensor([0.5 * w, 0.5 * h]), a column at a time so that the step
+        // copies nothing from the host (the halves are exact in any float kind).
+        let theta_t = theta.transpose(1, 2);
+        let rescaled =
+            Tensor::stack(&[theta_t.select(2, 0) / (0.5 * w), theta_t.select(2, 1) / (0.5 * h)], 2);
         base.bmm(&rescaled).view([n, height, width, 2])
     }
 

@@ -222,4 +222,24 @@ mod tests {
         // floor(x * 255 + 0.5), clamped: pixel 0 = (0, 255, 255), pixel 1 = (128, 0, 1).
         assert_eq!(bytes, vec![0, 255, 255, 128, 0, 1]);
     }
+
+    #[test]
+    fn png_text_chunks_and_atomic_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.png");
+        let text = [("prompt", "un café ☕".to_string()), ("mode", "constrained".to_string())];
+        let bytes = png_bytes(&[1, 2, 3, 4, 5, 6], 2, 1, &text, &path).unwrap();
+        write_atomic(&path, &bytes).unwrap();
+        // Only the PNG is left: the temporary file was renamed.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        let reader =
+            png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap()))
+                .read_info()
+                .unwrap();
+        let info = reader.info();
+        assert_eq!((info.width, info.height), (2, 1));
+        // Latin-1 text in tEXt, anything else in iTXt (UTF-8).
+        assert_eq!(info.uncompressed_latin1_text[0].text, "constrained");
+        assert_eq!(info.utf8_text[0].get_text().unwrap(), "un café ☕");
+    }
 }
