@@ -20,7 +20,8 @@ fn stderr(output: &Output) -> String {
 }
 
 fn reference() -> Value {
-    serde_json::from_str(&std::fs::read_to_string(fixtures().join("reference.json")).unwrap()).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(fixtures().join("reference.json")).unwrap())
+        .unwrap()
 }
 
 fn cosine(a: &[f64], b: &[f64]) -> f64 {
@@ -40,7 +41,8 @@ fn embed_prints_the_reference_embeddings_in_order() {
     let reference = reference();
     let weights = fixtures().join("tiny-rn.pt");
     let images = ["square64.png", "wide300x200.png"];
-    let image_paths: Vec<PathBuf> = images.iter().map(|i| fixtures().join("images").join(i)).collect();
+    let image_paths: Vec<PathBuf> =
+        images.iter().map(|i| fixtures().join("images").join(i)).collect();
     let texts: Vec<String> = serde_json::from_value(reference["texts"].clone()).unwrap();
     let mut args = vec!["embed", "--weights", weights.to_str().unwrap(), "--device", "cpu"];
     for p in &image_paths {
@@ -77,12 +79,20 @@ fn score_prints_the_cosine_on_its_last_line() {
     let weights = fixtures().join("tiny-vit.pt");
     let image = fixtures().join("images/square32.png");
     let text = "A bright red tomato";
-    let args =
-        ["score", "--weights", weights.to_str().unwrap(), "--device", "cpu", "--image", image.to_str().unwrap()];
+    let args = [
+        "score",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--image",
+        image.to_str().unwrap(),
+    ];
     let output = clip(&[&args[..], &["--text", text]].concat());
     assert!(output.status.success(), "{}", stderr(&output));
     let stdout = String::from_utf8(output.stdout).unwrap();
-    let ours: f64 = stdout.lines().last().unwrap().trim().parse().expect("a number on the last line");
+    let ours: f64 =
+        stdout.lines().last().unwrap().trim().parse().expect("a number on the last line");
     let images: Vec<String> = serde_json::from_value(model["images"].clone()).unwrap();
     let i = images.iter().position(|n| n == "square32.png").unwrap();
     let t = reference["texts"].as_array().unwrap().iter().position(|v| v == text).unwrap();
@@ -114,9 +124,11 @@ fn fixture_tensors() -> Vec<(String, Tensor)> {
 fn a_missing_key_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("missing.safetensors");
-    let tensors: Vec<_> = fixture_tensors().into_iter().filter(|(k, _)| k != "visual.ln_post.bias").collect();
+    let tensors: Vec<_> =
+        fixture_tensors().into_iter().filter(|(k, _)| k != "visual.ln_post.bias").collect();
     write_safetensors(&tensors, &path);
-    let output = clip(&["embed", "--weights", path.to_str().unwrap(), "--device", "cpu", "--text", "a"]);
+    let output =
+        clip(&["embed", "--weights", path.to_str().unwrap(), "--device", "cpu", "--text", "a"]);
     assert_clean_failure(&output, &["visual.ln_post.bias", "missing.safetensors"]);
 }
 
@@ -126,10 +138,17 @@ fn a_wrong_shape_is_named() {
     let path = dir.path().join("shape.safetensors");
     let tensors: Vec<_> = fixture_tensors()
         .into_iter()
-        .map(|(k, t)| if k == "transformer.resblocks.1.mlp.c_fc.bias" { (k, t.narrow(0, 0, 10)) } else { (k, t) })
+        .map(|(k, t)| {
+            if k == "transformer.resblocks.1.mlp.c_fc.bias" {
+                (k, t.narrow(0, 0, 10))
+            } else {
+                (k, t)
+            }
+        })
         .collect();
     write_safetensors(&tensors, &path);
-    let output = clip(&["embed", "--weights", path.to_str().unwrap(), "--device", "cpu", "--text", "a"]);
+    let output =
+        clip(&["embed", "--weights", path.to_str().unwrap(), "--device", "cpu", "--text", "a"]);
     assert_clean_failure(&output, &["transformer.resblocks.1.mlp.c_fc.bias", "shape.safetensors"]);
 }
 
@@ -139,7 +158,8 @@ fn a_truncated_archive_is_refused() {
     let path = dir.path().join("truncated.pt");
     let bytes = std::fs::read(fixtures().join("tiny-rn.pt")).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-    let output = clip(&["embed", "--weights", path.to_str().unwrap(), "--device", "cpu", "--text", "a"]);
+    let output =
+        clip(&["embed", "--weights", path.to_str().unwrap(), "--device", "cpu", "--text", "a"]);
     assert_clean_failure(&output, &["truncated.pt"]);
 }
 
@@ -147,6 +167,7 @@ fn a_truncated_archive_is_refused() {
 fn a_missing_file_and_an_unknown_model_are_refused() {
     let output = clip(&["embed", "--weights", "/nonexistent/RN50.pt", "--device", "cpu"]);
     assert_clean_failure(&output, &["/nonexistent/RN50.pt"]);
-    let output = clip(&["score", "--model", "RN51", "--device", "cpu", "--image", "x.png", "--text", "a"]);
+    let output =
+        clip(&["score", "--model", "RN51", "--device", "cpu", "--image", "x.png", "--text", "a"]);
     assert_clean_failure(&output, &["RN51", "RN50", "ViT-B/32", "ViT-L/14@336px"]);
 }
