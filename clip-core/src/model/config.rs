@@ -38,18 +38,7 @@ pub enum ConfigError {
     UnknownModel { name: String },
 }
 
-/// The names of OpenAI's released models, as `clip.available_models()` lists them.
-pub const MODEL_NAMES: [&str; 9] = [
-    "RN50",
-    "RN101",
-    "RN50x4",
-    "RN50x16",
-    "RN50x64",
-    "ViT-B/32",
-    "ViT-B/16",
-    "ViT-L/14",
-    "ViT-L/14@336px",
-];
+pub use crate::weights::download::MODEL_NAMES;
 
 const TEXT_CONTEXT: i64 = 77;
 const VOCAB: i64 = 49408;

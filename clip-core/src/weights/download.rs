@@ -36,7 +36,8 @@ const MODELS: [(&str, &str); 9] = [
     ("ViT-L/14@336px", "https://openaipublic.azureedge.net/clip/models/3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02/ViT-L-14-336px.pt"),
 ];
 
-const NAMES: [&str; 9] = {
+/// The names of OpenAI's released models, as `clip.available_models()` lists them.
+pub const MODEL_NAMES: [&str; 9] = {
     let mut names = [""; 9];
     let mut i = 0;
     while i < MODELS.len() {
@@ -48,7 +49,7 @@ const NAMES: [&str; 9] = {
 
 /// The model names `clip.available_models()` lists, in the same order.
 pub fn model_names() -> &'static [&'static str] {
-    &NAMES
+    &MODEL_NAMES
 }
 
 /// A released checkpoint: where it comes from and what it must hash to.
