@@ -78,15 +78,23 @@ pub struct PromptResult {
 }
 
 /// The binaries' `main`: parses the flags (with the model and mode in the help) and runs.
-pub fn main(experiment: &Experiment, mode: Mode) -> anyhow::Result<()> {
+/// Errors are printed as one `error: …` line (with their causes) and give exit status 1.
+pub fn main(experiment: &Experiment, mode: Mode) -> std::process::ExitCode {
     let about = format!(
         "CLIP-guided image optimisation, {mode}, with {}: the seed's {mode} run",
         experiment.model
     );
     let matches = ExperimentArgs::command().name(mode.as_str()).about(about).get_matches();
-    let args = ExperimentArgs::from_arg_matches(&matches)?;
-    run(experiment, mode, &args)?;
-    Ok(())
+    let result = ExperimentArgs::from_arg_matches(&matches)
+        .map_err(anyhow::Error::from)
+        .and_then(|args| run(experiment, mode, &args));
+    match result {
+        Ok(_) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 /// Runs every prompt of the experiment (or `--prompt`s) in one batch and writes their outputs.

@@ -17,8 +17,6 @@ pub enum OutputError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("encoding {path}: {source}")]
     Png { path: PathBuf, source: png::EncodingError },
-    #[error("the prompt is empty (or only spaces): it cannot name a file")]
-    EmptyPrompt,
     #[error("prompts {first:?} and {second:?} would both be saved as {name}: make them differ in letters or digits")]
     SameName { first: String, second: String, name: String },
 }
@@ -27,18 +25,15 @@ pub enum OutputError {
 /// also holds the mode, the model and an extension.
 const MAX_PROMPT_BYTES: usize = 180;
 
-/// The prompt as a file-name part: spaces become underscores, as the seed does; characters that
+/// The prompt as a file-name part: spaces become underscores, as the seed does (an empty prompt,
+/// which the reference accepts, gives an empty part: `<mode>_<model>_.png`); characters that
 /// are unsafe in file names on Linux, macOS or Windows (`/ \ : * ? " < > |` and control
 /// characters) become `-`; a leading `.` becomes `_` (no hidden files, no `..`); the result is cut
 /// to 180 bytes at a character boundary. Other characters (letters of any script, digits,
 /// punctuation) are kept.
-pub fn prompt_file_part(prompt: &str) -> Result<String, OutputError> {
-    let trimmed = prompt.trim();
-    if trimmed.is_empty() {
-        return Err(OutputError::EmptyPrompt);
-    }
+pub fn prompt_file_part(prompt: &str) -> String {
     let mut name = String::new();
-    for c in trimmed.chars() {
+    for c in prompt.chars() {
         let mapped = match c {
             ' ' => '_',
             '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|' => '-',
@@ -53,12 +48,12 @@ pub fn prompt_file_part(prompt: &str) -> Result<String, OutputError> {
     if name.starts_with('.') {
         name.replace_range(..1, "_");
     }
-    Ok(name)
+    name
 }
 
 /// `<mode>_<model>_<prompt>`, the seed's file stem.
-pub fn file_stem(mode: Mode, results_token: &str, prompt: &str) -> Result<String, OutputError> {
-    Ok(format!("{mode}_{results_token}_{}", prompt_file_part(prompt)?))
+pub fn file_stem(mode: Mode, results_token: &str, prompt: &str) -> String {
+    format!("{mode}_{results_token}_{}", prompt_file_part(prompt))
 }
 
 /// The stems of all prompts of a run, refusing two prompts that map to the same file.
@@ -67,8 +62,7 @@ pub fn file_stems(
     results_token: &str,
     prompts: &[String],
 ) -> Result<Vec<String>, OutputError> {
-    let stems =
-        prompts.iter().map(|p| file_stem(mode, results_token, p)).collect::<Result<Vec<_>, _>>()?;
+    let stems: Vec<String> = prompts.iter().map(|p| file_stem(mode, results_token, p)).collect();
     for (i, stem) in stems.iter().enumerate() {
         if let Some(j) = stems[..i].iter().position(|s| s == stem) {
             return Err(OutputError::SameName {
@@ -200,13 +194,13 @@ mod tests {
 
     #[test]
     fn prompt_names() {
-        let part = |p| prompt_file_part(p).unwrap();
+        let part = prompt_file_part;
         assert_eq!(part("A cute golden retriever"), "A_cute_golden_retriever");
         assert_eq!(part("AC/DC: a \"band\"?"), "AC-DC-_a_-band--");
         assert_eq!(part("../etc"), "_.-etc");
-        assert_eq!(part("  café  "), "café");
+        assert_eq!(part(" café "), "_café_");
+        assert_eq!(part(""), "");
         assert_eq!(part(&"é".repeat(200)).len(), 180);
-        assert!(matches!(prompt_file_part("   "), Err(OutputError::EmptyPrompt)));
         let prompts = vec!["a/b".to_string(), "a:b".to_string()];
         assert!(matches!(
             file_stems(Mode::Constrained, "RN50", &prompts),

@@ -134,3 +134,15 @@ fn prompts_that_collide_are_refused_before_any_work() {
     assert!(err.to_string().contains("a-b.png"), "{err}");
     assert!(!dir.path().join("Tiny-RN").exists());
 }
+
+/// The reference tokenizes an empty prompt (`[49406, 49407, 0, …]`); so does a run, and the file
+/// is named like the seed's `prompt.replace(" ", "_")`: `<mode>_<model>_.png`.
+#[test]
+fn an_empty_prompt_is_allowed() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut args = args("tiny-vit.pt", 1, dir.path());
+    args.prompts = vec![String::new()];
+    let results = run(&TINY, Mode::Unconstrained, &args).expect("the run succeeds");
+    assert!(results[0].png.ends_with("Tiny-RN/unconstrained_Tiny-RN_.png"));
+    assert!(results[0].json.exists() && results[0].csv.exists());
+}

@@ -6,6 +6,6 @@ use clip_core::optimize::Mode;
 
 const MODE: Mode = Mode::Unconstrained;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     clip_core::experiment::main(&rn50::EXPERIMENT, MODE)
 }

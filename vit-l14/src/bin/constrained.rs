@@ -6,6 +6,6 @@ use clip_core::optimize::Mode;
 
 const MODE: Mode = Mode::Constrained;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     clip_core::experiment::main(&vit_l14::EXPERIMENT, MODE)
 }
