@@ -1,9 +1,11 @@
 //! OpenAI's CLIP on libtorch: the models (`model`), strict weight loading (`weights`), the BPE
 //! tokenizer (`tokenizer`) and image preprocessing (`preprocess`); and the seed's experiment: pixel
 //! optimisation (`optimize`) with its augmentation (`augment`) and losses (`loss`), outputs
-//! (`output`), and the experiment binaries' flags and run (`experiment`).
+//! (`output`), the experiment binaries' flags and run (`experiment`), and the cross-model
+//! comparison of its results (`compare`).
 pub mod augment;
 pub mod cli;
+pub mod compare;
 pub mod device;
 pub mod experiment;
 pub mod loss;

@@ -1,5 +1,7 @@
-//! `clip`: OpenAI's CLIP from the command line — embeddings, similarity scores and token ids.
+//! `clip`: OpenAI's CLIP from the command line — embeddings, similarity scores, token ids, and the
+//! cross-model comparison of the experiment's results.
 
+mod compare;
 mod embed;
 mod score;
 mod tokenize;
@@ -7,7 +9,11 @@ mod tokenize;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "clip", version, about = "OpenAI's CLIP on libtorch: embed, score, tokenize")]
+#[command(
+    name = "clip",
+    version,
+    about = "OpenAI's CLIP on libtorch: embed, score, tokenize, compare"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -21,6 +27,9 @@ enum Command {
     Score(score::ScoreArgs),
     /// Print the 77 token ids of each text, one JSON array per line (clip.tokenize).
     Tokenize(tokenize::TokenizeArgs),
+    /// Score every result (and real photos) under every model; write transfer.csv, three
+    /// pictures and report.md into the results directory.
+    Compare(compare::CompareArgs),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -28,6 +37,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Embed(args) => embed::run(&args),
         Command::Score(args) => score::run(&args),
         Command::Tokenize(args) => tokenize::run(&args),
+        Command::Compare(args) => compare::run(&args),
     }
 }
 

@@ -1,0 +1,88 @@
+//! `clip compare`: scores every result under a results directory (and real photos) with every
+//! CLIP model, and writes `transfer.csv`, `transfer.png`, `contact_sheet.png`, `curves.png` and
+//! `report.md` there. The logic is `clip_core::compare`.
+
+use clip_core::compare::{self, CompareOptions, RealPhoto};
+use clip_core::device::DeviceChoice;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct CompareArgs {
+    /// The experiment's output root (e.g. `results`): every `<stem>.png` with its `<stem>.json`
+    /// below it is scored, with its `<stem>.csv` history plotted.
+    #[arg(value_name = "RESULTS_DIR")]
+    pub results_dir: PathBuf,
+    /// Weights of a scoring model, e.g. `ViT-B/32=ViT-B-32.pt`; repeat for several. NAME may be any
+    /// name; a released model without this flag is taken from ~/.cache/clip/ (downloaded if needed).
+    #[arg(long = "weights", value_name = "NAME=PATH", value_parser = parse_weights)]
+    pub weights: Vec<(String, PathBuf)>,
+    /// Scoring models, comma-separated, in column order (default: the names given with --weights,
+    /// or RN50,ViT-B/32,ViT-L/14).
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    pub models: Vec<String>,
+    /// A real photo and its prompt, scored for reference, e.g. `dog.jpg="A cute golden retriever"`;
+    /// repeat for several. Split at the first `=`.
+    #[arg(long = "real", value_name = "PHOTO=PROMPT")]
+    pub real: Vec<RealPhoto>,
+    /// Where the models run: cpu (fp32), cuda (fp16, as clip.load) or auto.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+    /// Images per forward pass.
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_size: u64,
+    /// Side of each image in contact_sheet.png, in pixels.
+    #[arg(long, value_name = "PX", default_value_t = 160, value_parser = clap::value_parser!(u32).range(64..=1024))]
+    pub cell_size: u32,
+}
+
+fn parse_weights(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((name, path)) if !name.is_empty() && !path.is_empty() => {
+            Ok((name.to_string(), PathBuf::from(path)))
+        }
+        _ => Err(format!("expected NAME=PATH (e.g. RN50=RN50.pt), got {s:?}")),
+    }
+}
+
+pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
+    let weights: BTreeMap<String, PathBuf> = args.weights.iter().cloned().collect();
+    let mut models: Vec<String> = args.models.iter().map(|m| m.trim().to_string()).collect();
+    models.retain(|m| !m.is_empty());
+    if models.is_empty() {
+        models = if args.weights.is_empty() {
+            compare::DEFAULT_MODELS.iter().map(|m| m.to_string()).collect()
+        } else {
+            args.weights.iter().map(|(name, _)| name.clone()).collect()
+        };
+    }
+    let mut unique = Vec::new();
+    for m in models {
+        if !unique.contains(&m) {
+            unique.push(m);
+        }
+    }
+    for name in weights.keys().filter(|n| !unique.contains(n)) {
+        eprintln!("warning: --weights {name}=… is not among --models; not used");
+    }
+    let options = CompareOptions {
+        results_dir: args.results_dir.clone(),
+        models: unique,
+        weights,
+        real: args.real.clone(),
+        device: args.device.resolve()?,
+        batch_size: args.batch_size as usize,
+        cell_size: args.cell_size,
+    };
+    let comparison = compare::run(&options)?;
+    let n_models = comparison.scoring_models().count();
+    println!(
+        "scored {} image(s) with {n_models} model(s); {} warning(s)",
+        comparison.images.len(),
+        comparison.warnings.len()
+    );
+    for path in &comparison.written {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}

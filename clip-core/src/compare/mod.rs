@@ -1,0 +1,404 @@
+//! `clip compare`: scores every result of the experiment (and real photos) against its prompt under
+//! every CLIP model, and writes the transfer table, three pictures and a Markdown report.
+//!
+//! The score is the seed's `compare.py` check — the PNG through CLIP's `preprocess`, normalised
+//! embeddings, cosine — taken further: each image is scored by every model, not only by the model
+//! that made it (does noise that fools RN50 fool ViT-L/14?). Each model is loaded once and scores
+//! all images in batches. Discovery (`results.rs`), pictures (`plots.rs`) and the Markdown
+//! (`report.rs`) live in their own files.
+
+mod plots;
+mod report;
+mod results;
+
+pub use results::{find_results, Discovery, RealPhoto, ResultEntry, RunInfo, REAL_PHOTO};
+
+use crate::loss::cosine_similarity;
+use crate::model::LoadedClip;
+use crate::output::{self, OutputError};
+use crate::preprocess;
+use crate::tokenizer::Tokenizer;
+use crate::weights::download;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+/// The files `clip compare` writes into the results directory (and skips when it reads it).
+pub const OUTPUT_FILES: [&str; 5] =
+    ["transfer.csv", "transfer.png", "contact_sheet.png", "curves.png", "report.md"];
+
+/// The seed's models, scored when neither `--models` nor `--weights` names any.
+pub const DEFAULT_MODELS: [&str; 3] = ["RN50", "ViT-B/32", "ViT-L/14"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompareError {
+    #[error("{path} is not a directory")]
+    NotADirectory { path: PathBuf },
+    #[error("reading {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("nothing to score in {dir}: no result (PNG with its JSON) and no --real photo{notes}")]
+    NothingToScore { dir: PathBuf, notes: String },
+    #[error("no scoring model could be loaded:{reasons}")]
+    NoModels { reasons: String },
+    #[error("drawing {path}: {message}")]
+    Plot { path: PathBuf, message: String },
+    #[error("the embedded font could not be read by ab_glyph")]
+    Font,
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    #[error(transparent)]
+    Tokenize(#[from] crate::tokenizer::TokenizeError),
+}
+
+/// What to compare and how.
+#[derive(Debug, Clone)]
+pub struct CompareOptions {
+    pub results_dir: PathBuf,
+    /// Scoring models by name, in column order.
+    pub models: Vec<String>,
+    /// Checkpoints by model name; a name not here is resolved as a released model (cache or
+    /// download).
+    pub weights: BTreeMap<String, PathBuf>,
+    pub real: Vec<RealPhoto>,
+    pub device: Device,
+    /// Images per forward pass.
+    pub batch_size: usize,
+    /// Side of an image in the contact sheet, in pixels.
+    pub cell_size: u32,
+}
+
+/// One scoring model: loaded, or why not.
+#[derive(Debug, Clone)]
+pub struct ScoringModel {
+    pub name: String,
+    pub weights: Option<PathBuf>,
+    /// Why the model could not score (no weights, failed to load); `None` when it scored.
+    pub unavailable: Option<String>,
+}
+
+/// An image that was scored: a result of the experiment or a real photo.
+#[derive(Debug, Clone)]
+pub struct Scored {
+    pub image: PathBuf,
+    pub prompt: String,
+    /// The model whose run made the image (the JSON's `model`), or [`REAL_PHOTO`].
+    pub generated_by: String,
+    /// `constrained`, `unconstrained`, or `real`.
+    pub mode: String,
+    /// The run's record (`None` for real photos).
+    pub run: Option<RunInfo>,
+    /// The step history CSV next to the result, if any.
+    pub history: Option<PathBuf>,
+    /// Similarity per scoring model (only models that scored).
+    pub scores: BTreeMap<String, f64>,
+}
+
+impl Scored {
+    /// The score under the model that made the image, or the run's recorded `final_similarity`
+    /// (the same measure) when that model did not score here.
+    pub fn own_score(&self) -> Option<(f64, bool)> {
+        if let Some(s) = self.scores.get(&self.generated_by) {
+            return Some((*s, true));
+        }
+        self.run.as_ref().and_then(|r| r.final_similarity).map(|s| (s, false))
+    }
+}
+
+/// Everything `clip compare` found and computed.
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    pub results_dir: PathBuf,
+    pub models: Vec<ScoringModel>,
+    pub images: Vec<Scored>,
+    /// Everything the user should know about: skipped files, models left out.
+    pub warnings: Vec<String>,
+    /// Files ignored without harm (shown in the report, not as warnings).
+    pub notes: Vec<String>,
+    pub written: Vec<PathBuf>,
+}
+
+impl Comparison {
+    /// The models that scored, in column order.
+    pub fn scoring_models(&self) -> impl Iterator<Item = &ScoringModel> {
+        self.models.iter().filter(|m| m.unavailable.is_none())
+    }
+
+    /// Rows of the transfer table: (generating model, mode) in first-seen order, real photos last.
+    pub fn groups(&self) -> Vec<(String, String)> {
+        let mut groups: Vec<(String, String)> = Vec::new();
+        for s in self.images.iter().filter(|s| s.generated_by != REAL_PHOTO) {
+            let key = (s.generated_by.clone(), s.mode.clone());
+            if !groups.contains(&key) {
+                groups.push(key);
+            }
+        }
+        groups.sort_by(|a, b| (model_rank(&a.0), &a.0, &a.1).cmp(&(model_rank(&b.0), &b.0, &b.1)));
+        if self.images.iter().any(|s| s.generated_by == REAL_PHOTO) {
+            groups.push((REAL_PHOTO.to_string(), "real".to_string()));
+        }
+        groups
+    }
+
+    /// The mean similarity of a group's images under `model`, and how many images it averages.
+    pub fn mean(&self, group: &(String, String), model: &str) -> Option<(f64, usize)> {
+        let values: Vec<f64> = self
+            .images
+            .iter()
+            .filter(|s| s.generated_by == group.0 && s.mode == group.1)
+            .filter_map(|s| s.scores.get(model).copied())
+            .collect();
+        (!values.is_empty())
+            .then(|| (values.iter().sum::<f64>() / values.len() as f64, values.len()))
+    }
+
+    /// Distinct prompts, in first-seen order (results first, then real photos).
+    pub fn prompts(&self) -> Vec<String> {
+        let mut prompts: Vec<String> = Vec::new();
+        for s in &self.images {
+            if !prompts.contains(&s.prompt) {
+                prompts.push(s.prompt.clone());
+            }
+        }
+        prompts
+    }
+}
+
+/// The seed's models first, in their order, then anything else alphabetically.
+fn model_rank(name: &str) -> usize {
+    DEFAULT_MODELS.iter().position(|m| *m == name).unwrap_or(DEFAULT_MODELS.len())
+}
+
+/// Prints a warning to stderr and keeps it for the report.
+fn warn(warnings: &mut Vec<String>, message: String) {
+    eprintln!("warning: {message}");
+    warnings.push(message);
+}
+
+/// Finds the results, scores them under every model, and writes the five output files. Warnings
+/// (skipped files, unavailable models) are printed, kept in the report, and do not stop it; it
+/// fails only when nothing at all could be scored or an output cannot be written.
+pub fn run(options: &CompareOptions) -> Result<Comparison, CompareError> {
+    let dir = &options.results_dir;
+    if !dir.is_dir() {
+        return Err(CompareError::NotADirectory { path: dir.clone() });
+    }
+    let Discovery { results, mut warnings, notes } = find_results(dir)?;
+    let mut images: Vec<Scored> = results
+        .into_iter()
+        .map(|r| Scored {
+            image: r.png,
+            prompt: r.run.prompt.clone(),
+            generated_by: r.run.model.clone(),
+            mode: r.run.mode.clone(),
+            history: r.csv,
+            run: Some(r.run),
+            scores: BTreeMap::new(),
+        })
+        .collect();
+    for photo in &options.real {
+        if photo.path.is_file() {
+            images.push(Scored {
+                image: photo.path.clone(),
+                prompt: photo.prompt.clone(),
+                generated_by: REAL_PHOTO.to_string(),
+                mode: "real".to_string(),
+                run: None,
+                history: None,
+                scores: BTreeMap::new(),
+            });
+        } else {
+            warn(&mut warnings, format!("--real {}: no such file; left out", photo.path.display()));
+        }
+    }
+    if images.is_empty() {
+        let notes: String = warnings.iter().map(|w| format!("\n  {w}")).collect();
+        return Err(CompareError::NothingToScore { dir: dir.clone(), notes });
+    }
+
+    let prompts: Vec<String> = {
+        let mut p: Vec<String> = Vec::new();
+        for s in &images {
+            if !p.contains(&s.prompt) {
+                p.push(s.prompt.clone());
+            }
+        }
+        p
+    };
+    let tokenizer = Tokenizer::new()?;
+    // A prompt too long for CLIP is scored truncated, with a warning, rather than dropped.
+    let tokens = match tokenizer.tokenize(&prompts, false) {
+        Ok(t) => t,
+        Err(err) => {
+            warn(&mut warnings, format!("{err}; such prompts are scored truncated to 77 tokens"));
+            tokenizer.tokenize(&prompts, true)?
+        }
+    };
+
+    let mut models = Vec::new();
+    for name in &options.models {
+        let weights = match options.weights.get(name) {
+            Some(path) => Ok(path.clone()),
+            None if download::MODEL_NAMES.contains(&name.as_str()) => {
+                download::resolve_model(name, None).map_err(|e| {
+                    format!(
+                        "no --weights {name}=PATH and the released weights are not available: {e}"
+                    )
+                })
+            }
+            None => Err(format!(
+                "no --weights {name}=PATH given, and {name} is not a released model ({})",
+                download::MODEL_NAMES.join(", ")
+            )),
+        };
+        let mut model =
+            ScoringModel { name: name.clone(), weights: weights.clone().ok(), unavailable: None };
+        let outcome = weights.and_then(|path| {
+            eprintln!("scoring {} image(s) with {name} ({})", images.len(), path.display());
+            score_with(&path, options, &tokens, &prompts, &mut images, name, &mut warnings)
+        });
+        if let Err(reason) = outcome {
+            warn(&mut warnings, format!("model {name} left out of the comparison: {reason}"));
+            model.unavailable = Some(reason);
+        }
+        models.push(model);
+    }
+    if models.iter().all(|m| m.unavailable.is_some()) {
+        let reasons = models
+            .iter()
+            .map(|m| format!("\n  {}: {}", m.name, m.unavailable.as_deref().unwrap_or("")))
+            .collect();
+        return Err(CompareError::NoModels { reasons });
+    }
+    // Images no model could read (warned about in `score_with`) are left out of everything.
+    images.retain(|s| !s.scores.is_empty());
+    if images.is_empty() {
+        let notes: String = warnings.iter().map(|w| format!("\n  {w}")).collect();
+        return Err(CompareError::NothingToScore { dir: dir.clone(), notes });
+    }
+
+    let mut comparison = Comparison {
+        results_dir: dir.clone(),
+        models,
+        images,
+        warnings,
+        notes,
+        written: Vec::new(),
+    };
+    write_outputs(&mut comparison, options.cell_size)?;
+    Ok(comparison)
+}
+
+/// Loads one model and scores every image with it, in batches. An image that cannot be read is
+/// warned about once and left without this model's score.
+fn score_with(
+    weights: &Path,
+    options: &CompareOptions,
+    tokens: &Tensor,
+    prompts: &[String],
+    images: &mut [Scored],
+    name: &str,
+    warnings: &mut Vec<String>,
+) -> Result<(), String> {
+    let device = options.device;
+    let loaded = LoadedClip::load(weights, device)
+        .map_err(|e| format!("loading {}: {e}", weights.display()))?;
+    let model = &loaded.model;
+    let resolution = model.config.image_resolution as u32;
+    let text = tch::no_grad(|| model.encode_text(&tokens.to_device(device)));
+    let mut readable = Vec::new();
+    let mut pixels = Vec::new();
+    for (i, s) in images.iter().enumerate() {
+        match preprocess::preprocess_path(&s.image, resolution) {
+            Ok(p) => {
+                readable.push(i);
+                pixels.push(p);
+            }
+            Err(e) => {
+                let message = format!("{e}; not scored");
+                if !warnings.contains(&message) {
+                    warn(warnings, message);
+                }
+            }
+        }
+    }
+    for (chunk_idx, chunk) in readable.chunks(options.batch_size.max(1)).enumerate() {
+        let start = chunk_idx * options.batch_size.max(1);
+        let batch = Tensor::stack(&pixels[start..start + chunk.len()], 0).to_device(device);
+        let prompt_rows: Vec<i64> = chunk
+            .iter()
+            .map(|&i| prompts.iter().position(|p| *p == images[i].prompt).unwrap_or(0) as i64)
+            .collect();
+        let sims = tch::no_grad(|| {
+            let features = model.encode_image(&batch);
+            let texts = text.index_select(0, &Tensor::from_slice(&prompt_rows).to_device(device));
+            cosine_similarity(&features, &texts).to_kind(Kind::Double).to_device(Device::Cpu)
+        });
+        let sims = Vec::<f64>::try_from(&sims).map_err(|e| format!("reading scores back: {e}"))?;
+        for (&i, sim) in chunk.iter().zip(sims) {
+            images[i].scores.insert(name.to_string(), sim);
+        }
+    }
+    Ok(())
+}
+
+/// `transfer.csv`, the three pictures and `report.md`, each written atomically.
+fn write_outputs(comparison: &mut Comparison, cell_size: u32) -> Result<(), CompareError> {
+    let dir = comparison.results_dir.clone();
+    let csv = dir.join("transfer.csv");
+    output::write_atomic(&csv, transfer_csv(comparison).as_bytes())?;
+    comparison.written.push(csv);
+    plots::install_font()?;
+    for (name, draw) in [
+        (
+            "transfer.png",
+            plots::transfer_png as fn(&Comparison, &Path, u32) -> Result<Vec<u8>, CompareError>,
+        ),
+        ("contact_sheet.png", plots::contact_sheet_png),
+        ("curves.png", plots::curves_png),
+    ] {
+        let path = dir.join(name);
+        let bytes = draw(comparison, &path, cell_size)?;
+        output::write_atomic(&path, &bytes)?;
+        comparison.written.push(path);
+    }
+    let md = dir.join("report.md");
+    output::write_atomic(&md, report::markdown(comparison).as_bytes())?;
+    comparison.written.push(md);
+    Ok(())
+}
+
+/// One row per image × scoring model: `image,prompt,generated_by,mode,scored_by,similarity`, the
+/// image path relative to the results directory where it lies inside it.
+pub fn transfer_csv(comparison: &Comparison) -> String {
+    let mut text = String::from("image,prompt,generated_by,mode,scored_by,similarity\n");
+    for s in &comparison.images {
+        for m in comparison.scoring_models() {
+            if let Some(sim) = s.scores.get(&m.name) {
+                let image = relative(&comparison.results_dir, &s.image);
+                let fields = [image.as_str(), &s.prompt, &s.generated_by, &s.mode, &m.name];
+                let fields: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+                text.push_str(&format!("{},{sim}\n", fields.join(",")));
+            }
+        }
+    }
+    text
+}
+
+/// RFC 4180 quoting: fields with commas, quotes or line breaks are quoted, quotes doubled.
+fn csv_field(field: &str) -> String {
+    if field.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", field.replace('"', "\"\""))
+    } else {
+        field.to_string()
+    }
+}
+
+/// `path` relative to `dir` when inside it (with `/` separators), else as given.
+pub fn relative(dir: &Path, path: &Path) -> String {
+    match path.strip_prefix(dir) {
+        Ok(rel) => {
+            rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
+        }
+        Err(_) => path.display().to_string(),
+    }
+}
