@@ -402,3 +402,21 @@ pub fn relative(dir: &Path, path: &Path) -> String {
         Err(_) => path.display().to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_when_needed() {
+        assert_eq!(csv_field("A cute dog"), "A cute dog");
+        assert_eq!(csv_field("a, \"b\""), "\"a, \"\"b\"\"\"");
+    }
+
+    #[test]
+    fn paths_relative_to_the_results() {
+        let dir = Path::new("/r");
+        assert_eq!(relative(dir, Path::new("/r/RN50/a.png")), "RN50/a.png");
+        assert_eq!(relative(dir, Path::new("/elsewhere/a.png")), "/elsewhere/a.png");
+    }
+}

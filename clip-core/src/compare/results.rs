@@ -7,6 +7,7 @@
 
 use super::{CompareError, OUTPUT_FILES};
 use serde::Deserialize;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 /// `generated_by` of the real photos given with `--real`.
@@ -103,7 +104,8 @@ pub fn find_results(dir: &Path) -> Result<Discovery, CompareError> {
     walk(dir, &mut files)?;
     files.sort();
     let mut found = Discovery::default();
-    let has = |p: &Path| files.iter().any(|f| f == p);
+    let set: HashSet<&PathBuf> = files.iter().collect();
+    let has = |p: &PathBuf| set.contains(p);
     for file in &files {
         let rel = super::relative(dir, file);
         if file.parent() == Some(dir) && OUTPUT_FILES.contains(&rel.as_str()) {
@@ -186,4 +188,24 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), CompareError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn real_photo_flags() {
+        let photo: RealPhoto = "dog.jpg=A dog = a pet".parse().expect("valid");
+        assert_eq!(photo, RealPhoto { path: "dog.jpg".into(), prompt: "A dog = a pet".into() });
+        assert!("dog.jpg".parse::<RealPhoto>().is_err());
+        assert!("=A dog".parse::<RealPhoto>().is_err());
+    }
+
+    #[test]
+    fn tokens_name_models() {
+        assert_eq!(model_for_token("ViT-B"), "ViT-B/32");
+        assert_eq!(model_for_token("ViT-L-14"), "ViT-L/14");
+        assert_eq!(model_for_token("RN50"), "RN50");
+    }
 }
