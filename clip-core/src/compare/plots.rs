@@ -390,7 +390,13 @@ pub fn curves_png(c: &Comparison, path: &Path, _cell: u32) -> Result<Vec<u8>, Co
                 .configure_mesh()
                 .x_desc("step")
                 .x_label_formatter(&|x| format!("{x:.0}"))
-                .y_label_formatter(&|y| format!("{y:.3}"))
+                .y_label_formatter(&|y| {
+                    if range > 0.2 {
+                        format!("{y:.2}")
+                    } else {
+                        format!("{y:.3}")
+                    }
+                })
                 .y_desc("similarity")
                 .label_style(font(15))
                 .axis_desc_style(font(17))
