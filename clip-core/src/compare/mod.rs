@@ -153,14 +153,18 @@ impl Comparison {
 
     /// Distinct prompts, in first-seen order (results first, then real photos).
     pub fn prompts(&self) -> Vec<String> {
-        let mut prompts: Vec<String> = Vec::new();
-        for s in &self.images {
-            if !prompts.contains(&s.prompt) {
-                prompts.push(s.prompt.clone());
-            }
-        }
-        prompts
+        distinct_prompts(&self.images)
     }
+}
+
+fn distinct_prompts(images: &[Scored]) -> Vec<String> {
+    let mut prompts: Vec<String> = Vec::new();
+    for s in images {
+        if !prompts.contains(&s.prompt) {
+            prompts.push(s.prompt.clone());
+        }
+    }
+    prompts
 }
 
 /// The seed's models first, in their order, then anything else alphabetically.
@@ -215,15 +219,7 @@ pub fn run(options: &CompareOptions) -> Result<Comparison, CompareError> {
         return Err(CompareError::NothingToScore { dir: dir.clone(), notes });
     }
 
-    let prompts: Vec<String> = {
-        let mut p: Vec<String> = Vec::new();
-        for s in &images {
-            if !p.contains(&s.prompt) {
-                p.push(s.prompt.clone());
-            }
-        }
-        p
-    };
+    let prompts = distinct_prompts(&images);
     let tokenizer = Tokenizer::new()?;
     // A prompt too long for CLIP is scored truncated, with a warning, rather than dropped.
     let tokens = match tokenizer.tokenize(&prompts, false) {
