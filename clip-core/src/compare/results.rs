@@ -180,10 +180,12 @@ fn read_record(json: &Path, dir: &Path) -> Result<RunInfo, String> {
 fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), CompareError> {
     let io = |source| CompareError::Io { path: dir.to_path_buf(), source };
     for entry in std::fs::read_dir(dir).map_err(io)? {
-        let path = entry.map_err(io)?.path();
-        if path.is_dir() {
+        let entry = entry.map_err(io)?;
+        let path = entry.path();
+        // Directories are entered only when real ones: a symbolic link could loop.
+        if entry.file_type().map_err(io)?.is_dir() {
             walk(&path, files)?;
-        } else {
+        } else if path.is_file() {
             files.push(path);
         }
     }
