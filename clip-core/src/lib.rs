@@ -6,6 +6,7 @@ pub mod augment;
 pub mod cli;
 pub mod device;
 pub mod experiment;
+pub mod interrupt;
 pub mod loss;
 pub mod model;
 pub mod optimize;
