@@ -177,9 +177,10 @@ pub fn run(
         device_name(device),
         weights.display()
     );
-    let weights_sha256 = download::sha256_file(&weights)?;
+    // Loaded first: its errors say what is wrong with a missing or broken file.
     let loaded = LoadedClip::load(&weights, device)
         .with_context(|| format!("loading the CLIP model from {}", weights.display()))?;
+    let weights_sha256 = download::sha256_file(&weights)?;
     let model = &loaded.model;
     let resolution = model.config.image_resolution;
     let text = tch::no_grad(|| model.encode_text(&tokens.to_device(device)));

@@ -80,7 +80,7 @@ pub fn run_main(body: impl FnOnce() -> anyhow::Result<ExitCode>) -> ExitCode {
     match outcome {
         Ok(Ok(code)) => code,
         Ok(Err(err)) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", error_line(&err));
             ExitCode::FAILURE
         }
         Err(_) => {
@@ -89,6 +89,23 @@ pub fn run_main(body: impl FnOnce() -> anyhow::Result<ExitCode>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, `a: b: c`, leaving out a cause whose text the line already
+/// holds (many library errors print their source in their own message too).
+pub fn error_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// The one-line error for a caught panic's message: libtorch's own message without tch's
@@ -128,6 +145,17 @@ mod tests {
                      for input of size 2\")";
         assert_eq!(panic_error(shape), "libtorch: shape '[3]' is invalid for input of size 2");
         assert!(panic_error("index out of bounds").starts_with("internal error"));
+    }
+
+    #[test]
+    fn causes_already_in_the_message_are_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let err = anyhow::Error::new(crate::weights::WeightsError::Io {
+            path: "/x.pt".into(),
+            source: io,
+        })
+        .context("loading /x.pt");
+        assert_eq!(error_line(&err), "loading /x.pt: cannot read /x.pt: gone");
     }
 
     #[test]
