@@ -138,3 +138,28 @@ fn bad_flags_are_refused() {
     let output = clip(&["embed", "--model", "ViT-H/14", "--device", "cpu"]);
     assert_clean_failure(&output, &["ViT-H/14", "RN50", "ViT-L/14@336px"]);
 }
+
+/// A deflated `data.pkl` (8 MiB of zeros) whose headers claim 16 bytes: refused after reading at
+/// most what the header claims, instead of inflating whatever the stream holds.
+#[test]
+fn an_entry_larger_than_its_header_says_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bomb.pt");
+    {
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        zip.start_file("a/data.pkl", options).unwrap();
+        zip.write_all(&vec![0u8; 8 << 20]).unwrap();
+        zip.finish().unwrap();
+    }
+    let mut bytes = std::fs::read(&path).unwrap();
+    let patch = |bytes: &mut Vec<u8>, signature: &[u8], offset: usize| {
+        let at = bytes.windows(4).position(|w| w == signature).unwrap() + offset;
+        bytes[at..at + 4].copy_from_slice(&16u32.to_le_bytes());
+    };
+    patch(&mut bytes, b"PK\x03\x04", 22);
+    patch(&mut bytes, b"PK\x01\x02", 24);
+    std::fs::write(&path, &bytes).unwrap();
+    assert_clean_failure(&embed(&path), &["bomb.pt", "a/data.pkl"]);
+}
