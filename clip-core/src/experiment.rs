@@ -195,6 +195,7 @@ pub fn run(
     };
     let mut progress = Progress::new(&prompts, &settings, args.log_every as usize);
     tch::manual_seed(seed as i64);
+    interrupt::start_saving();
     let outcome = optimize_until(
         model,
         &text,

@@ -3,7 +3,8 @@
 //!
 //! - [`install`] makes the first SIGINT/SIGTERM/SIGHUP set a flag that the optimisation polls at its
 //!   read-backs ([`requested`]); the run then saves its best images, marked interrupted. A second
-//!   signal exits at once with status 130.
+//!   signal, or one before the optimisation started ([`start_saving`]: while loading or
+//!   downloading), exits at once with status 130.
 //! - [`run_main`] runs a binary's body under `catch_unwind` with a quiet panic hook: tch's
 //!   non-`f_` ops panic on libtorch errors (CUDA out of memory among them), and those become an
 //!   `error: …` line (with advice for out of memory) and exit status 1.
@@ -18,6 +19,8 @@ use std::sync::Mutex;
 pub const INTERRUPTED_EXIT: u8 = 130;
 
 static REQUESTED: AtomicBool = AtomicBool::new(false);
+/// Whether there is something to save: before the optimisation starts a signal exits at once.
+static SAVING: AtomicBool = AtomicBool::new(false);
 static PANIC_MESSAGE: Mutex<Option<String>> = Mutex::new(None);
 
 thread_local! {
@@ -53,6 +56,10 @@ pub fn install() {
     static INSTALLED: std::sync::Once = std::sync::Once::new();
     INSTALLED.call_once(|| {
         let result = ctrlc::set_handler(|| {
+            if !SAVING.load(Ordering::SeqCst) {
+                eprintln!("\ninterrupted: nothing to save yet, exiting");
+                std::process::exit(i32::from(INTERRUPTED_EXIT));
+            }
             if REQUESTED.swap(true, Ordering::SeqCst) {
                 eprintln!("\nsecond interrupt: exiting now, without saving");
                 std::process::exit(i32::from(INTERRUPTED_EXIT));
@@ -63,6 +70,11 @@ pub fn install() {
             eprintln!("warning: Ctrl-C will not save the results: {e}");
         }
     });
+}
+
+/// From now on a first signal asks the run to stop and save ([`requested`]) instead of exiting.
+pub fn start_saving() {
+    SAVING.store(true, Ordering::SeqCst);
 }
 
 /// Whether a signal asked the run to stop.

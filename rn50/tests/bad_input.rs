@@ -457,3 +457,42 @@ fn ctrl_c_saves_the_images_reached() {
 fn sigterm_saves_the_images_reached() {
     interrupt_with("-TERM");
 }
+
+/// Ctrl-C while the model downloads (nothing to save yet): the binary exits at once with 130.
+#[test]
+fn ctrl_c_during_the_download_exits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}/stalled", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // Accept, then never answer.
+        let held: Vec<_> = listener.incoming().take(1).flatten().collect();
+        let _ = tx.send(());
+        std::thread::sleep(Duration::from_secs(120));
+        drop(held);
+    });
+    let mut child = command(CONSTRAINED, dir.path())
+        .env("CLIP_DOWNLOAD_BASE_URL", &base)
+        .args(["--device", "cpu", "--out"])
+        .arg(dir.path().join("out"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    rx.recv_timeout(Duration::from_secs(60)).expect("the download started");
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let sent = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(sent.elapsed() < Duration::from_secs(10), "still downloading after Ctrl-C");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("nothing to save yet") && !err.contains("panicked"), "{err}");
+    assert!(outputs(dir.path()).is_empty());
+}
