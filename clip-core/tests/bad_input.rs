@@ -4,7 +4,7 @@
 //! model name are in `cli.rs`; the experiment binaries' cases in `rn50/tests/bad_input.rs`.)
 
 use clip_core::weights::StateDict;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -162,4 +162,33 @@ fn an_entry_larger_than_its_header_says_is_refused() {
     patch(&mut bytes, b"PK\x01\x02", 24);
     std::fs::write(&path, &bytes).unwrap();
     assert_clean_failure(&embed(&path), &["bomb.pt", "a/data.pkl"]);
+}
+
+/// `--model NAME` through a mirror that serves the wrong bytes: refused, nothing kept in the cache.
+#[test]
+fn a_download_with_the_wrong_checksum_is_refused_and_not_kept() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}/mirror", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut request = Vec::new();
+            let mut byte = [0u8; 1];
+            while !request.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                request.push(byte[0]);
+            }
+            let reply = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\njunk";
+            let _ = stream.write_all(reply.as_bytes());
+        }
+    });
+    let home = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_clip"))
+        .args(["embed", "--model", "RN50", "--device", "cpu", "--text", "a"])
+        .env("HOME", home.path())
+        .env("CLIP_DOWNLOAD_BASE_URL", &base)
+        .output()
+        .unwrap();
+    assert_clean_failure(&output, &["SHA-256", "nothing was saved", &base]);
+    let cache = home.path().join(".cache/clip");
+    let left: Vec<_> = std::fs::read_dir(&cache).map(|d| d.flatten().collect()).unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
 }
