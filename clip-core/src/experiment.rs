@@ -9,9 +9,10 @@
 
 use crate::augment::AugmentConfig;
 use crate::device::DeviceChoice;
+use crate::interrupt;
 use crate::loss::cosine_similarity;
 use crate::model::LoadedClip;
-use crate::optimize::{optimize, similarity, Mode, Settings, StepStats};
+use crate::optimize::{optimize_until, similarity, Mode, Settings, StepStats};
 use crate::output::{self, RunRecord};
 use crate::preprocess;
 use crate::tokenizer::Tokenizer;
@@ -45,8 +46,15 @@ pub struct ExperimentArgs {
     #[arg(long, value_name = "PATH")]
     pub weights: Option<PathBuf>,
     /// Optimisation steps (default: the crate's STEPS, 10 000).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = parse_steps, allow_hyphen_values = true)]
     pub steps: Option<u64>,
+    /// Adam's learning rate, > 0 (default: the crate's LEARNING_RATE).
+    #[arg(long, value_name = "LR", value_parser = parse_learning_rate, allow_hyphen_values = true)]
+    pub learning_rate: Option<f64>,
+    /// Weight of the total-variation penalty in constrained runs, >= 0 (default: the crate's
+    /// TV_WEIGHT).
+    #[arg(long, value_name = "W", value_parser = parse_tv_weight, allow_hyphen_values = true)]
+    pub tv_weight: Option<f64>,
     /// A prompt to optimise for; repeat for several. Replaces the crate's TEXT_PROMPTS.
     #[arg(long = "prompt", value_name = "TEXT", allow_hyphen_values = true)]
     pub prompts: Vec<String>,
@@ -65,6 +73,41 @@ pub struct ExperimentArgs {
     pub log_every: u64,
 }
 
+fn parse_steps(text: &str) -> Result<u64, String> {
+    match text.trim().parse::<i128>() {
+        Ok(n) if n >= 1 => u64::try_from(n).map_err(|_| format!("{n} steps is too many")),
+        Ok(n) => Err(format!("the number of steps must be at least 1, not {n}")),
+        Err(e) => Err(format!("not a whole number: {e}")),
+    }
+}
+
+fn parse_number(text: &str) -> Result<f64, String> {
+    let x: f64 = text.trim().parse().map_err(|e| format!("not a number: {e}"))?;
+    if x.is_finite() {
+        Ok(x)
+    } else {
+        Err(format!("must be a finite number, not {x}"))
+    }
+}
+
+fn parse_learning_rate(text: &str) -> Result<f64, String> {
+    let x = parse_number(text)?;
+    if x > 0.0 {
+        Ok(x)
+    } else {
+        Err(format!("the learning rate must be greater than 0, not {x}"))
+    }
+}
+
+fn parse_tv_weight(text: &str) -> Result<f64, String> {
+    let x = parse_number(text)?;
+    if x >= 0.0 {
+        Ok(x)
+    } else {
+        Err(format!("the TV weight must be 0 or more, not {x}"))
+    }
+}
+
 /// Statistics are read back from the device this often; log lines and the progress bar follow.
 const READBACK_EVERY: usize = 10;
 
@@ -78,23 +121,23 @@ pub struct PromptResult {
 }
 
 /// The binaries' `main`: parses the flags (with the model and mode in the help) and runs.
-/// Errors are printed as one `error: …` line (with their causes) and give exit status 1.
+/// Errors (libtorch's included) are printed as one `error: …` line (with their causes) and give
+/// exit status 1; a run stopped by Ctrl-C or SIGTERM saves its images and gives status 130.
 pub fn main(experiment: &Experiment, mode: Mode) -> std::process::ExitCode {
     let about = format!(
         "CLIP-guided image optimisation, {mode}, with {}: the seed's {mode} run",
         experiment.model
     );
     let matches = ExperimentArgs::command().name(mode.as_str()).about(about).get_matches();
-    let result = ExperimentArgs::from_arg_matches(&matches)
-        .map_err(anyhow::Error::from)
-        .and_then(|args| run(experiment, mode, &args));
-    match result {
-        Ok(_) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            std::process::ExitCode::FAILURE
+    interrupt::run_main(|| {
+        let args = ExperimentArgs::from_arg_matches(&matches)?;
+        interrupt::install();
+        let results = run(experiment, mode, &args)?;
+        if results.iter().any(|r| r.record.interrupted) {
+            return Ok(std::process::ExitCode::from(interrupt::INTERRUPTED_EXIT));
         }
-    }
+        Ok(std::process::ExitCode::SUCCESS)
+    })
 }
 
 /// Runs every prompt of the experiment (or `--prompt`s) in one batch and writes their outputs.
@@ -110,8 +153,12 @@ pub fn run(
         args.prompts.clone()
     };
     let steps = args.steps.map_or(experiment.steps, |s| s as usize);
+    let learning_rate = args.learning_rate.unwrap_or(experiment.learning_rate);
+    let tv_weight = args.tv_weight.unwrap_or(experiment.tv_weight);
     let stems = output::file_stems(mode, experiment.results_token, &prompts)?;
     let out_dir = args.out.join(experiment.results_token);
+    // Before the (possibly hours-long) run, not after it.
+    output::ensure_writable_dir(&out_dir)?;
     let seed = args.seed.unwrap_or_else(|| u64::from(rand::random::<u32>()));
     let tokens = Tokenizer::new()?.tokenize(&prompts, false).context("tokenizing the prompts")?;
 
@@ -125,14 +172,15 @@ pub fn run(
         "{} {mode}: {} prompt(s), {steps} steps, lr {}, tv weight {}, seed {seed}, device {}, weights {}",
         experiment.model,
         prompts.len(),
-        experiment.learning_rate,
-        experiment.tv_weight,
+        learning_rate,
+        tv_weight,
         device_name(device),
         weights.display()
     );
-    let weights_sha256 = download::sha256_file(&weights)?;
+    // Loaded first: its errors say what is wrong with a missing or broken file.
     let loaded = LoadedClip::load(&weights, device)
         .with_context(|| format!("loading the CLIP model from {}", weights.display()))?;
+    let weights_sha256 = download::sha256_file(&weights)?;
     let model = &loaded.model;
     let resolution = model.config.image_resolution;
     let text = tch::no_grad(|| model.encode_text(&tokens.to_device(device)));
@@ -140,24 +188,40 @@ pub fn run(
     let settings = Settings {
         mode,
         steps,
-        learning_rate: experiment.learning_rate,
-        tv_weight: experiment.tv_weight,
+        learning_rate,
+        tv_weight,
         augment: AugmentConfig::SEED,
         readback_every: READBACK_EVERY,
     };
     let mut progress = Progress::new(&prompts, &settings, args.log_every as usize);
     tch::manual_seed(seed as i64);
-    let outcome = optimize(model, &text, &settings, &mut |chunk| progress.update(chunk));
+    interrupt::start_saving();
+    let outcome = optimize_until(
+        model,
+        &text,
+        &settings,
+        &mut |chunk| progress.update(chunk),
+        &interrupt::requested,
+    );
     progress.finish();
-    let steps_per_second = outcome.steps_per_second(steps);
-    println!("{steps} steps in {:.1} s ({steps_per_second:.2} steps/s)", outcome.loop_seconds);
+    for (prompt, step) in prompts.iter().zip(&outcome.frozen_at) {
+        if let Some(step) = step {
+            progress.announce_frozen(prompt, *step);
+        }
+    }
+    let done = outcome.steps_done;
+    let steps_per_second = outcome.steps_per_second(done);
+    println!("{done} steps in {:.1} s ({steps_per_second:.2} steps/s)", outcome.loop_seconds);
+    if outcome.interrupted {
+        println!("interrupted at step {done} of {steps}: saving the images reached");
+    }
 
     let batch = prompts.len() as i64;
     let initial = outcome.initial.unsqueeze(0).expand([batch, 3, resolution, resolution], false);
     let initial_similarity = similarity(model, &initial, &text);
     let unquantized = similarity(model, &outcome.images, &text);
-    std::fs::create_dir_all(&out_dir)
-        .with_context(|| format!("creating the output directory {}", out_dir.display()))?;
+    // Again: the directory may have gone during the run.
+    output::ensure_writable_dir(&out_dir)?;
 
     let mut results = Vec::new();
     for (i, (prompt, stem)) in prompts.iter().zip(&stems).enumerate() {
@@ -170,8 +234,9 @@ pub fn run(
             ("model", experiment.model.to_string()),
             ("mode", mode.to_string()),
             ("steps", steps.to_string()),
-            ("learning_rate", experiment.learning_rate.to_string()),
-            ("tv_weight", experiment.tv_weight.to_string()),
+            ("steps_done", done.to_string()),
+            ("learning_rate", learning_rate.to_string()),
+            ("tv_weight", tv_weight.to_string()),
             ("seed", seed.to_string()),
             ("weights_sha256", weights_sha256.clone()),
         ];
@@ -196,8 +261,11 @@ pub fn run(
             weights: weights.display().to_string(),
             weights_sha256: weights_sha256.clone(),
             steps,
-            learning_rate: experiment.learning_rate,
-            tv_weight: experiment.tv_weight,
+            steps_done: done,
+            interrupted: outcome.interrupted,
+            frozen_at_step: outcome.frozen_at.get(i).copied().flatten(),
+            learning_rate,
+            tv_weight,
             seed,
             device: device_name(device),
             resolution,
@@ -238,6 +306,8 @@ struct Progress<'a> {
     log_every: usize,
     bar: ProgressBar,
     history: Vec<StepStats>,
+    /// Prompts already reported as stopped by a non-finite loss.
+    frozen: Vec<bool>,
 }
 
 impl<'a> Progress<'a> {
@@ -259,11 +329,17 @@ impl<'a> Progress<'a> {
             log_every: log_every.max(1),
             bar,
             history: Vec::with_capacity(settings.steps),
+            frozen: vec![false; prompts.len()],
         }
     }
 
     fn update(&mut self, chunk: &[StepStats]) {
         for stats in chunk {
+            for (i, sim) in stats.similarity.iter().enumerate() {
+                if !sim.is_finite() && i < self.prompts.len() {
+                    self.announce_frozen(&self.prompts[i], stats.step);
+                }
+            }
             if stats.step % self.log_every == 0 || stats.step == self.steps {
                 for (i, prompt) in self.prompts.iter().enumerate() {
                     let mut line = format!(
@@ -288,6 +364,18 @@ impl<'a> Progress<'a> {
             self.bar.set_position(last.step as u64);
         }
         self.history.extend_from_slice(chunk);
+    }
+
+    /// Says once per prompt that it stopped at `step` (a non-finite loss or gradient).
+    fn announce_frozen(&mut self, prompt: &str, step: usize) {
+        let Some(i) = self.prompts.iter().position(|p| p == prompt) else { return };
+        if std::mem::replace(&mut self.frozen[i], true) {
+            return;
+        }
+        self.println(&format!(
+            "warning: prompt {prompt:?} stopped at step {step}: its loss or gradient is not \
+             finite (NaN/Inf, e.g. fp16 overflow); it keeps its last good image, the others go on"
+        ));
     }
 
     fn println(&self, line: &str) {

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod compare;
 pub mod device;
 pub mod experiment;
+pub mod interrupt;
 pub mod loss;
 pub mod model;
 pub mod optimize;

@@ -21,6 +21,10 @@
 //! `readback_every` steps, so there is no host synchronisation per step; the augmentation is drawn
 //! with `Tensor::rand` on the device and Adam's step count is a device tensor, so a later step can
 //! be captured in a CUDA graph.
+//!
+//! Faults: a prompt whose loss or gradient stops being finite (fp16 overflow) is frozen from that
+//! step on (a per-prompt "alive" mask on the device: no update, its image kept), and the others go
+//! on; the loop can be stopped at any read-back (Ctrl-C), keeping the images reached so far.
 
 use crate::augment::AugmentConfig;
 use crate::loss::{cosine_similarity, total_variation};
@@ -148,6 +152,13 @@ pub struct Outcome {
     pub best: Option<Vec<(usize, f64)>>,
     /// Optimisation loop only (no set-up, no saving), including the read-backs.
     pub loop_seconds: f64,
+    /// The steps done: `settings.steps`, or fewer when stopped early.
+    pub steps_done: usize,
+    /// Whether `stop` ended the loop before `settings.steps`.
+    pub interrupted: bool,
+    /// Per prompt: the step at which its loss or gradient was not finite, after which it was
+    /// frozen (its image is the one that step started from); `None` for prompts that ran on.
+    pub frozen_at: Vec<Option<usize>>,
 }
 
 impl Outcome {
@@ -198,6 +209,18 @@ pub fn optimize(
     settings: &Settings,
     on_stats: &mut dyn FnMut(&[StepStats]),
 ) -> Outcome {
+    optimize_until(model, text_features, settings, on_stats, &|| false)
+}
+
+/// [`optimize`], asking `stop` at every read-back whether to end the loop there (as after its last
+/// step). The loop also ends when every prompt is frozen.
+pub fn optimize_until(
+    model: &Clip,
+    text_features: &Tensor,
+    settings: &Settings,
+    on_stats: &mut dyn FnMut(&[StepStats]),
+    stop: &dyn Fn() -> bool,
+) -> Outcome {
     let device = text_features.device();
     let batch = text_features.size()[0];
     let res = model.config.image_resolution;
@@ -220,6 +243,12 @@ pub fn optimize(
     let mut best_step = Tensor::zeros([batch], (Kind::Float, device));
     let readback = settings.readback_every.max(1);
     let stats = Tensor::zeros([readback as i64, 2, batch], (Kind::Float, device));
+    let mut alive = Tensor::ones([batch], (Kind::Bool, device));
+    // 0 while alive, else the step at which the prompt was frozen.
+    let mut frozen_step = Tensor::zeros([batch], (Kind::Float, device));
+    let mut frozen_at = vec![None; batch as usize];
+    let mut steps_done = 0;
+    let mut interrupted = false;
 
     let start = Instant::now();
     let mut pending = 0usize;
@@ -240,13 +269,29 @@ pub fn optimize(
             sim_loss.sum(Kind::Float)
         };
         let grad = Tensor::run_backward(&[&loss], &[&image], false, false);
-        adam.step(&mut image, &grad[0]);
+        let before = tch::no_grad(|| {
+            // A prompt stays alive while its loss and its gradient are finite.
+            let finite = sim_loss
+                .isfinite()
+                .logical_and(&tv.isfinite())
+                .logical_and(&grad[0].isfinite().flatten(1, -1).all_dim(1, false));
+            let newly_frozen = alive.logical_and(&finite.logical_not());
+            frozen_step
+                .copy_(&frozen_step.where_scalarother(&newly_frozen.logical_not(), step as f64));
+            let _ = alive.logical_and_(&finite);
+            image.detach().copy()
+        });
+        let alive_image = alive.view([batch, 1, 1, 1]);
+        let grad = tch::no_grad(|| grad[0].where_scalarother(&alive_image, 0.0));
+        adam.step(&mut image, &grad);
         tch::no_grad(|| {
             let _ = image.clamp_(0.0, 1.0);
+            // Frozen prompts get no update (Adam's momentum would still move them).
+            image.copy_(&image.where_self(&alive_image, &before));
             stats.get(pending as i64).copy_(&Tensor::stack(&[sim.detach(), tv.detach()], 0));
             if constrained {
                 let sim_loss = sim_loss.detach();
-                let better = sim_loss.lt_tensor(&best_loss);
+                let better = sim_loss.lt_tensor(&best_loss).logical_and(&alive);
                 best_loss.copy_(&sim_loss.where_self(&better, &best_loss));
                 let image_better = better.view([batch, 1, 1, 1]);
                 best_image.copy_(&image.where_self(&image_better, &best_image));
@@ -254,9 +299,24 @@ pub fn optimize(
             }
         });
         pending += 1;
+        steps_done = step;
         if pending == readback || step == settings.steps {
             on_stats(&read_stats(&stats, pending, step));
             pending = 0;
+            let steps =
+                Vec::<f32>::try_from(frozen_step.to_device(Device::Cpu)).unwrap_or_default();
+            for (slot, &s) in frozen_at.iter_mut().zip(&steps) {
+                if slot.is_none() && s > 0.0 {
+                    *slot = Some(s as usize);
+                }
+            }
+            if frozen_at.iter().all(Option::is_some) {
+                break;
+            }
+            if step < settings.steps && stop() {
+                interrupted = true;
+                break;
+            }
         }
     }
     let result = if constrained { best_image } else { image.detach() };
@@ -268,7 +328,15 @@ pub fn optimize(
         let losses = Vec::<f32>::try_from(best_loss.to_device(Device::Cpu)).unwrap_or_default();
         steps.iter().zip(&losses).map(|(&s, &l)| (s as usize, l as f64)).collect()
     });
-    Outcome { initial: initial.squeeze_dim(0).to_device(Device::Cpu), images, best, loop_seconds }
+    Outcome {
+        initial: initial.squeeze_dim(0).to_device(Device::Cpu),
+        images,
+        best,
+        loop_seconds,
+        steps_done,
+        interrupted,
+        frozen_at,
+    }
 }
 
 /// Copies the first `count` rows of the device buffer to the host; the last of them is `last_step`.

@@ -15,6 +15,8 @@ use tch::{Kind, Tensor};
 pub enum OutputError {
     #[error("writing {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("the output directory {path} cannot be created or written to: {source}")]
+    Dir { path: PathBuf, source: std::io::Error },
     #[error("encoding {path}: {source}")]
     Png { path: PathBuf, source: png::EncodingError },
     #[error("prompts {first:?} and {second:?} would both be saved as {name}: make them differ in letters or digits")]
@@ -89,12 +91,27 @@ pub fn to_rgb8(image: &Tensor) -> (Vec<u8>, u32, u32) {
     (Vec::<u8>::try_from(bytes.flatten(0, -1)).unwrap_or_default(), w as u32, h as u32)
 }
 
+/// Creates `dir` (and its parents) if missing and checks that a file can be created in it, so a
+/// run fails before its optimisation rather than after.
+pub fn ensure_writable_dir(dir: &Path) -> Result<(), OutputError> {
+    let err = |source| OutputError::Dir { path: dir.to_path_buf(), source };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    // Removed when dropped.
+    tempfile::Builder::new().prefix(".clip-rs-probe").tempfile_in(dir).map_err(err)?;
+    Ok(())
+}
+
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a
 /// reader never sees a half-written file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
     let io = |source| OutputError::Io { path: path.to_path_buf(), source };
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    let mut builder = tempfile::Builder::new();
+    // A temporary file is private (0600) by default; results are ordinary files, so ask for 0666
+    // and let the user's umask decide, as `File::create` would.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let mut file = builder.prefix(".tmp-").tempfile_in(dir).map_err(io)?;
     file.write_all(bytes).map_err(io)?;
     file.as_file().sync_all().map_err(io)?;
     file.persist(path).map_err(|e| io(e.error))?;
@@ -140,6 +157,14 @@ pub struct RunRecord {
     pub weights: String,
     pub weights_sha256: String,
     pub steps: usize,
+    /// The steps done: `steps`, or fewer when the run was interrupted.
+    pub steps_done: usize,
+    /// Whether Ctrl-C or SIGTERM stopped the run at `steps_done`; the image is the one reached.
+    pub interrupted: bool,
+    /// The step at which this prompt's loss or gradient stopped being finite (NaN/Inf); its image
+    /// is the one that step started from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frozen_at_step: Option<usize>,
     pub learning_rate: f64,
     /// Used only by the constrained mode.
     pub tv_weight: f64,

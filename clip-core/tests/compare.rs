@@ -36,6 +36,8 @@ fn make_results(dir: &Path) {
             let args = ExperimentArgs {
                 weights: Some(fixture(weights)),
                 steps: Some(2),
+                learning_rate: None,
+                tv_weight: None,
                 prompts: Vec::new(),
                 device: DeviceChoice::Cpu,
                 seed: Some(3),

@@ -26,6 +26,8 @@ fn args(weights: &str, steps: u64, out: &std::path::Path) -> ExperimentArgs {
     ExperimentArgs {
         weights: Some(fixture(weights)),
         steps: Some(steps),
+        learning_rate: None,
+        tv_weight: None,
         prompts: Vec::new(),
         device: DeviceChoice::Cpu,
         seed: Some(7),

@@ -4,7 +4,7 @@
 
 use clip_core::augment::AugmentConfig;
 use clip_core::model::{ClipConfig, LoadedClip, VisionConfig};
-use clip_core::optimize::{optimize, similarity, Adam, Mode, Settings, StepStats};
+use clip_core::optimize::{optimize, optimize_until, similarity, Adam, Mode, Settings, StepStats};
 use serde_json::Value;
 use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
@@ -149,4 +149,75 @@ fn constrained_keeps_the_lowest_similarity_loss() {
     let (_, again) = run(&loaded, &text, &settings(Mode::Constrained, 9), 3);
     let diff = (&again.images - &outcome.images).abs().max().double_value(&[]);
     assert!(again.images.equal(&outcome.images), "a seed reproduces the run: {diff}");
+}
+
+/// A prompt whose loss is NaN (here: a NaN text-feature row, as an fp16 overflow would give) is
+/// frozen with its last good image; the other prompts are optimised as if it were not there.
+#[test]
+fn a_non_finite_prompt_is_frozen_and_the_others_go_on() {
+    let _seeded = seeded();
+    let loaded = tiny_model();
+    let good = Tensor::randn([2, 32], (Kind::Float, Device::Cpu));
+    let nan = Tensor::full([1, 32], f64::NAN, (Kind::Float, Device::Cpu));
+    let text = Tensor::cat(&[good.narrow(0, 0, 1), nan, good.narrow(0, 1, 1)], 0);
+    for mode in [Mode::Unconstrained, Mode::Constrained] {
+        let (stats, outcome) = run(&loaded, &text, &settings(mode, 8), 3);
+        assert_eq!(outcome.frozen_at, vec![None, Some(1), None], "{mode}");
+        assert_eq!((outcome.steps_done, outcome.interrupted), (8, false));
+        assert_eq!(stats.len(), 8);
+        // Frozen at step 1: never updated, so still the initial image; no NaN leaked into it.
+        let frozen = outcome.images.get(1);
+        assert!(frozen.isfinite().all().int64_value(&[]) == 1);
+        let initial_diff = (&frozen - &outcome.initial).abs().max().double_value(&[]);
+        assert_eq!(initial_diff, 0.0, "{mode}: the frozen image moved");
+        // The others match a run without the NaN prompt (same seed, same draws per prompt would
+        // differ in constrained mode, so compare the unconstrained one exactly).
+        if mode == Mode::Unconstrained {
+            let (_, alone) = run(&loaded, &good, &settings(mode, 8), 3);
+            for (with, without) in [(0, 0), (2, 1)] {
+                let diff = (outcome.images.get(with) - alone.images.get(without))
+                    .abs()
+                    .max()
+                    .double_value(&[]);
+                assert!(diff < 1e-5, "prompt {with} differs by {diff}");
+            }
+        }
+        assert!(stats.iter().all(|s| s.similarity[0].is_finite() && s.similarity[2].is_finite()));
+    }
+}
+
+/// All prompts frozen: the loop ends at the next read-back instead of running on.
+#[test]
+fn the_loop_ends_when_every_prompt_is_frozen() {
+    let _seeded = seeded();
+    let loaded = tiny_model();
+    let text = Tensor::full([2, 32], f64::NAN, (Kind::Float, Device::Cpu));
+    let (_, outcome) = run(&loaded, &text, &settings(Mode::Constrained, 100), 3);
+    assert_eq!(outcome.frozen_at, vec![Some(1), Some(1)]);
+    assert_eq!(outcome.steps_done, 4, "stops at the first read-back (every 4 steps)");
+}
+
+/// `stop` is asked at each read-back; the loop ends there with the images reached.
+#[test]
+fn stop_ends_the_loop_at_a_read_back() {
+    let _seeded = seeded();
+    let loaded = tiny_model();
+    let text = Tensor::randn([2, 32], (Kind::Float, Device::Cpu));
+    let asked = std::cell::Cell::new(0);
+    let stop = || {
+        asked.set(asked.get() + 1);
+        asked.get() == 2
+    };
+    let mut seen = 0;
+    tch::manual_seed(5);
+    let outcome = optimize_until(
+        &loaded.model,
+        &text,
+        &settings(Mode::Constrained, 100),
+        &mut |chunk| seen += chunk.len(),
+        &stop,
+    );
+    assert_eq!((outcome.steps_done, outcome.interrupted, seen), (8, true, 8));
+    assert_eq!(outcome.images.size(), vec![2, 3, 32, 32]);
+    assert!(outcome.best.unwrap().iter().all(|&(step, loss)| step >= 1 && loss.is_finite()));
 }

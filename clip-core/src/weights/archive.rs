@@ -28,6 +28,8 @@ const MAX_NODES: usize = 10_000_000;
 /// [`MIN_EXPANSION_CAP`]), which only zero strides allow.
 const MAX_EXPANSION: u64 = 64;
 const MIN_EXPANSION_CAP: u64 = 1 << 20;
+/// Largest buffer allocated on an entry header's word before its bytes arrive.
+const PREALLOCATE_MAX: u64 = 64 << 20;
 
 type Zip = ZipArchive<BufReader<File>>;
 
@@ -111,8 +113,21 @@ fn read_entry(path: &Path, zip: &mut Zip, entry: &str, cap: u64) -> Result<Vec<u
             reason: format!("{entry} is {} bytes, more than the {cap} accepted", file.size()),
         });
     }
-    let mut buf = Vec::with_capacity(file.size() as usize);
-    file.read_to_end(&mut buf).map_err(|e| zip_err(ZipError::Io(e)))?;
+    // The header's size is only a claim: read no more than it (a deflated entry whose header
+    // understates its size would otherwise inflate without bound), and do not trust it for the
+    // first allocation either.
+    let declared = file.size();
+    let mut buf = Vec::with_capacity(declared.min(PREALLOCATE_MAX) as usize);
+    file.by_ref()
+        .take(declared.saturating_add(1))
+        .read_to_end(&mut buf)
+        .map_err(|e| zip_err(ZipError::Io(e)))?;
+    if buf.len() as u64 > declared {
+        return Err(WeightsError::Layout {
+            path: path.to_path_buf(),
+            reason: format!("{entry} holds more bytes than its header's {declared}"),
+        });
+    }
     Ok(buf)
 }
 

@@ -42,11 +42,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
-    match run(Cli::parse()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    let cli = Cli::parse();
+    // libtorch errors (tch panics) become `error: …` lines too.
+    clip_core::interrupt::run_main(|| run(cli).map(|()| std::process::ExitCode::SUCCESS))
 }
