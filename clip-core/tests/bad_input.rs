@@ -2,6 +2,9 @@
 //! file and the problem, exit status 1 (2 for clap's usage errors), never a panic or a signal, and
 //! nothing executed from a pickle. (Missing keys, wrong shapes, a truncated archive and an unknown
 //! model name are in `cli.rs`; the experiment binaries' cases in `rn50/tests/bad_input.rs`.)
+#[path = "common/hostile_files.rs"]
+mod hostile_files;
+use hostile_files::{reduce_pickle, write_zip};
 
 use clip_core::weights::StateDict;
 use std::io::{Read, Write};
@@ -33,28 +36,6 @@ fn assert_clean_failure(output: &Output, needles: &[&str]) {
     for needle in needles {
         assert!(err.contains(needle), "stderr lacks {needle:?}: {err}");
     }
-}
-
-fn write_zip(path: &Path, entries: &[(&str, &[u8])]) {
-    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
-    let options =
-        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    for (name, data) in entries {
-        zip.start_file(*name, options).unwrap();
-        zip.write_all(data).unwrap();
-    }
-    zip.finish().unwrap();
-}
-
-/// What `pickle.dumps` writes for an object whose `__reduce__` is `(module.name, (arg,))`.
-fn reduce_pickle(module: &str, name: &str, arg: &str) -> Vec<u8> {
-    let mut p = vec![0x80, 2];
-    p.extend_from_slice(format!("c{module}\n{name}\n").as_bytes());
-    p.push(b'X');
-    p.extend_from_slice(&(arg.len() as u32).to_le_bytes());
-    p.extend_from_slice(arg.as_bytes());
-    p.extend_from_slice(b"\x85R.");
-    p
 }
 
 #[test]

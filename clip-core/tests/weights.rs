@@ -1,6 +1,10 @@
 //! Checkpoint loading against PyTorch's own readers, on fixtures made by
 //! `scripts/make_weight_fixtures.py`, plus hostile and broken inputs built here.
 
+#[path = "common/hostile_files.rs"]
+mod hostile_files;
+use hostile_files::write_zip;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -206,17 +210,6 @@ fn mismatch_report_lists_the_first_few_and_counts_the_rest() {
 }
 
 // --- hostile and broken files ---------------------------------------------------------------
-
-fn write_zip(path: &Path, entries: &[(&str, &[u8])]) {
-    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
-    let options =
-        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    for (name, data) in entries {
-        zip.start_file(*name, options).unwrap();
-        zip.write_all(data).unwrap();
-    }
-    zip.finish().unwrap();
-}
 
 fn push_str(p: &mut Vec<u8>, s: &str) {
     p.push(b'X');

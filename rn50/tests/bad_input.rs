@@ -8,6 +8,10 @@
 //! tests look for files by extension and never rely on the model's name.
 //! The `clip` tool's cases are in `clip-core/tests/bad_input.rs`.
 
+#[path = "../../clip-core/tests/common/hostile_files.rs"]
+mod hostile_files;
+use hostile_files::{reduce_pickle, write_zip};
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -88,28 +92,6 @@ fn outputs(dir: &Path) -> Vec<String> {
 }
 
 // --- checkpoints ----------------------------------------------------------------------------
-
-fn write_zip(path: &Path, entries: &[(&str, &[u8])]) {
-    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
-    let options =
-        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    for (name, data) in entries {
-        zip.start_file(*name, options).unwrap();
-        zip.write_all(data).unwrap();
-    }
-    zip.finish().unwrap();
-}
-
-/// What `pickle.dumps` writes for an object whose `__reduce__` is `(module.name, (arg,))`.
-fn reduce_pickle(module: &str, name: &str, arg: &str) -> Vec<u8> {
-    let mut p = vec![0x80, 2];
-    p.extend_from_slice(format!("c{module}\n{name}\n").as_bytes());
-    p.push(b'X');
-    p.extend_from_slice(&(arg.len() as u32).to_le_bytes());
-    p.extend_from_slice(arg.as_bytes());
-    p.extend_from_slice(b"\x85R.");
-    p
-}
 
 /// A checkpoint whose `data.pkl` runs `touch <marker>` if unpickled by Python.
 fn evil_checkpoint(dir: &Path, marker: &Path) -> PathBuf {
