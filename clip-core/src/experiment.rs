@@ -109,7 +109,7 @@ fn parse_tv_weight(text: &str) -> Result<f64, String> {
 }
 
 /// Statistics are read back from the device this often; log lines and the progress bar follow.
-const READBACK_EVERY: usize = 10;
+pub const READBACK_EVERY: usize = 10;
 
 /// What a run produced for one prompt.
 #[derive(Debug, Clone)]

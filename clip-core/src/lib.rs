@@ -2,8 +2,9 @@
 //! tokenizer (`tokenizer`) and image preprocessing (`preprocess`); and the seed's experiment: pixel
 //! optimisation (`optimize`) with its augmentation (`augment`) and losses (`loss`), outputs
 //! (`output`), the experiment binaries' flags and run (`experiment`), and the cross-model
-//! comparison of its results (`compare`).
+//! comparison of its results (`compare`); the step's benchmark (`bench`).
 pub mod augment;
+pub mod bench;
 pub mod cli;
 pub mod compare;
 pub mod device;

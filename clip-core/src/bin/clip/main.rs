@@ -1,6 +1,7 @@
 //! `clip`: OpenAI's CLIP from the command line — embeddings, similarity scores, token ids, and the
-//! cross-model comparison of the experiment's results.
+//! cross-model comparison of the experiment's results, and the optimisation step's benchmark.
 
+mod bench;
 mod compare;
 mod embed;
 mod score;
@@ -12,7 +13,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "clip",
     version,
-    about = "OpenAI's CLIP on libtorch: embed, score, tokenize, compare"
+    about = "OpenAI's CLIP on libtorch: embed, score, tokenize, compare, bench"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -30,6 +31,9 @@ enum Command {
     /// Score every result (and real photos) under every model; write transfer.csv, three
     /// pictures and report.md into the results directory.
     Compare(compare::CompareArgs),
+    /// Time the optimisation step (random weights) per architecture, mode and number of prompts:
+    /// ms per step, prompt-steps/s, peak memory, ratio to the FLOP floor.
+    Bench(bench::BenchArgs),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -38,6 +42,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Score(args) => score::run(&args),
         Command::Tokenize(args) => tokenize::run(&args),
         Command::Compare(args) => compare::run(&args),
+        Command::Bench(args) => bench::run(&args),
     }
 }
 

@@ -1,0 +1,217 @@
+//! `clip bench`: the speed of the optimisation step (`optimize.rs`) per architecture, mode and
+//! number of prompts, with random weights and random text features (speed does not depend on
+//! their values), against the FLOP floor of a given peak throughput.
+//!
+//! Mirrors the timing of `shared/bench/seed_loops.py` (`timed`): warm-up steps first, untimed; the
+//! clock read after synchronising the device. The timed steps are one [`optimize`] run with the
+//! experiment's read-back interval, so they include its read-backs and the final copy of the
+//! images to the host, as a real run does, and none of its set-up.
+
+use crate::augment::AugmentConfig;
+use crate::experiment::READBACK_EVERY;
+use crate::model::{Clip, ClipConfig, LoadedClip};
+use crate::optimize::{optimize, Mode, Settings};
+use tch::{Device, Kind, Tensor};
+
+/// The architectures `--arch all` runs: the three of the experiment.
+pub const ARCHS: [&str; 3] = ["RN50", "ViT-B/32", "ViT-L/14"];
+
+/// The H100's measured bf16 matmul throughput (`shared/GPU.md`), the default peak for the floor.
+pub const DEFAULT_PEAK_TFLOPS: f64 = 763.0;
+
+/// The experiment's learning rate and TV weight (the same in the three model crates).
+const LEARNING_RATE: f64 = 0.05;
+const TV_WEIGHT: f64 = 1e-4;
+
+/// Why no step is replayed from a CUDA graph (recorded in every result).
+pub const NO_GRAPH_REASON: &str = "no CUDA-graph path yet: every step runs eagerly";
+
+/// FLOPs of one prompt-step (forward and gradient to the input image), in GFLOP, as
+/// `seed_loops.py`'s `flops` counts them with `torch.utils.flop_counter` (`shared/GPU.md`).
+pub fn gflop_per_prompt_step(arch: &str) -> Option<f64> {
+    match arch {
+        "RN50" => Some(24.5),
+        "ViT-B/32" => Some(17.8),
+        "ViT-L/14" => Some(333.8),
+        _ => None,
+    }
+}
+
+/// What to time and how.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchOptions {
+    /// Timed steps per case.
+    pub steps: usize,
+    /// Untimed steps before them.
+    pub warmup: usize,
+    /// The peak throughput the FLOP floor assumes, in TFLOP/s.
+    pub peak_tflops: f64,
+    /// `--eager` was given (recorded; there is no graph path to turn off yet).
+    pub eager: bool,
+}
+
+/// The process's peak memory, as far as it can be read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeakMemory {
+    pub bytes: Option<u64>,
+    /// What `bytes` measures, or why it is missing.
+    pub source: &'static str,
+}
+
+/// Peak memory for a run on `device`: on the CPU the process's peak resident set (`VmHWM` in
+/// `/proc/self/status`, since the process started); on CUDA nothing, as tch 0.24 exposes no
+/// statistics of the caching allocator.
+pub fn peak_memory(device: Device) -> PeakMemory {
+    if device.is_cuda() {
+        return PeakMemory {
+            bytes: None,
+            source: "n/a: tch 0.24 exposes no CUDA caching-allocator statistics",
+        };
+    }
+    let kib = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    });
+    match kib {
+        Some(kib) => {
+            PeakMemory { bytes: Some(kib * 1024), source: "peak RSS of the process (VmHWM)" }
+        }
+        None => PeakMemory { bytes: None, source: "n/a: /proc/self/status has no VmHWM" },
+    }
+}
+
+/// One timed case.
+#[derive(Debug, Clone)]
+pub struct BenchResult {
+    pub arch: String,
+    pub mode: Mode,
+    pub prompts: usize,
+    pub steps: usize,
+    pub warmup: usize,
+    pub device: Device,
+    /// The kind the vision tower computes in (fp32 on the CPU, fp16 on CUDA).
+    pub dtype: Kind,
+    pub ms_per_step: f64,
+    pub prompt_steps_per_s: f64,
+    pub peak_memory: PeakMemory,
+    pub gflop_per_prompt_step: Option<f64>,
+    pub peak_tflops: f64,
+    /// The step time if every FLOP ran at `peak_tflops`.
+    pub floor_ms_per_step: Option<f64>,
+    /// `ms_per_step / floor_ms_per_step`: how many times the floor the step takes.
+    pub floor_ratio: Option<f64>,
+    pub eager: bool,
+}
+
+impl BenchResult {
+    /// One JSON object (printed one per line by `clip bench --json`).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "arch": self.arch,
+            "mode": self.mode.as_str(),
+            "prompts": self.prompts,
+            "steps": self.steps,
+            "warmup": self.warmup,
+            "device": format!("{:?}", self.device),
+            "dtype": format!("{:?}", self.dtype),
+            "ms_per_step": self.ms_per_step,
+            "ms_per_prompt_step": self.ms_per_step / self.prompts as f64,
+            "prompt_steps_per_s": self.prompt_steps_per_s,
+            "peak_memory_bytes": self.peak_memory.bytes,
+            "peak_memory_source": self.peak_memory.source,
+            "gflop_per_prompt_step": self.gflop_per_prompt_step,
+            "peak_tflops": self.peak_tflops,
+            "floor_ms_per_step": self.floor_ms_per_step,
+            "floor_ratio": self.floor_ratio,
+            "eager": self.eager,
+            "graph": false,
+            "graph_reason": NO_GRAPH_REASON,
+        })
+    }
+}
+
+/// Builds a random-weight model of a released architecture (fp16 on CUDA, as `clip.load`).
+pub fn random_model(arch: &str, device: Device) -> Result<LoadedClip, crate::model::ConfigError> {
+    Ok(LoadedClip::random(&ClipConfig::by_name(arch)?, device))
+}
+
+fn synchronize(device: Device) {
+    if let Device::Cuda(index) = device {
+        tch::Cuda::synchronize(index as i64);
+    }
+}
+
+/// Times `options.steps` steps of [`optimize`] for `prompts` random text features on `device`
+/// (the model's), after `options.warmup` untimed ones. `arch` labels the result and picks the
+/// FLOP count ([`gflop_per_prompt_step`]; none for other configurations).
+pub fn run_case(
+    model: &Clip,
+    arch: &str,
+    device: Device,
+    mode: Mode,
+    prompts: usize,
+    options: &BenchOptions,
+) -> BenchResult {
+    tch::manual_seed(0);
+    let text = Tensor::randn([prompts as i64, model.config.embed_dim], (Kind::Float, device));
+    let settings = |steps: usize| Settings {
+        mode,
+        steps,
+        learning_rate: LEARNING_RATE,
+        tv_weight: TV_WEIGHT,
+        augment: AugmentConfig::SEED,
+        readback_every: READBACK_EVERY,
+    };
+    if options.warmup > 0 {
+        optimize(model, &text, &settings(options.warmup), &mut |_| {});
+    }
+    let steps = options.steps.max(1);
+    synchronize(device);
+    // `loop_seconds` spans the loop only; it ends after the images are copied to the host.
+    let outcome = optimize(model, &text, &settings(steps), &mut |_| {});
+    synchronize(device);
+    let ms_per_step = outcome.loop_seconds * 1e3 / outcome.steps_done.max(1) as f64;
+    let gflop = gflop_per_prompt_step(arch);
+    let floor = gflop.map(|g| prompts as f64 * g * 1e9 / (options.peak_tflops * 1e12) * 1e3);
+    BenchResult {
+        arch: arch.to_string(),
+        mode,
+        prompts,
+        steps: outcome.steps_done,
+        warmup: options.warmup,
+        device,
+        dtype: model.dtype(),
+        ms_per_step,
+        prompt_steps_per_s: prompts as f64 * 1e3 / ms_per_step,
+        peak_memory: peak_memory(device),
+        gflop_per_prompt_step: gflop,
+        peak_tflops: options.peak_tflops,
+        floor_ms_per_step: floor,
+        floor_ratio: floor.map(|f| ms_per_step / f),
+        eager: options.eager,
+    }
+}
+
+/// The header of [`table_row`]'s table.
+pub const TABLE_HEADER: &str =
+    "arch     | mode          | prompts | ms/step  | prompt-steps/s | peak memory | floor ratio";
+
+/// One human-readable line per case.
+pub fn table_row(r: &BenchResult) -> String {
+    let memory = match r.peak_memory.bytes {
+        Some(b) => format!("{:.0} MiB", b as f64 / (1024.0 * 1024.0)),
+        None => "n/a".to_string(),
+    };
+    let ratio = r.floor_ratio.map_or("n/a".to_string(), |x| format!("{x:.1}×"));
+    format!(
+        "{:8} | {:13} | {:7} | {:8.2} | {:14.2} | {:>11} | {}",
+        r.arch,
+        r.mode.as_str(),
+        r.prompts,
+        r.ms_per_step,
+        r.prompt_steps_per_s,
+        memory,
+        ratio
+    )
+}

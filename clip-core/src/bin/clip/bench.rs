@@ -1,0 +1,101 @@
+//! `clip bench`: times the optimisation step per architecture, mode and number of prompts with
+//! random weights (`clip_core::bench`), one line (or JSON object) per case.
+
+use anyhow::Context;
+use clip_core::bench::{self, BenchOptions};
+use clip_core::device::DeviceChoice;
+use clip_core::optimize::Mode;
+use std::io::Write;
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchMode {
+    Constrained,
+    Unconstrained,
+    Both,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Architectures, comma-separated: RN50, ViT-B/32, ViT-L/14 (any released name), or all (the
+    /// three). Weights are random: speed does not depend on their values.
+    #[arg(long, value_name = "NAME", value_delimiter = ',', default_value = "all")]
+    pub arch: Vec<String>,
+    /// Numbers of prompts (images optimised as one batch), comma-separated.
+    #[arg(long, value_name = "N", value_delimiter = ',', default_value = "3",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub prompts: Vec<u64>,
+    /// constrained, unconstrained or both.
+    #[arg(long, value_enum, default_value_t = BenchMode::Both)]
+    pub mode: BenchMode,
+    /// Timed steps per case (on the CPU use a few: ViT-L/14 takes ~10 s a step with 3 prompts).
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub steps: u64,
+    /// Untimed warm-up steps before them.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub warmup: u64,
+    /// Where the model runs: cpu (fp32), cuda (fp16, as clip.load) or auto.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+    /// Peak throughput (TFLOP/s) for the FLOP floor, prompt-steps × FLOPs per prompt-step / peak;
+    /// the default is the H100's measured 763. On the CPU the ratio is against that GPU floor and
+    /// only informative.
+    #[arg(long, value_name = "TFLOPS", default_value_t = bench::DEFAULT_PEAK_TFLOPS)]
+    pub peak_tflops: f64,
+    /// Run every step eagerly. Recorded only: there is no CUDA-graph path yet ("graph": false).
+    #[arg(long)]
+    pub eager: bool,
+    /// Print one JSON object per case, one per line, instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.peak_tflops.is_finite() && args.peak_tflops > 0.0,
+        "--peak-tflops must be a positive number, not {}",
+        args.peak_tflops
+    );
+    let archs: Vec<&str> = if args.arch.iter().any(|a| a == "all") {
+        bench::ARCHS.to_vec()
+    } else {
+        args.arch.iter().map(String::as_str).collect()
+    };
+    let modes: &[Mode] = match args.mode {
+        BenchMode::Constrained => &[Mode::Constrained],
+        BenchMode::Unconstrained => &[Mode::Unconstrained],
+        BenchMode::Both => &[Mode::Unconstrained, Mode::Constrained],
+    };
+    let device = args.device.resolve()?;
+    let options = BenchOptions {
+        steps: args.steps as usize,
+        warmup: args.warmup as usize,
+        peak_tflops: args.peak_tflops,
+        eager: args.eager,
+    };
+    if !args.json {
+        println!(
+            "device {device:?}, {} timed steps after {} warm-up; graph: false ({}); floor at {} TFLOP/s{}",
+            options.steps,
+            options.warmup,
+            bench::NO_GRAPH_REASON,
+            options.peak_tflops,
+            if device.is_cuda() { "" } else { " (a GPU figure: on the CPU only informative)" }
+        );
+        println!("peak memory: {}", bench::peak_memory(device).source.trim_start_matches("n/a: "));
+        println!("{}", bench::TABLE_HEADER);
+    }
+    let mut out = std::io::stdout().lock();
+    for arch in archs {
+        let loaded = bench::random_model(arch, device).with_context(|| format!("--arch {arch}"))?;
+        for &mode in modes {
+            for &prompts in &args.prompts {
+                let r =
+                    bench::run_case(&loaded.model, arch, device, mode, prompts as usize, &options);
+                let line = if args.json { r.to_json().to_string() } else { bench::table_row(&r) };
+                writeln!(out, "{line}")?;
+                out.flush()?;
+            }
+        }
+    }
+    Ok(())
+}
