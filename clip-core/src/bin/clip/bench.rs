@@ -39,7 +39,8 @@ pub struct BenchArgs {
     /// Peak throughput (TFLOP/s) for the FLOP floor, prompt-steps × FLOPs per prompt-step / peak;
     /// the default is the H100's measured 763. On the CPU the ratio is against that GPU floor and
     /// only informative.
-    #[arg(long, value_name = "TFLOPS", default_value_t = bench::DEFAULT_PEAK_TFLOPS)]
+    #[arg(long, value_name = "TFLOPS", default_value_t = bench::DEFAULT_PEAK_TFLOPS,
+          value_parser = parse_peak)]
     pub peak_tflops: f64,
     /// Run every step eagerly. Recorded only: there is no CUDA-graph path yet ("graph": false).
     #[arg(long)]
@@ -49,12 +50,15 @@ pub struct BenchArgs {
     pub json: bool,
 }
 
+fn parse_peak(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        Ok(x) => Err(format!("must be a positive finite number, not {x}")),
+        Err(e) => Err(format!("not a number: {e}")),
+    }
+}
+
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        args.peak_tflops.is_finite() && args.peak_tflops > 0.0,
-        "--peak-tflops must be a positive number, not {}",
-        args.peak_tflops
-    );
     let archs: Vec<&str> = if args.arch.iter().any(|a| a == "all") {
         bench::ARCHS.to_vec()
     } else {

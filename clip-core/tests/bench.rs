@@ -1,0 +1,121 @@
+//! `clip bench`: the numbers it reports are consistent with each other, and `--json` prints one
+//! parseable object per case. No timing is checked against a bound (timing belongs in
+//! BENCHMARKS.md, not in tests).
+
+use clip_core::bench::{self, BenchOptions};
+use clip_core::model::{ClipConfig, LoadedClip, VisionConfig};
+use clip_core::optimize::Mode;
+use serde_json::Value;
+use std::process::Command;
+use tch::Device;
+
+fn tiny_model() -> LoadedClip {
+    tch::manual_seed(0);
+    let config = ClipConfig {
+        embed_dim: 32,
+        image_resolution: 32,
+        vision: VisionConfig::ViT { patch_size: 8, width: 64, layers: 2 },
+        context_length: 77,
+        vocab_size: 49408,
+        transformer_width: 64,
+        transformer_layers: 1,
+    };
+    LoadedClip::random(&config, Device::Cpu)
+}
+
+const OPTIONS: BenchOptions =
+    BenchOptions { steps: 2, warmup: 1, peak_tflops: bench::DEFAULT_PEAK_TFLOPS, eager: false };
+
+#[test]
+fn tiny_model_gives_consistent_numbers() {
+    let loaded = tiny_model();
+    for mode in [Mode::Unconstrained, Mode::Constrained] {
+        let r = bench::run_case(&loaded.model, "tiny", Device::Cpu, mode, 3, &OPTIONS);
+        assert_eq!((r.mode, r.prompts, r.steps, r.warmup), (mode, 3, 2, 1));
+        assert!(r.ms_per_step.is_finite() && r.ms_per_step > 0.0, "{r:?}");
+        let expected = 3.0 * 1000.0 / r.ms_per_step;
+        assert!((r.prompt_steps_per_s - expected).abs() <= 1e-9 * expected, "{r:?}");
+        assert!(r.peak_memory.bytes.is_some_and(|b| b > 0), "{r:?}");
+        assert!(r.peak_memory.source.contains("VmHWM"), "{r:?}");
+        // No FLOP count for a configuration that is not released.
+        assert_eq!((r.gflop_per_prompt_step, r.floor_ratio), (None, None));
+
+        let json: Value = serde_json::from_str(&r.to_json().to_string()).expect("JSON");
+        assert_eq!(json["mode"], mode.as_str());
+        assert_eq!(json["graph"], false);
+        assert_eq!(json["ms_per_step"].as_f64(), Some(r.ms_per_step));
+    }
+}
+
+#[test]
+fn floor_ratio_uses_the_flop_count_and_peak() {
+    assert_eq!(bench::gflop_per_prompt_step("ViT-B/32"), Some(17.8));
+    let loaded = tiny_model();
+    // A tiny model labelled ViT-B/32 gets that architecture's FLOP count: only the arithmetic is
+    // checked here.
+    let r =
+        bench::run_case(&loaded.model, "ViT-B/32", Device::Cpu, Mode::Unconstrained, 2, &OPTIONS);
+    let floor = 2.0 * 17.8e9 / 763e12 * 1e3;
+    let got = r.floor_ms_per_step.expect("a floor");
+    assert!((got - floor).abs() <= 1e-12, "{got} vs {floor}");
+    let ratio = r.floor_ratio.expect("a ratio");
+    assert!((ratio - r.ms_per_step / floor).abs() <= 1e-9 * ratio);
+}
+
+fn clip(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_clip")).args(args).output().expect("clip runs")
+}
+
+#[test]
+fn json_prints_one_object_per_case() {
+    // The smallest released vision tower, one step: the real binary end to end.
+    let out = clip(&[
+        "bench",
+        "--arch",
+        "ViT-B/32",
+        "--mode",
+        "unconstrained",
+        "--prompts",
+        "1,2",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--device",
+        "cpu",
+        "--eager",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).expect("UTF-8");
+    let lines: Vec<Value> =
+        stdout.lines().map(|l| serde_json::from_str(l).expect("one JSON object a line")).collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    for (line, prompts) in lines.iter().zip([1.0, 2.0]) {
+        assert_eq!(line["arch"], "ViT-B/32");
+        assert_eq!(line["prompts"].as_f64(), Some(prompts));
+        assert_eq!((&line["eager"], &line["graph"]), (&Value::Bool(true), &Value::Bool(false)));
+        let ms = line["ms_per_step"].as_f64().expect("ms");
+        let rate = line["prompt_steps_per_s"].as_f64().expect("rate");
+        assert!(ms > 0.0 && (rate - prompts * 1000.0 / ms).abs() <= 1e-9 * rate, "{line}");
+        assert!(line["floor_ratio"].as_f64().is_some_and(|r| r > 0.0), "{line}");
+    }
+}
+
+#[test]
+fn bad_flags_are_errors() {
+    let out = clip(&["bench", "--arch", "RN51", "--device", "cpu", "--steps", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("RN51"));
+    for args in [
+        &["bench", "--peak-tflops", "0"][..],
+        &["bench", "--peak-tflops", "inf"],
+        &["bench", "--prompts", "0"],
+        &["bench", "--steps", "0"],
+        &["bench", "--mode", "sideways"],
+    ] {
+        let out = clip(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
