@@ -2,26 +2,15 @@
 //! parseable object per case. No timing is checked against a bound (timing belongs in
 //! BENCHMARKS.md, not in tests).
 
+#[path = "common/tiny_model.rs"]
+mod tiny_model;
+use tiny_model::tiny_model;
+
 use clip_core::bench::{self, BenchOptions};
-use clip_core::model::{ClipConfig, LoadedClip, VisionConfig};
 use clip_core::optimize::Mode;
 use serde_json::Value;
 use std::process::Command;
 use tch::Device;
-
-fn tiny_model() -> LoadedClip {
-    tch::manual_seed(0);
-    let config = ClipConfig {
-        embed_dim: 32,
-        image_resolution: 32,
-        vision: VisionConfig::ViT { patch_size: 8, width: 64, layers: 2 },
-        context_length: 77,
-        vocab_size: 49408,
-        transformer_width: 64,
-        transformer_layers: 1,
-    };
-    LoadedClip::random(&config, Device::Cpu)
-}
 
 const OPTIONS: BenchOptions =
     BenchOptions { steps: 2, warmup: 1, peak_tflops: bench::DEFAULT_PEAK_TFLOPS, eager: false };

@@ -2,8 +2,12 @@
 //!
 //! Fixture: `scripts/make_augment_fixtures.py` wrote `adam.json` (torch.optim.Adam, 5 steps).
 
+#[path = "common/tiny_model.rs"]
+mod tiny_model;
+use tiny_model::tiny_model;
+
 use clip_core::augment::AugmentConfig;
-use clip_core::model::{ClipConfig, LoadedClip, VisionConfig};
+use clip_core::model::LoadedClip;
 use clip_core::optimize::{optimize, optimize_until, similarity, Adam, Mode, Settings, StepStats};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -51,21 +55,6 @@ static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// torch's generator is global and tests run in parallel threads: tests that draw hold this.
 fn seeded() -> std::sync::MutexGuard<'static, ()> {
     SEEDED.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A tiny random ViT (32 px) and random text features: the loop's mechanics need no real model.
-fn tiny_model() -> LoadedClip {
-    tch::manual_seed(0);
-    let config = ClipConfig {
-        embed_dim: 32,
-        image_resolution: 32,
-        vision: VisionConfig::ViT { patch_size: 8, width: 64, layers: 2 },
-        context_length: 77,
-        vocab_size: 49408,
-        transformer_width: 64,
-        transformer_layers: 1,
-    };
-    LoadedClip::random(&config, Device::Cpu)
 }
 
 fn settings(mode: Mode, steps: usize) -> Settings {

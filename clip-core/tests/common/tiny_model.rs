@@ -1,0 +1,19 @@
+//! A tiny random ViT CLIP (32 px), shared by the tests of the optimisation loop and of `clip bench`:
+//! their mechanics need no real model.
+
+use clip_core::model::{ClipConfig, LoadedClip, VisionConfig};
+use tch::Device;
+
+pub fn tiny_model() -> LoadedClip {
+    tch::manual_seed(0);
+    let config = ClipConfig {
+        embed_dim: 32,
+        image_resolution: 32,
+        vision: VisionConfig::ViT { patch_size: 8, width: 64, layers: 2 },
+        context_length: 77,
+        vocab_size: 49408,
+        transformer_width: 64,
+        transformer_layers: 1,
+    };
+    LoadedClip::random(&config, Device::Cpu)
+}
