@@ -8,9 +8,12 @@
 //! `DEP_TCH_LIBTORCH_LIB` is set by torch-sys (its `links` key is `tch`) for direct dependents only,
 //! which is why each binary crate lists `torch-sys` among its dependencies.
 //! `cargo:rustc-link-arg` reaches only the targets of the package that emits it, hence one script
-//! shared by all of them rather than one in clip-core.
+//! shared by all of them (clip-core's `build.rs` calls it too, then compiles its CUDA-graph shim).
+//!
+//! With PyPI's torch, `libtorch_cuda.so` finds the CUDA runtime through its own RUNPATH; the
+//! CUDA-graph shim references no CUDA runtime symbol, so nothing more is linked here.
 
-fn main() {
+pub fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         return;

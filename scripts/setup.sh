@@ -13,6 +13,7 @@ set -euo pipefail
 
 TORCH_VERSION=2.11.0
 TORCHVISION_VERSION=0.26.0
+CUDA_CRT_VERSION=13.0.88
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache=${CLIP_RS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/clip-rs}
 venv=$cache/torch-$TORCH_VERSION
@@ -41,6 +42,12 @@ else
     "$venv/bin/python" -m pip install --quiet --upgrade pip
     "$venv/bin/python" -m pip install --quiet "torch==$TORCH_VERSION"
     touch "$venv/.complete"
+  fi
+  # The CUDA headers that PyPI's nvidia wheels leave out (crt/host_config.h), so that clip-core's
+  # build script can compile its CUDA-graph shim against them (clip-core/build.rs).
+  if [ ! -f "$venv/.cuda-headers-complete" ]; then
+    "$venv/bin/python" -m pip install --quiet "nvidia-cuda-crt==$CUDA_CRT_VERSION"
+    touch "$venv/.cuda-headers-complete"
   fi
   torch_dir=$("$venv/bin/python" -W ignore -c 'import os, torch; print(os.path.dirname(torch.__file__))')
   ln -sfn "$torch_dir" "$root/.libtorch"

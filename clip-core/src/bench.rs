@@ -3,14 +3,17 @@
 //! their values), against the FLOP floor of a given peak throughput.
 //!
 //! Mirrors the timing of `shared/bench/seed_loops.py` (`timed`): warm-up steps first, untimed; the
-//! clock read after synchronising the device. The timed steps are one [`optimize`] run with the
-//! experiment's read-back interval, so they include its read-backs and the final copy of the
-//! images to the host, as a real run does, and none of its set-up.
+//! clock read after synchronising the device. Warm-up and timed steps are one [`optimize`] run
+//! with the experiment's read-back interval, as a real run does (on CUDA: eager warm-up, capture,
+//! replays); the clock starts at the read-back that ends the warm-up and stops at the last one
+//! (each read-back copies to the host, so waits for the device). The warm-up is rounded up to a
+//! multiple of the read-back interval for that, and covers the graph's warm-up and capture.
 
 use crate::augment::AugmentConfig;
 use crate::experiment::READBACK_EVERY;
 use crate::model::{Clip, ClipConfig, LoadedClip};
-use crate::optimize::{optimize, Mode, Settings};
+use crate::optimize::{optimize, Execution, Mode, Settings};
+use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
 /// The architectures `--arch all` runs: the three of the experiment.
@@ -22,9 +25,6 @@ pub const DEFAULT_PEAK_TFLOPS: f64 = 763.0;
 /// The experiment's learning rate and TV weight (the same in the three model crates).
 const LEARNING_RATE: f64 = 0.05;
 const TV_WEIGHT: f64 = 1e-4;
-
-/// Why no step is replayed from a CUDA graph (recorded in every result).
-pub const NO_GRAPH_REASON: &str = "no CUDA-graph path yet: every step runs eagerly";
 
 /// FLOPs of one prompt-step (forward and gradient to the input image), in GFLOP, as
 /// `seed_loops.py`'s `flops` counts them with `torch.utils.flop_counter` (`shared/GPU.md`).
@@ -42,11 +42,11 @@ pub fn gflop_per_prompt_step(arch: &str) -> Option<f64> {
 pub struct BenchOptions {
     /// Timed steps per case.
     pub steps: usize,
-    /// Untimed steps before them.
+    /// Untimed steps before them (rounded up to a multiple of the read-back interval).
     pub warmup: usize,
     /// The peak throughput the FLOP floor assumes, in TFLOP/s.
     pub peak_tflops: f64,
-    /// `--eager` was given (recorded; there is no graph path to turn off yet).
+    /// `--eager`: no CUDA graph, every step op by op.
     pub eager: bool,
 }
 
@@ -59,13 +59,19 @@ pub struct PeakMemory {
 }
 
 /// Peak memory for a run on `device`: on the CPU the process's peak resident set (`VmHWM` in
-/// `/proc/self/status`, since the process started); on CUDA nothing, as tch 0.24 exposes no
-/// statistics of the caching allocator.
+/// `/proc/self/status`, since the process started); on CUDA the caching allocator's peak of
+/// allocated bytes since [`reset_peak_memory`] (through the CUDA-graph shim).
 pub fn peak_memory(device: Device) -> PeakMemory {
     if device.is_cuda() {
-        return PeakMemory {
-            bytes: None,
-            source: "n/a: tch 0.24 exposes no CUDA caching-allocator statistics",
+        return match crate::cuda_graph::peak_memory(device) {
+            Ok(bytes) => PeakMemory {
+                bytes: Some(bytes),
+                source: "peak bytes allocated by the CUDA caching allocator in the case",
+            },
+            Err(_) => PeakMemory {
+                bytes: None,
+                source: "n/a: this build has no CUDA allocator statistics (no CUDA-graph shim)",
+            },
         };
     }
     let kib = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
@@ -78,6 +84,13 @@ pub fn peak_memory(device: Device) -> PeakMemory {
             PeakMemory { bytes: Some(kib * 1024), source: "peak RSS of the process (VmHWM)" }
         }
         None => PeakMemory { bytes: None, source: "n/a: /proc/self/status has no VmHWM" },
+    }
+}
+
+/// Starts the CUDA peak anew for the next case (the CPU's peak RSS cannot be reset).
+pub fn reset_peak_memory(device: Device) {
+    if device.is_cuda() {
+        let _ = crate::cuda_graph::reset_peak_memory(device);
     }
 }
 
@@ -102,6 +115,8 @@ pub struct BenchResult {
     /// `ms_per_step / floor_ms_per_step`: how many times the floor the step takes.
     pub floor_ratio: Option<f64>,
     pub eager: bool,
+    /// Whether the steps were replayed from a CUDA graph, or why not.
+    pub execution: Execution,
 }
 
 impl BenchResult {
@@ -125,8 +140,12 @@ impl BenchResult {
             "floor_ms_per_step": self.floor_ms_per_step,
             "floor_ratio": self.floor_ratio,
             "eager": self.eager,
-            "graph": false,
-            "graph_reason": NO_GRAPH_REASON,
+            "graph": matches!(self.execution, Execution::Graph { .. }),
+            "graph_reason": match &self.execution {
+                Execution::Eager { reason } => Some(reason.as_str()),
+                Execution::Graph { .. } => None,
+            },
+            "execution": self.execution.to_string(),
         })
     }
 }
@@ -143,8 +162,8 @@ fn synchronize(device: Device) {
 }
 
 /// Times `options.steps` steps of [`optimize`] for `prompts` random text features on `device`
-/// (the model's), after `options.warmup` untimed ones. `arch` labels the result and picks the
-/// FLOP count ([`gflop_per_prompt_step`]; none for other configurations).
+/// (the model's), after the warm-up (see the module's header). `arch` labels the result and picks
+/// the FLOP count ([`gflop_per_prompt_step`]; none for other configurations).
 pub fn run_case(
     model: &Clip,
     arch: &str,
@@ -155,31 +174,36 @@ pub fn run_case(
 ) -> BenchResult {
     tch::manual_seed(0);
     let text = Tensor::randn([prompts as i64, model.config.embed_dim], (Kind::Float, device));
-    let settings = |steps: usize| Settings {
+    let warmup = options.warmup.div_ceil(READBACK_EVERY) * READBACK_EVERY;
+    let steps = options.steps.max(1);
+    let settings = Settings {
         mode,
-        steps,
+        steps: warmup + steps,
         learning_rate: LEARNING_RATE,
         tv_weight: TV_WEIGHT,
         augment: AugmentConfig::SEED,
         readback_every: READBACK_EVERY,
+        cuda_graph: !options.eager,
     };
-    if options.warmup > 0 {
-        optimize(model, &text, &settings(options.warmup), &mut |_| {});
-    }
-    let steps = options.steps.max(1);
     synchronize(device);
-    // `loop_seconds` spans the loop only; it ends after the images are copied to the host.
-    let outcome = optimize(model, &text, &settings(steps), &mut |_| {});
-    synchronize(device);
-    let ms_per_step = outcome.loop_seconds * 1e3 / outcome.steps_done.max(1) as f64;
+    reset_peak_memory(device);
+    let mut start = Instant::now();
+    let mut end = start;
+    let outcome =
+        optimize(model, &text, &settings, &mut |chunk| match chunk.last().map(|s| s.step) {
+            Some(step) if step == warmup => start = Instant::now(),
+            Some(step) if step == warmup + steps => end = Instant::now(),
+            _ => {}
+        });
+    let ms_per_step = end.duration_since(start).as_secs_f64() * 1e3 / steps as f64;
     let gflop = gflop_per_prompt_step(arch);
     let floor = gflop.map(|g| prompts as f64 * g * 1e9 / (options.peak_tflops * 1e12) * 1e3);
     BenchResult {
         arch: arch.to_string(),
         mode,
         prompts,
-        steps: outcome.steps_done,
-        warmup: options.warmup,
+        steps: outcome.steps_done - warmup,
+        warmup,
         device,
         dtype: model.dtype(),
         ms_per_step,
@@ -190,12 +214,13 @@ pub fn run_case(
         floor_ms_per_step: floor,
         floor_ratio: floor.map(|f| ms_per_step / f),
         eager: options.eager,
+        execution: outcome.execution,
     }
 }
 
 /// The header of [`table_row`]'s table.
 pub const TABLE_HEADER: &str =
-    "arch     | mode          | prompts | ms/step  | prompt-steps/s | peak memory | floor ratio";
+    "arch     | mode          | prompts | step  | ms/step  | prompt-steps/s | peak memory | floor ratio";
 
 /// One human-readable line per case.
 pub fn table_row(r: &BenchResult) -> String {
@@ -204,11 +229,16 @@ pub fn table_row(r: &BenchResult) -> String {
         None => "n/a".to_string(),
     };
     let ratio = r.floor_ratio.map_or("n/a".to_string(), |x| format!("{x:.1}×"));
+    let step = match r.execution {
+        Execution::Graph { .. } => "graph",
+        Execution::Eager { .. } => "eager",
+    };
     format!(
-        "{:8} | {:13} | {:7} | {:8.2} | {:14.2} | {:>11} | {}",
+        "{:8} | {:13} | {:7} | {:5} | {:8.2} | {:14.2} | {:>11} | {}",
         r.arch,
         r.mode.as_str(),
         r.prompts,
+        step,
         r.ms_per_step,
         r.prompt_steps_per_s,
         memory,

@@ -71,6 +71,10 @@ pub struct ExperimentArgs {
     /// Print a log line every N steps (and after the last).
     #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     pub log_every: u64,
+    /// Run every step eagerly: no CUDA graph on CUDA (the same numbers, slower; for comparison
+    /// and as a way around a driver problem).
+    #[arg(long)]
+    pub eager: bool,
 }
 
 fn parse_steps(text: &str) -> Result<u64, String> {
@@ -192,6 +196,7 @@ pub fn run(
         tv_weight,
         augment: AugmentConfig::SEED,
         readback_every: READBACK_EVERY,
+        cuda_graph: !args.eager,
     };
     let mut progress = Progress::new(&prompts, &settings, args.log_every as usize);
     tch::manual_seed(seed as i64);
@@ -211,7 +216,10 @@ pub fn run(
     }
     let done = outcome.steps_done;
     let steps_per_second = outcome.steps_per_second(done);
-    println!("{done} steps in {:.1} s ({steps_per_second:.2} steps/s)", outcome.loop_seconds);
+    println!(
+        "{done} steps in {:.1} s ({steps_per_second:.2} steps/s); steps: {}",
+        outcome.loop_seconds, outcome.execution
+    );
     if outcome.interrupted {
         println!("interrupted at step {done} of {steps}: saving the images reached");
     }
@@ -277,6 +285,7 @@ pub fn run(
             best_similarity_loss: best.map(|b| b.1),
             steps_per_second,
             loop_seconds: outcome.loop_seconds,
+            execution: outcome.execution.to_string(),
             wall_seconds: started.elapsed().as_secs_f64(),
         };
         let json = out_dir.join(format!("{stem}.json"));

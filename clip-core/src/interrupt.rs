@@ -120,6 +120,16 @@ pub fn error_line(err: &anyhow::Error) -> String {
     line
 }
 
+/// The one-line error ([`panic_error`]) for the payload of a panic caught with `catch_unwind`.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown error".to_string());
+    panic_error(&message)
+}
+
 /// The one-line error for a caught panic's message: libtorch's own message without tch's
 /// `called Result::unwrap()` wrapping, with advice for out of memory.
 pub fn panic_error(message: &str) -> String {

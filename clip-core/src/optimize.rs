@@ -19,14 +19,15 @@
 //! and the per-prompt losses are summed, so every image gets the gradient it would get alone. The
 //! step keeps its statistics and best images on the device and reads them back every
 //! `readback_every` steps, so there is no host synchronisation per step; the augmentation is drawn
-//! with `Tensor::rand` on the device and Adam's step count is a device tensor, so a later step can
-//! be captured in a CUDA graph.
+//! with `Tensor::rand` on the device and Adam's step count is a device tensor, so on CUDA the step
+//! is captured once as a CUDA graph and replayed (`cuda_graph.rs`), eagerly elsewhere.
 //!
 //! Faults: a prompt whose loss or gradient stops being finite (fp16 overflow) is frozen from that
 //! step on (a per-prompt "alive" mask on the device: no update, its image kept), and the others go
 //! on; the loop can be stopped at any read-back (Ctrl-C), keeping the images reached so far.
 
 use crate::augment::AugmentConfig;
+use crate::cuda_graph::CudaGraph;
 use crate::loss::{cosine_similarity, total_variation};
 use crate::model::Clip;
 use crate::preprocess::{CLIP_MEAN, CLIP_STD};
@@ -127,6 +128,9 @@ pub struct Settings {
     pub augment: AugmentConfig,
     /// Statistics are read back from the device every this many steps (and after the last).
     pub readback_every: usize,
+    /// On CUDA, replay the step from a captured CUDA graph (see [`optimize_until`]); `false` runs
+    /// every step eagerly (`--eager`).
+    pub cuda_graph: bool,
 }
 
 /// The statistics of one step, one entry per prompt: the cosine similarity of the step's view
@@ -159,6 +163,8 @@ pub struct Outcome {
     /// Per prompt: the step at which its loss or gradient was not finite, after which it was
     /// frozen (its image is the one that step started from); `None` for prompts that ran on.
     pub frozen_at: Vec<Option<usize>>,
+    /// Whether the steps were replayed from a CUDA graph, or why not.
+    pub execution: Execution,
 }
 
 impl Outcome {
@@ -212,8 +218,135 @@ pub fn optimize(
     optimize_until(model, text_features, settings, on_stats, &|| false)
 }
 
+/// Eager steps run on the side stream before the step is captured as a CUDA graph: libraries
+/// choose their algorithms and allocate their workspaces there (as `torch.cuda.graph`'s examples
+/// warm up for 3 iterations).
+pub const GRAPH_WARMUP_STEPS: usize = 3;
+
+/// How the steps of a run were executed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Execution {
+    /// Every step ran eagerly, op by op; why no CUDA graph was used.
+    Eager { reason: String },
+    /// The first `warmup` steps ran eagerly, the rest were replays of one captured CUDA graph.
+    Graph { warmup: usize },
+}
+
+impl std::fmt::Display for Execution {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Eager { reason } => write!(f, "eager ({reason})"),
+            Self::Graph { warmup } => {
+                write!(f, "CUDA graph (one replay per step after {warmup} eager warm-up steps)")
+            }
+        }
+    }
+}
+
+/// Everything one step reads and writes. The state tensors are allocated once and updated in
+/// place, and nothing in [`Step::run`] reads the host, so the step can be captured in a CUDA graph
+/// and replayed.
+struct Step<'a> {
+    model: &'a Clip,
+    settings: &'a Settings,
+    normalize: Normalize,
+    /// Normalised text features [N, D], fp32.
+    text: Tensor,
+    batch: i64,
+    res: i64,
+    image: Tensor,
+    adam: Adam,
+    best_loss: Tensor,
+    best_image: Tensor,
+    best_step: Tensor,
+    /// [readback, 2, N]: per step since the last read-back, similarity and TV.
+    stats: Tensor,
+    /// The row of `stats` the next step writes: an Int64 [1] cycling through 0..readback in step
+    /// with the host's count of pending rows.
+    slot: Tensor,
+    readback: i64,
+    alive: Tensor,
+    /// 0 while alive, else the step at which the prompt was frozen.
+    frozen_step: Tensor,
+}
+
+impl Step<'_> {
+    /// One step: the (augmented) view, the loss, its gradient, Adam, the clamp, the NaN freeze,
+    /// best-image tracking and the step's statistics.
+    fn run(&mut self) {
+        let Self { batch, res, settings, .. } = *self;
+        let constrained = settings.mode == Mode::Constrained;
+        let view = if constrained {
+            settings.augment.sample(batch, res, res, self.image.device()).apply(&self.image)
+        } else {
+            self.image.shallow_clone()
+        };
+        let features = self.model.encode_image(&self.normalize.forward(&view));
+        let sim = cosine_similarity(&features, &self.text);
+        let sim_loss = sim.neg() + 1.0;
+        let tv = if constrained {
+            total_variation(&self.image)
+        } else {
+            total_variation(&self.image.detach())
+        };
+        let loss = if constrained {
+            sim_loss.sum(Kind::Float) + tv.sum(Kind::Float) * settings.tv_weight
+        } else {
+            sim_loss.sum(Kind::Float)
+        };
+        let grad = Tensor::run_backward(&[&loss], &[&self.image], false, false);
+        let before = tch::no_grad(|| {
+            // A prompt stays alive while its loss and its gradient are finite.
+            let finite = sim_loss
+                .isfinite()
+                .logical_and(&tv.isfinite())
+                .logical_and(&grad[0].isfinite().flatten(1, -1).all_dim(1, false));
+            let newly_frozen = self.alive.logical_and(&finite.logical_not());
+            // This step's number: Adam's count before its update, plus one.
+            let this_step = (&self.adam.step + 1.0).to_kind(Kind::Float);
+            self.frozen_step
+                .copy_(&self.frozen_step.where_self(&newly_frozen.logical_not(), &this_step));
+            let _ = self.alive.logical_and_(&finite);
+            self.image.detach().copy()
+        });
+        let alive_image = self.alive.view([batch, 1, 1, 1]);
+        let grad = tch::no_grad(|| grad[0].where_scalarother(&alive_image, 0.0));
+        self.adam.step(&mut self.image, &grad);
+        tch::no_grad(|| {
+            let _ = self.image.clamp_(0.0, 1.0);
+            // Frozen prompts get no update (Adam's momentum would still move them).
+            self.image.copy_(&self.image.where_self(&alive_image, &before));
+            let row = Tensor::stack(&[sim.detach(), tv.detach()], 0).unsqueeze(0);
+            let _ = self.stats.index_copy_(0, &self.slot, &row);
+            let _ = self.slot.g_add_scalar_(1).remainder_(self.readback);
+            if constrained {
+                let sim_loss = sim_loss.detach();
+                let better = sim_loss.lt_tensor(&self.best_loss).logical_and(&self.alive);
+                self.best_loss.copy_(&sim_loss.where_self(&better, &self.best_loss));
+                let image_better = better.view([batch, 1, 1, 1]);
+                self.best_image.copy_(&self.image.where_self(&image_better, &self.best_image));
+                let step = self.adam.step.to_kind(Kind::Float);
+                self.best_step.copy_(&step.where_self(&better, &self.best_step));
+            }
+        });
+    }
+}
+
+/// Where the loop is in running its steps.
+enum Runner {
+    Eager,
+    /// Eager steps on the graph's side stream, then capture.
+    WarmUp(CudaGraph),
+    Replay(CudaGraph),
+}
+
 /// [`optimize`], asking `stop` at every read-back whether to end the loop there (as after its last
 /// step). The loop also ends when every prompt is frozen.
+///
+/// On CUDA with `settings.cuda_graph`, the first [`GRAPH_WARMUP_STEPS`] steps run eagerly on a side
+/// stream, the next is captured as a CUDA graph and every step from then on is one replay of it
+/// (the same operations, so the same numbers). Where that is not possible the steps run eagerly:
+/// [`Outcome::execution`] says which and why, and a capture that fails is reported on stderr.
 pub fn optimize_until(
     model: &Clip,
     text_features: &Tensor,
@@ -225,7 +358,6 @@ pub fn optimize_until(
     let batch = text_features.size()[0];
     let res = model.config.image_resolution;
     let constrained = settings.mode == Mode::Constrained;
-    let normalize = Normalize::new(device);
     let text = tch::no_grad(|| {
         let t = text_features.to_kind(Kind::Float);
         &t / t.norm_scalaropt_dim(2, [-1], true)
@@ -234,77 +366,89 @@ pub fn optimize_until(
     // One draw, shared by every prompt: the prompts start from the same picture, as separate runs
     // with the same seed would.
     let initial = Tensor::randn([1, 3, res, res], (Kind::Float, device)) * INIT_STD + INIT_MEAN;
-    let mut image =
-        initial.expand([batch, 3, res, res], false).contiguous().set_requires_grad(true);
-    let mut adam = Adam::new(&image, settings.learning_rate);
-
-    let mut best_loss = Tensor::full([batch], f64::INFINITY, (Kind::Float, device));
-    let mut best_image = image.detach().copy();
-    let mut best_step = Tensor::zeros([batch], (Kind::Float, device));
+    let image = initial.expand([batch, 3, res, res], false).contiguous().set_requires_grad(true);
     let readback = settings.readback_every.max(1);
-    let stats = Tensor::zeros([readback as i64, 2, batch], (Kind::Float, device));
-    let mut alive = Tensor::ones([batch], (Kind::Bool, device));
-    // 0 while alive, else the step at which the prompt was frozen.
-    let mut frozen_step = Tensor::zeros([batch], (Kind::Float, device));
+    let mut state = Step {
+        model,
+        settings,
+        normalize: Normalize::new(device),
+        text,
+        batch,
+        res,
+        adam: Adam::new(&image, settings.learning_rate),
+        best_loss: Tensor::full([batch], f64::INFINITY, (Kind::Float, device)),
+        best_image: image.detach().copy(),
+        best_step: Tensor::zeros([batch], (Kind::Float, device)),
+        stats: Tensor::zeros([readback as i64, 2, batch], (Kind::Float, device)),
+        slot: Tensor::zeros([1], (Kind::Int64, device)),
+        readback: readback as i64,
+        alive: Tensor::ones([batch], (Kind::Bool, device)),
+        frozen_step: Tensor::zeros([batch], (Kind::Float, device)),
+        image,
+    };
+
+    let planned = if !settings.cuda_graph {
+        Err("CUDA graphs turned off (--eager)".to_string())
+    } else if !device.is_cuda() {
+        Err(format!("the device is {}, not CUDA", format!("{device:?}").to_lowercase()))
+    } else if settings.steps <= GRAPH_WARMUP_STEPS {
+        Err(format!(
+            "{} steps: no more than the {GRAPH_WARMUP_STEPS} warm-up steps",
+            settings.steps
+        ))
+    } else {
+        CudaGraph::new(device).map_err(|e| e.to_string())
+    };
+    let (mut runner, mut execution) = match planned {
+        Ok(graph) => (Runner::WarmUp(graph), Execution::Graph { warmup: GRAPH_WARMUP_STEPS }),
+        Err(reason) => (Runner::Eager, Execution::Eager { reason }),
+    };
+
     let mut frozen_at = vec![None; batch as usize];
     let mut steps_done = 0;
     let mut interrupted = false;
-
     let start = Instant::now();
     let mut pending = 0usize;
     for step in 1..=settings.steps {
-        let view = if constrained {
-            settings.augment.sample(batch, res, res, device).apply(&image)
-        } else {
-            image.shallow_clone()
-        };
-        let features = model.encode_image(&normalize.forward(&view));
-        let sim = cosine_similarity(&features, &text);
-        let sim_loss = sim.neg() + 1.0;
-        let tv =
-            if constrained { total_variation(&image) } else { total_variation(&image.detach()) };
-        let loss = if constrained {
-            sim_loss.sum(Kind::Float) + tv.sum(Kind::Float) * settings.tv_weight
-        } else {
-            sim_loss.sum(Kind::Float)
-        };
-        let grad = Tensor::run_backward(&[&loss], &[&image], false, false);
-        let before = tch::no_grad(|| {
-            // A prompt stays alive while its loss and its gradient are finite.
-            let finite = sim_loss
-                .isfinite()
-                .logical_and(&tv.isfinite())
-                .logical_and(&grad[0].isfinite().flatten(1, -1).all_dim(1, false));
-            let newly_frozen = alive.logical_and(&finite.logical_not());
-            frozen_step
-                .copy_(&frozen_step.where_scalarother(&newly_frozen.logical_not(), step as f64));
-            let _ = alive.logical_and_(&finite);
-            image.detach().copy()
-        });
-        let alive_image = alive.view([batch, 1, 1, 1]);
-        let grad = tch::no_grad(|| grad[0].where_scalarother(&alive_image, 0.0));
-        adam.step(&mut image, &grad);
-        tch::no_grad(|| {
-            let _ = image.clamp_(0.0, 1.0);
-            // Frozen prompts get no update (Adam's momentum would still move them).
-            image.copy_(&image.where_self(&alive_image, &before));
-            stats.get(pending as i64).copy_(&Tensor::stack(&[sim.detach(), tv.detach()], 0));
-            if constrained {
-                let sim_loss = sim_loss.detach();
-                let better = sim_loss.lt_tensor(&best_loss).logical_and(&alive);
-                best_loss.copy_(&sim_loss.where_self(&better, &best_loss));
-                let image_better = better.view([batch, 1, 1, 1]);
-                best_image.copy_(&image.where_self(&image_better, &best_image));
-                best_step.copy_(&adam.step.to_kind(Kind::Float).where_self(&better, &best_step));
+        runner = match runner {
+            Runner::Eager => {
+                state.run();
+                Runner::Eager
             }
-        });
+            Runner::WarmUp(mut graph) if step <= GRAPH_WARMUP_STEPS => {
+                match graph.on_side_stream(|| state.run()) {
+                    Ok(()) => Runner::WarmUp(graph),
+                    Err(e) => {
+                        execution = fall_back(format!("the side stream failed: {e}"));
+                        state.run();
+                        Runner::Eager
+                    }
+                }
+            }
+            Runner::WarmUp(mut graph) => match graph.capture(|| state.run()) {
+                // Capturing ran nothing: the replay does this step.
+                Ok(()) => {
+                    replay(&graph);
+                    Runner::Replay(graph)
+                }
+                Err(e) => {
+                    execution = fall_back(format!("capturing the step failed: {e}"));
+                    state.run();
+                    Runner::Eager
+                }
+            },
+            Runner::Replay(graph) => {
+                replay(&graph);
+                Runner::Replay(graph)
+            }
+        };
         pending += 1;
         steps_done = step;
         if pending == readback || step == settings.steps {
-            on_stats(&read_stats(&stats, pending, step));
+            on_stats(&read_stats(&state.stats, pending, step));
             pending = 0;
             let steps =
-                Vec::<f32>::try_from(frozen_step.to_device(Device::Cpu)).unwrap_or_default();
+                Vec::<f32>::try_from(state.frozen_step.to_device(Device::Cpu)).unwrap_or_default();
             for (slot, &s) in frozen_at.iter_mut().zip(&steps) {
                 if slot.is_none() && s > 0.0 {
                     *slot = Some(s as usize);
@@ -319,13 +463,16 @@ pub fn optimize_until(
             }
         }
     }
-    let result = if constrained { best_image } else { image.detach() };
+    drop(runner);
+    let result = if constrained { state.best_image } else { state.image.detach() };
     let images = result.to_device(Device::Cpu);
     let loop_seconds = start.elapsed().as_secs_f64();
 
     let best = constrained.then(|| {
-        let steps = Vec::<f32>::try_from(best_step.to_device(Device::Cpu)).unwrap_or_default();
-        let losses = Vec::<f32>::try_from(best_loss.to_device(Device::Cpu)).unwrap_or_default();
+        let steps =
+            Vec::<f32>::try_from(state.best_step.to_device(Device::Cpu)).unwrap_or_default();
+        let losses =
+            Vec::<f32>::try_from(state.best_loss.to_device(Device::Cpu)).unwrap_or_default();
         steps.iter().zip(&losses).map(|(&s, &l)| (s as usize, l as f64)).collect()
     });
     Outcome {
@@ -336,6 +483,21 @@ pub fn optimize_until(
         steps_done,
         interrupted,
         frozen_at,
+        execution,
+    }
+}
+
+/// Reports on stderr that the run goes on eagerly, and why.
+fn fall_back(reason: String) -> Execution {
+    eprintln!("warning: no CUDA graph, every further step runs eagerly: {reason}");
+    Execution::Eager { reason }
+}
+
+/// One replay. A failure here means the device itself failed (the same work ran when captured),
+/// so it ends the run as a libtorch error does.
+fn replay(graph: &CudaGraph) {
+    if let Err(e) = graph.replay() {
+        panic!("replaying the CUDA graph of the step failed: {e}");
     }
 }
 

@@ -189,6 +189,8 @@ pub struct RunRecord {
     /// Optimisation steps per second (each step updates every prompt of the batch).
     pub steps_per_second: f64,
     pub loop_seconds: f64,
+    /// How the steps ran: `CUDA graph (…)` or `eager (<why no graph>)`.
+    pub execution: String,
     /// The whole run up to this record: loading, text encoding, optimisation, saving, scoring.
     pub wall_seconds: f64,
 }

@@ -43,6 +43,7 @@ fn make_results(dir: &Path) {
                 seed: Some(3),
                 out: dir.to_path_buf(),
                 log_every: 1,
+                eager: false,
             };
             run(&experiment(model, token), mode, &args).expect("the experiment runs");
         }

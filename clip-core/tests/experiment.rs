@@ -33,6 +33,7 @@ fn args(weights: &str, steps: u64, out: &std::path::Path) -> ExperimentArgs {
         seed: Some(7),
         out: out.to_path_buf(),
         log_every: 2,
+        eager: false,
     }
 }
 

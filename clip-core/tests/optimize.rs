@@ -65,6 +65,7 @@ fn settings(mode: Mode, steps: usize) -> Settings {
         tv_weight: 1e-4,
         augment: AugmentConfig::SEED,
         readback_every: 4,
+        cuda_graph: true,
     }
 }
 

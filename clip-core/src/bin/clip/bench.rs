@@ -4,7 +4,7 @@
 use anyhow::Context;
 use clip_core::bench::{self, BenchOptions};
 use clip_core::device::DeviceChoice;
-use clip_core::optimize::Mode;
+use clip_core::optimize::{Execution, Mode};
 use std::io::Write;
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,8 +30,9 @@ pub struct BenchArgs {
     /// Timed steps per case (on the CPU use a few: ViT-L/14 takes ~10 s a step with 3 prompts).
     #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
     pub steps: u64,
-    /// Untimed warm-up steps before them.
-    #[arg(long, value_name = "N", default_value_t = 3)]
+    /// Untimed warm-up steps before them, rounded up to a multiple of 10 (the read-back interval,
+    /// where the clock starts); on CUDA they include the graph's warm-up and capture.
+    #[arg(long, value_name = "N", default_value_t = 10)]
     pub warmup: u64,
     /// Where the model runs: cpu (fp32), cuda (fp16, as clip.load) or auto.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
@@ -42,7 +43,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "TFLOPS", default_value_t = bench::DEFAULT_PEAK_TFLOPS,
           value_parser = parse_peak)]
     pub peak_tflops: f64,
-    /// Run every step eagerly. Recorded only: there is no CUDA-graph path yet ("graph": false).
+    /// Run every step eagerly: no CUDA graph (on the CPU steps always run eagerly).
     #[arg(long)]
     pub eager: bool,
     /// Print one JSON object per case, one per line, instead of the table.
@@ -78,10 +79,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     };
     if !args.json {
         println!(
-            "device {device:?}, {} timed steps after {} warm-up; graph: false ({}); floor at {} TFLOP/s{}",
+            "device {device:?}, {} timed steps after {} warm-up; floor at {} TFLOP/s{}",
             options.steps,
-            options.warmup,
-            bench::NO_GRAPH_REASON,
+            options.warmup.div_ceil(clip_core::experiment::READBACK_EVERY)
+                * clip_core::experiment::READBACK_EVERY,
             options.peak_tflops,
             if device.is_cuda() { "" } else { " (a GPU figure: on the CPU only informative)" }
         );
@@ -89,16 +90,27 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         println!("{}", bench::TABLE_HEADER);
     }
     let mut out = std::io::stdout().lock();
+    let mut eager_reasons: Vec<String> = Vec::new();
     for arch in archs {
         let loaded = bench::random_model(arch, device).with_context(|| format!("--arch {arch}"))?;
         for &mode in modes {
             for &prompts in &args.prompts {
                 let r =
                     bench::run_case(&loaded.model, arch, device, mode, prompts as usize, &options);
+                if let Execution::Eager { reason } = &r.execution {
+                    if !eager_reasons.contains(reason) {
+                        eager_reasons.push(reason.clone());
+                    }
+                }
                 let line = if args.json { r.to_json().to_string() } else { bench::table_row(&r) };
                 writeln!(out, "{line}")?;
                 out.flush()?;
             }
+        }
+    }
+    if !args.json {
+        for reason in eager_reasons {
+            writeln!(out, "eager steps: {reason}")?;
         }
     }
     Ok(())
