@@ -11,7 +11,7 @@
 
 use crate::augment::AugmentConfig;
 use crate::experiment::READBACK_EVERY;
-use crate::model::{Clip, ClipConfig, LoadedClip};
+use crate::model::{Clip, ClipConfig, Layout, LoadedClip, PatchEmbedding, VisionTower};
 use crate::optimize::{optimize, Execution, Mode, Settings};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
@@ -87,6 +87,42 @@ pub fn peak_memory(device: Device) -> PeakMemory {
     }
 }
 
+/// The layout choice that matters for an architecture: `patches: conv|matmul` for a ViT,
+/// `nchw|channels-last` for a ResNet.
+pub fn layout_label(arch: &str, layout: Layout) -> String {
+    let vit = arch.starts_with("ViT") || arch.contains("ViT");
+    if vit {
+        match layout.patch_embedding {
+            PatchEmbedding::Convolution => "patches: conv".into(),
+            PatchEmbedding::MatMul => "patches: matmul".into(),
+        }
+    } else if layout.channels_last {
+        "channels-last".into()
+    } else {
+        "nchw".into()
+    }
+}
+
+/// The layouts worth timing for `model`: the given patch embeddings for a ViT, the given
+/// channels-last settings for a ResNet; the model's own when none is given.
+pub fn layouts_to_time(
+    model: &Clip,
+    patch_embeddings: &[PatchEmbedding],
+    channels_last: &[bool],
+) -> Vec<Layout> {
+    let own = model.layout();
+    match &model.visual {
+        VisionTower::ViT(_) if !patch_embeddings.is_empty() => patch_embeddings
+            .iter()
+            .map(|&patch_embedding| Layout { patch_embedding, ..own })
+            .collect(),
+        VisionTower::ResNet(_) if !channels_last.is_empty() => {
+            channels_last.iter().map(|&on| Layout { channels_last: on, ..own }).collect()
+        }
+        _ => vec![own],
+    }
+}
+
 /// Starts the CUDA peak anew for the next case (the CPU's peak RSS cannot be reset).
 pub fn reset_peak_memory(device: Device) {
     if device.is_cuda() {
@@ -117,6 +153,8 @@ pub struct BenchResult {
     pub eager: bool,
     /// Whether the steps were replayed from a CUDA graph, or why not.
     pub execution: Execution,
+    /// The model's layout choices in the case.
+    pub layout: Layout,
 }
 
 impl BenchResult {
@@ -146,6 +184,7 @@ impl BenchResult {
                 Execution::Graph { .. } => None,
             },
             "execution": self.execution.to_string(),
+            "layout": layout_label(&self.arch, self.layout),
         })
     }
 }
@@ -215,12 +254,13 @@ pub fn run_case(
         floor_ratio: floor.map(|f| ms_per_step / f),
         eager: options.eager,
         execution: outcome.execution,
+        layout: model.layout(),
     }
 }
 
 /// The header of [`table_row`]'s table.
 pub const TABLE_HEADER: &str =
-    "arch     | mode          | prompts | step  | ms/step  | prompt-steps/s | peak memory | floor ratio";
+    "arch     | mode          | prompts | layout          | step  | ms/step  | prompt-steps/s | peak memory | floor ratio";
 
 /// One human-readable line per case.
 pub fn table_row(r: &BenchResult) -> String {
@@ -234,10 +274,11 @@ pub fn table_row(r: &BenchResult) -> String {
         Execution::Eager { .. } => "eager",
     };
     format!(
-        "{:8} | {:13} | {:7} | {:5} | {:8.2} | {:14.2} | {:>11} | {}",
+        "{:8} | {:13} | {:7} | {:15} | {:5} | {:8.2} | {:14.2} | {:>11} | {}",
         r.arch,
         r.mode.as_str(),
         r.prompts,
+        layout_label(&r.arch, r.layout),
         step,
         r.ms_per_step,
         r.prompt_steps_per_s,

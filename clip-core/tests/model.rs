@@ -5,7 +5,9 @@
 //! (`reference.json`), and the state-dict shapes and parameter counts of the nine released
 //! configurations (`configs.json`).
 
-use clip_core::model::{converted_to_fp16, ClipConfig, LoadedClip, VisionConfig, MODEL_NAMES};
+use clip_core::model::{
+    converted_to_fp16, ClipConfig, Layout, LoadedClip, PatchEmbedding, VisionConfig, MODEL_NAMES,
+};
 use clip_core::{loss::cosine_similarity, preprocess, tokenizer::Tokenizer};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -36,11 +38,23 @@ fn agreement(ours: &Tensor, reference: &Tensor) -> (f64, f64) {
     (cos, rel)
 }
 
+/// Every layout choice (`Layout`): the reference's and the other one of each switch.
+const LAYOUTS: [Layout; 2] =
+    [Layout::REFERENCE, Layout { patch_embedding: PatchEmbedding::MatMul, channels_last: true }];
+
 fn check_fixture(name: &str) {
+    for layout in LAYOUTS {
+        check_fixture_with(name, layout);
+    }
+}
+
+fn check_fixture_with(name: &str, layout: Layout) {
     let reference = read_json("reference.json");
     let model_ref = &reference["models"][name];
-    let loaded = LoadedClip::load(&fixtures().join(format!("{name}.pt")), Device::Cpu)
+    let mut loaded = LoadedClip::load(&fixtures().join(format!("{name}.pt")), Device::Cpu)
         .expect("fixture loads");
+    loaded.model.set_layout(layout);
+    let name = &format!("{name} ({layout:?})");
     let model = &loaded.model;
     let resolution = model.config.image_resolution as u32;
 
@@ -78,6 +92,47 @@ fn tiny_resnet_matches_reference() {
 #[test]
 fn tiny_vit_matches_reference() {
     check_fixture("tiny-vit");
+}
+
+/// The layouts give the same embeddings and the same gradient to the input image (what the
+/// optimisation uses), for an input whose side is not a multiple of the patch size too.
+#[test]
+fn layouts_give_the_same_embedding_and_input_gradient() {
+    for (name, side) in [("tiny-vit", 32), ("tiny-vit", 37), ("tiny-rn", 64)] {
+        let mut loaded = LoadedClip::load(&fixtures().join(format!("{name}.pt")), Device::Cpu)
+            .expect("fixture loads");
+        tch::manual_seed(5);
+        let image = Tensor::rand([2, 3, side, side], (tch::Kind::Float, Device::Cpu));
+        // The backward's seed: a random weighting of the embedding's components.
+        let dim = loaded.model.config.embed_dim;
+        let weights = Tensor::rand([2, dim], (tch::Kind::Float, Device::Cpu));
+        let mut results = Vec::new();
+        for layout in LAYOUTS {
+            loaded.model.set_layout(layout);
+            let own = loaded.model.layout();
+            let applied = if name == "tiny-rn" {
+                own.channels_last == layout.channels_last
+            } else {
+                own.patch_embedding == layout.patch_embedding
+            };
+            assert!(applied, "{name}: {layout:?} not applied ({own:?})");
+            let x = image.copy().set_requires_grad(true);
+            let features = loaded.model.encode_image(&x);
+            let grad = Tensor::run_backward(
+                &[(&features * &weights).sum(tch::Kind::Float)],
+                &[&x],
+                false,
+                false,
+            );
+            results.push((features.detach(), grad[0].shallow_clone()));
+        }
+        let (f0, g0) = &results[0];
+        let (f1, g1) = &results[1];
+        let (cos, rel) = agreement(f1, f0);
+        assert!(cos >= 0.999999 && rel < 1e-5, "{name} {side}: features cosine {cos}, rel {rel}");
+        let grel = ((g1 - g0).abs().max() / g0.abs().max()).double_value(&[]);
+        assert!(grel < 1e-5, "{name} {side}: input gradient relative error {grel}");
+    }
 }
 
 #[test]

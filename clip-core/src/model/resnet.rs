@@ -190,6 +190,14 @@ pub struct ModifiedResNet {
     pub bn3: BatchNorm2d,
     pub layers: [Vec<Bottleneck>; 4],
     pub attnpool: AttentionPool2d,
+    /// Whether activations and convolution weights are laid out channels-last (NHWC strides, the
+    /// same [N, C, H, W] shape): see [`ModifiedResNet::set_channels_last`].
+    channels_last: bool,
+}
+
+/// The same tensor (shape and values) with NHWC strides: channels-last memory format.
+fn channels_last(t: &Tensor) -> Tensor {
+    t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
 }
 
 impl ModifiedResNet {
@@ -240,13 +248,44 @@ impl ModifiedResNet {
                 heads,
                 output_dim,
             ),
+            channels_last: false,
         }
+    }
+
+    /// Lays the convolution weights out channels-last (or back), in place after loading, and the
+    /// input of every later forward: convolution libraries (cuDNN, oneDNN) then run NHWC kernels,
+    /// which BatchNorm, ReLU, pooling and additions keep. The same function; a speed choice.
+    pub fn set_channels_last(&mut self, on: bool) {
+        if on == self.channels_last {
+            return;
+        }
+        let layout = |t: &Tensor| if on { channels_last(t) } else { t.contiguous() };
+        let mut convs: Vec<&mut nn::Conv2D> =
+            vec![&mut self.conv1, &mut self.conv2, &mut self.conv3];
+        for block in self.layers.iter_mut().flatten() {
+            convs.extend([&mut block.conv1, &mut block.conv2, &mut block.conv3]);
+            if let Some((conv, _)) = &mut block.downsample {
+                convs.push(conv);
+            }
+        }
+        tch::no_grad(|| {
+            for conv in convs {
+                let laid_out = layout(&conv.ws);
+                conv.ws.set_data(&laid_out);
+            }
+        });
+        self.channels_last = on;
+    }
+
+    pub fn is_channels_last(&self) -> bool {
+        self.channels_last
     }
 }
 
 impl Module for ModifiedResNet {
     fn forward(&self, xs: &Tensor) -> Tensor {
         let xs = xs.to_kind(self.conv1.ws.kind());
+        let xs = if self.channels_last { channels_last(&xs) } else { xs };
         let mut xs = xs.apply(&self.conv1).apply(&self.bn1).relu();
         xs = xs.apply(&self.conv2).apply(&self.bn2).relu();
         xs = xs.apply(&self.conv3).apply(&self.bn3).relu();

@@ -4,6 +4,7 @@
 use anyhow::Context;
 use clip_core::bench::{self, BenchOptions};
 use clip_core::device::DeviceChoice;
+use clip_core::model::PatchEmbedding;
 use clip_core::optimize::{Execution, Mode};
 use std::io::Write;
 
@@ -12,6 +13,18 @@ pub enum BenchMode {
     Constrained,
     Unconstrained,
     Both,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchWay {
+    Conv,
+    Matmul,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(clap::Args, Debug)]
@@ -46,6 +59,13 @@ pub struct BenchArgs {
     /// Run every step eagerly: no CUDA graph (on the CPU steps always run eagerly).
     #[arg(long)]
     pub eager: bool,
+    /// ViTs: time the patch embedding as the reference's convolution (conv), as a matrix product
+    /// (matmul), or both (conv,matmul); default: the model's own (matmul).
+    #[arg(long, value_enum, value_name = "WAY", value_delimiter = ',')]
+    pub patch_embedding: Vec<PatchWay>,
+    /// ResNets: time NCHW (off), channels-last (on), or both (off,on); default: the model's own.
+    #[arg(long, value_enum, value_name = "ON|OFF", value_delimiter = ',')]
+    pub channels_last: Vec<OnOff>,
     /// Print one JSON object per case, one per line, instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -91,20 +111,40 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     let mut out = std::io::stdout().lock();
     let mut eager_reasons: Vec<String> = Vec::new();
+    let patch_embeddings: Vec<PatchEmbedding> = args
+        .patch_embedding
+        .iter()
+        .map(|w| match w {
+            PatchWay::Conv => PatchEmbedding::Convolution,
+            PatchWay::Matmul => PatchEmbedding::MatMul,
+        })
+        .collect();
+    let channels_last: Vec<bool> = args.channels_last.iter().map(|&o| o == OnOff::On).collect();
     for arch in archs {
-        let loaded = bench::random_model(arch, device).with_context(|| format!("--arch {arch}"))?;
-        for &mode in modes {
-            for &prompts in &args.prompts {
-                let r =
-                    bench::run_case(&loaded.model, arch, device, mode, prompts as usize, &options);
-                if let Execution::Eager { reason } = &r.execution {
-                    if !eager_reasons.contains(reason) {
-                        eager_reasons.push(reason.clone());
+        let mut loaded =
+            bench::random_model(arch, device).with_context(|| format!("--arch {arch}"))?;
+        for layout in bench::layouts_to_time(&loaded.model, &patch_embeddings, &channels_last) {
+            loaded.model.set_layout(layout);
+            for &mode in modes {
+                for &prompts in &args.prompts {
+                    let r = bench::run_case(
+                        &loaded.model,
+                        arch,
+                        device,
+                        mode,
+                        prompts as usize,
+                        &options,
+                    );
+                    if let Execution::Eager { reason } = &r.execution {
+                        if !eager_reasons.contains(reason) {
+                            eager_reasons.push(reason.clone());
+                        }
                     }
+                    let line =
+                        if args.json { r.to_json().to_string() } else { bench::table_row(&r) };
+                    writeln!(out, "{line}")?;
+                    out.flush()?;
                 }
-                let line = if args.json { r.to_json().to_string() } else { bench::table_row(&r) };
-                writeln!(out, "{line}")?;
-                out.flush()?;
             }
         }
     }

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Issue 5's checks on a GPU machine, from what scripts/gpu_prepare.sh packed into .gpu/.
+#
+#   bash scripts/gpu_check.sh [PART...]        PART: test bench layouts seed runs (default: test bench seed)
+#
+#   test     the CUDA-graph test (graph replay against eager, 20 steps, RN50/ViT-B/32/tiny, both modes)
+#   bench    clip bench --arch all --prompts 1,3,32 --mode both, graphs; and 3 prompts --eager
+#   layouts  ViT patch embedding conv vs matmul, ResNet NCHW vs channels-last (1 and 3 prompts, eager
+#            and graph)
+#   seed     scripts/bench_side_by_side.sh: the seed's loops and clip bench, ratios
+#   runs     the 18 seed runs: the six experiment binaries with their constants (3 prompts × 10 000
+#            steps each) on random full-size checkpoints, one after another; total wall time
+#
+# Device-tool budget (15 min a session, 10 min a call): `test bench seed` fits one call (~5 min),
+# `runs` another (~5 min if the speed targets hold). Logs, JSON and result images are packed into
+# $OUT/gpu-check.tar.gz (the device tool returns at most 8 files) beside $OUT/summary.txt, which
+# is also printed last. STEPS overrides the runs' steps (a smoke test: `STEPS=20`).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+final=${OUT:-/tmp/gpu-check-out}
+out=$(mktemp -d)
+mkdir -p "$final"
+parts=("$@")
+[ ${#parts[@]} -gt 0 ] || parts=(test bench seed)
+want() { local p; for p in "${parts[@]}"; do [ "$p" = "$1" ] && return 0; done; return 1; }
+
+torch_lib=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+export LD_LIBRARY_PATH=$torch_lib:${LD_LIBRARY_PATH:-}
+bin=$(mktemp -d)
+tar -C "$bin" -xJf .gpu/bin.tar.xz || { echo "error: .gpu/bin.tar.xz missing: run scripts/gpu_prepare.sh and carry .gpu" >&2; exit 1; }
+site=$(mktemp -d)
+python3 -m pip install -q --no-index --no-deps --target "$site" .gpu/py/*.whl
+export PYTHONPATH=$site:$(pwd)/.gpu/py:$(pwd)/scripts
+summary=$out/summary.txt
+: >"$summary"
+note() { echo "$*" | tee -a "$summary"; }
+seconds() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (b - a) / 1e9 }'; }
+
+note "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null)"
+note "torch $(python3 -c 'import torch; print(torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version())')"
+
+if want test; then
+    "$bin/cuda_graph_test" --nocapture --test-threads 1 >"$out/test.log" 2>&1
+    status=$?
+    note "-- test (exit $status):"
+    grep -E "max \|graph|skipped|test result|panicked" "$out/test.log" | tee -a "$summary"
+fi
+
+bench_table() {
+    python3 - "$1" <<'PY' | tee -a "$summary"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+for r in rows:
+    mem = r["peak_memory_bytes"]
+    mem = "n/a" if mem is None else f"{mem / 2**20:.0f} MiB"
+    print(f"{r['arch']:8} {r['mode']:13} {r['prompts']:3} {r['layout']:16} {'graph' if r['graph'] else 'eager':5} "
+          f"{r['ms_per_step']:8.3f} ms/step {r['prompt_steps_per_s']:9.1f} prompt-steps/s  {mem:>9}  "
+          f"floor x{r['floor_ratio'] or float('nan'):.1f}")
+PY
+}
+
+if want bench; then
+    note "-- bench (graphs):"
+    "$bin/clip" bench --device cuda --arch all --prompts 1,3,32 --mode both --steps 200 --json \
+        >"$out/bench.jsonl" 2>"$out/bench.err"
+    bench_table "$out/bench.jsonl"
+    note "-- bench (--eager, 3 prompts):"
+    "$bin/clip" bench --device cuda --arch all --prompts 3 --mode both --steps 50 --eager --json \
+        >"$out/bench-eager.jsonl" 2>"$out/bench-eager.err"
+    bench_table "$out/bench-eager.jsonl"
+fi
+
+if want layouts; then
+    note "-- layouts:"
+    for eager in "" --eager; do
+        "$bin/clip" bench --device cuda --arch ViT-B/32,ViT-L/14 --patch-embedding conv,matmul \
+            --prompts 1,3 --mode constrained --steps 50 $eager --json >>"$out/layouts.jsonl" 2>>"$out/layouts.err"
+        "$bin/clip" bench --device cuda --arch RN50 --channels-last off,on \
+            --prompts 1,3 --mode constrained --steps 50 $eager --json >>"$out/layouts.jsonl" 2>>"$out/layouts.err"
+    done
+    bench_table "$out/layouts.jsonl"
+fi
+
+if want seed; then
+    note "-- seed's loops vs clip bench:"
+    SEED_LOOPS=.gpu/seed_loops.py PYTHON=python3 CLIP_BIN="$bin/clip" OUT="$out/side-by-side" \
+        bash scripts/bench_side_by_side.sh 2>"$out/side-by-side.err" | tee -a "$summary"
+fi
+
+if want runs; then
+    ckpt=$(mktemp -d)
+    for arch in RN50 ViT-B/32 ViT-L/14; do
+        python3 scripts/make_random_checkpoint.py --arch "$arch" --seed 1 \
+            --out "$ckpt/$(echo "$arch" | tr -d '/-' | tr 'A-Z' 'a-z').pt" >>"$out/checkpoints.log" 2>&1
+    done
+    note "-- the 18 seed runs (six binaries × 3 prompts, ${STEPS:-10000} steps each):"
+    steps=()
+    [ -n "${STEPS:-}" ] && steps=(--steps "$STEPS")
+    start=$(date +%s%N)
+    for run in rn50:rn50 vit-b:vitb32 vit-l14:vitl14; do
+        crate=${run%%:*}
+        for mode in unconstrained constrained; do
+            t0=$(date +%s%N)
+            "$bin/$crate-$mode" --weights "$ckpt/${run##*:}.pt" --device cuda --seed 1 \
+                --out "$out/results" --log-every 1000 "${steps[@]}" >"$out/run-$crate-$mode.log" 2>&1
+            status=$?
+            t1=$(date +%s%N)
+            note "$(printf '%-8s %-13s exit %d  %7s s wall  ' "$crate" "$mode" "$status" \
+                "$(seconds "$t0" "$t1")")$(grep -E '^[0-9]+ steps in' "$out/run-$crate-$mode.log")"
+        done
+    done
+    note "all 18 runs: $(seconds "$start" "$(date +%s%N)") s wall (loading included)"
+    rm -rf "$ckpt"
+fi
+tar -czf "$final/gpu-check.tar.gz" -C "$out" .
+cp "$summary" "$final/summary.txt"
+echo "== summary (also $final/summary.txt; logs in $final/gpu-check.tar.gz)"
+cat "$summary"
