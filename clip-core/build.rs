@@ -21,6 +21,9 @@ fn main() {
     println!("cargo:rerun-if-env-changed=CLIP_CUDA_INCLUDE");
     println!("cargo:rerun-if-env-changed=CUDA_HOME");
     println!("cargo:rustc-check-cfg=cfg(clip_cuda_graph)");
+    let has_cuda = std::env::var("DEP_TCH_LIBTORCH_LIB")
+        .is_ok_and(|lib| Path::new(&lib).join("libtorch_cuda.so").exists());
+    println!("cargo:rustc-env=CLIP_LIBTORCH_HAS_CUDA={}", u8::from(has_cuda));
     match shim_inputs() {
         Ok((torch_include, cuda_include)) => {
             let mut build = cc::Build::new();

@@ -14,10 +14,14 @@
 # Device-tool budget (15 min a session, 10 min a call): `test bench seed` fits one call (~5 min),
 # `runs` another (~5 min if the speed targets hold). Logs, JSON and result images are packed into
 # $OUT/gpu-check.tar.gz (the device tool returns at most 8 files) beside $OUT/summary.txt, which
-# is also printed last. STEPS overrides the runs' steps (a smoke test: `STEPS=20`).
+# is also printed last. STEPS overrides the runs' steps and BENCH_STEPS the benchmarks' (a smoke
+# test: `STEPS=2 BENCH_STEPS=2`); DEVICE=cpu runs everything on the CPU (a smoke test of this script
+# where there is no GPU).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 final=${OUT:-/tmp/gpu-check-out}
+device=${DEVICE:-cuda}
+bench_steps=${BENCH_STEPS:-}
 out=$(mktemp -d)
 mkdir -p "$final"
 parts=("$@")
@@ -61,11 +65,11 @@ PY
 
 if want bench; then
     note "-- bench (graphs):"
-    "$bin/clip" bench --device cuda --arch all --prompts 1,3,32 --mode both --steps 200 --json \
+    "$bin/clip" bench --device "$device" --arch all --prompts 1,3,32 --mode both --steps "${bench_steps:-200}" --json \
         >"$out/bench.jsonl" 2>"$out/bench.err"
     bench_table "$out/bench.jsonl"
     note "-- bench (--eager, 3 prompts):"
-    "$bin/clip" bench --device cuda --arch all --prompts 3 --mode both --steps 50 --eager --json \
+    "$bin/clip" bench --device "$device" --arch all --prompts 3 --mode both --steps "${bench_steps:-50}" --eager --json \
         >"$out/bench-eager.jsonl" 2>"$out/bench-eager.err"
     bench_table "$out/bench-eager.jsonl"
 fi
@@ -73,10 +77,10 @@ fi
 if want layouts; then
     note "-- layouts:"
     for eager in "" --eager; do
-        "$bin/clip" bench --device cuda --arch ViT-B/32,ViT-L/14 --patch-embedding conv,matmul \
-            --prompts 1,3 --mode constrained --steps 50 $eager --json >>"$out/layouts.jsonl" 2>>"$out/layouts.err"
-        "$bin/clip" bench --device cuda --arch RN50 --channels-last off,on \
-            --prompts 1,3 --mode constrained --steps 50 $eager --json >>"$out/layouts.jsonl" 2>>"$out/layouts.err"
+        "$bin/clip" bench --device "$device" --arch ViT-B/32,ViT-L/14 --patch-embedding conv,matmul \
+            --prompts 1,3 --mode constrained --steps "${bench_steps:-50}" $eager --json >>"$out/layouts.jsonl" 2>>"$out/layouts.err"
+        "$bin/clip" bench --device "$device" --arch RN50 --channels-last off,on \
+            --prompts 1,3 --mode constrained --steps "${bench_steps:-50}" $eager --json >>"$out/layouts.jsonl" 2>>"$out/layouts.err"
     done
     bench_table "$out/layouts.jsonl"
 fi
@@ -101,7 +105,7 @@ if want runs; then
         crate=${run%%:*}
         for mode in unconstrained constrained; do
             t0=$(date +%s%N)
-            "$bin/$crate-$mode" --weights "$ckpt/${run##*:}.pt" --device cuda --seed 1 \
+            "$bin/$crate-$mode" --weights "$ckpt/${run##*:}.pt" --device "$device" --seed 1 \
                 --out "$out/results" --log-every 1000 "${steps[@]}" >"$out/run-$crate-$mode.log" 2>&1
             status=$?
             t1=$(date +%s%N)

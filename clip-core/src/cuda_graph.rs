@@ -14,7 +14,7 @@
 //! Built without the shim (a libtorch without CUDA, or no CUDA headers at build time),
 //! [`CudaGraph::new`] fails with the reason, and callers run eagerly.
 
-use std::ffi::{c_char, c_void, CStr};
+use std::ffi::c_void;
 use tch::Device;
 
 /// Why a graph could not be made, captured or replayed.
@@ -25,6 +25,7 @@ pub struct GraphError(pub String);
 #[cfg(clip_cuda_graph)]
 mod ffi {
     use super::*;
+    use std::ffi::{c_char, CStr};
 
     extern "C" {
         pub fn clip_cuda_free_message(message: *mut c_char);
@@ -259,11 +260,14 @@ mod tests {
 
     #[test]
     fn this_build_has_the_shim_when_built_against_a_cuda_libtorch() {
-        // The development machines and CI build against PyPI's CUDA build of torch with the
-        // headers from scripts/setup.sh: the shim must be there (a missing header would
-        // otherwise silently turn graphs off for everyone).
-        if std::env::var_os("CLIP_ALLOW_NO_CUDA_GRAPH").is_none() {
-            support().expect("the CUDA-graph shim was not built");
+        // scripts/setup.sh installs PyPI's CUDA build of torch and the CUDA headers the shim
+        // needs: with a CUDA libtorch the shim must be there (a missing header would otherwise
+        // turn graphs off for everyone, silently but for a build warning). A CPU-only libtorch
+        // of the user's own legitimately has none.
+        if env!("CLIP_LIBTORCH_HAS_CUDA") == "1" {
+            support().expect("libtorch has CUDA, but the CUDA-graph shim was not built");
+        } else {
+            assert!(support().is_err());
         }
     }
 
