@@ -50,7 +50,9 @@ fn main() {
 fn shim_inputs() -> Result<(PathBuf, PathBuf), String> {
     let lib = std::env::var("DEP_TCH_LIBTORCH_LIB")
         .map_err(|_| "torch-sys did not say where libtorch is".to_string())?;
-    let lib = PathBuf::from(lib);
+    // Resolved: `.libtorch` (scripts/setup.sh) is a link into the cached venv, and the CUDA
+    // headers are found relative to where torch really is.
+    let lib = std::fs::canonicalize(&lib).unwrap_or_else(|_| PathBuf::from(lib));
     if !lib.join("libtorch_cuda.so").exists() {
         return Err(format!("libtorch at {} has no CUDA (no libtorch_cuda.so)", lib.display()));
     }

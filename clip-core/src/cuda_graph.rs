@@ -119,13 +119,13 @@ impl CudaGraph {
 
     /// Runs `work` eagerly on the graph's side stream (warm-up before capture: libraries pick
     /// their algorithms and workspaces there). Work queued before is finished first, and `work`'s
-    /// is finished on return.
+    /// is finished on return. `Err` means that `work` did not run.
     pub fn on_side_stream<T>(&mut self, work: impl FnOnce() -> T) -> Result<T, GraphError> {
         self.enter()?;
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
-        let left = self.leave();
+        self.leave();
         match result {
-            Ok(value) => left.map(|()| value),
+            Ok(value) => Ok(value),
             Err(panic) => std::panic::resume_unwind(panic),
         }
     }
@@ -139,9 +139,8 @@ impl CudaGraph {
         }
         self.enter()?;
         let result = self.capture_on_side_stream(work);
-        let left = self.leave();
+        self.leave();
         result?;
-        left?;
         self.captured = true;
         Ok(())
     }
@@ -194,11 +193,17 @@ impl CudaGraph {
         unreachable!("no graph exists without the shim")
     }
 
-    fn leave(&mut self) -> Result<(), GraphError> {
+    /// Back to the stream that was current before [`enter`](Self::enter). Failing here means the
+    /// device failed while work ran on the side stream (a synchronisation reports it), and which
+    /// stream is current is unknown: the run cannot go on, eagerly or not, so this panics, which
+    /// the binaries report as an error.
+    fn leave(&mut self) {
         #[cfg(clip_cuda_graph)]
-        {
-            // SAFETY: `handle` is a live graph from clip_cuda_graph_new.
+        // SAFETY: `handle` is a live graph from clip_cuda_graph_new.
+        if let Err(e) =
             ffi::check(|e| unsafe { ffi::clip_cuda_graph_leave_side_stream(self.handle, e) })
+        {
+            panic!("the CUDA device failed on the graph's side stream: {e}");
         }
         #[cfg(not(clip_cuda_graph))]
         unreachable!("no graph exists without the shim")

@@ -419,7 +419,7 @@ pub fn optimize_until(
                 match graph.on_side_stream(|| state.run()) {
                     Ok(()) => Runner::WarmUp(graph),
                     Err(e) => {
-                        execution = fall_back(format!("the side stream failed: {e}"));
+                        execution = fall_back(format!("entering the side stream failed: {e}"));
                         state.run();
                         Runner::Eager
                     }
