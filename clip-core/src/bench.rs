@@ -87,19 +87,17 @@ pub fn peak_memory(device: Device) -> PeakMemory {
     }
 }
 
-/// The layout choice that matters for an architecture: `patches: conv|matmul` for a ViT,
+/// The layout choice that matters for `model`'s vision tower: `patches: conv|matmul` for a ViT,
 /// `nchw|channels-last` for a ResNet.
-pub fn layout_label(arch: &str, layout: Layout) -> String {
-    let vit = arch.starts_with("ViT") || arch.contains("ViT");
-    if vit {
-        match layout.patch_embedding {
+pub fn layout_label(model: &Clip) -> String {
+    let layout = model.layout();
+    match &model.visual {
+        VisionTower::ViT(_) => match layout.patch_embedding {
             PatchEmbedding::Convolution => "patches: conv".into(),
             PatchEmbedding::MatMul => "patches: matmul".into(),
-        }
-    } else if layout.channels_last {
-        "channels-last".into()
-    } else {
-        "nchw".into()
+        },
+        VisionTower::ResNet(_) if layout.channels_last => "channels-last".into(),
+        VisionTower::ResNet(_) => "nchw".into(),
     }
 }
 
@@ -153,8 +151,8 @@ pub struct BenchResult {
     pub eager: bool,
     /// Whether the steps were replayed from a CUDA graph, or why not.
     pub execution: Execution,
-    /// The model's layout choices in the case.
-    pub layout: Layout,
+    /// The model's layout choice in the case ([`layout_label`]).
+    pub layout: String,
 }
 
 impl BenchResult {
@@ -184,7 +182,7 @@ impl BenchResult {
                 Execution::Graph { .. } => None,
             },
             "execution": self.execution.to_string(),
-            "layout": layout_label(&self.arch, self.layout),
+            "layout": self.layout,
         })
     }
 }
@@ -254,7 +252,7 @@ pub fn run_case(
         floor_ratio: floor.map(|f| ms_per_step / f),
         eager: options.eager,
         execution: outcome.execution,
-        layout: model.layout(),
+        layout: layout_label(model),
     }
 }
 
@@ -278,7 +276,7 @@ pub fn table_row(r: &BenchResult) -> String {
         r.arch,
         r.mode.as_str(),
         r.prompts,
-        layout_label(&r.arch, r.layout),
+        r.layout,
         step,
         r.ms_per_step,
         r.prompt_steps_per_s,

@@ -7,6 +7,7 @@ mod tiny_model;
 use tiny_model::tiny_model;
 
 use clip_core::bench::{self, BenchOptions};
+use clip_core::model::PatchEmbedding;
 use clip_core::optimize::Mode;
 use serde_json::Value;
 use std::process::Command;
@@ -36,7 +37,22 @@ fn tiny_model_gives_consistent_numbers() {
         let reason = json["graph_reason"].as_str().expect("a reason for eager steps");
         assert!(reason.contains("cpu"), "{reason}");
         assert_eq!(json["ms_per_step"].as_f64(), Some(r.ms_per_step));
+        // The tiny model is a ViT, with the default patch embedding.
+        assert_eq!(json["layout"], "patches: matmul");
     }
+}
+
+#[test]
+fn layouts_to_time_are_those_of_the_tower() {
+    let mut loaded = tiny_model();
+    let both = [PatchEmbedding::Convolution, PatchEmbedding::MatMul];
+    let layouts = bench::layouts_to_time(&loaded.model, &both, &[false, true]);
+    let ways: Vec<_> = layouts.iter().map(|l| l.patch_embedding).collect();
+    assert_eq!(ways, both, "a ViT times the patch embeddings asked for");
+    // Channels-last means nothing to a ViT: only its own layout is timed.
+    assert_eq!(bench::layouts_to_time(&loaded.model, &[], &[false, true]), [loaded.model.layout()]);
+    loaded.model.set_layout(layouts[0]);
+    assert_eq!(bench::layout_label(&loaded.model), "patches: conv");
 }
 
 #[test]
