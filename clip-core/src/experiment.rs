@@ -161,8 +161,9 @@ pub fn run(
     let tv_weight = args.tv_weight.unwrap_or(experiment.tv_weight);
     let stems = output::file_stems(mode, experiment.results_token, &prompts)?;
     let out_dir = args.out.join(experiment.results_token);
-    // Before the (possibly hours-long) run, not after it.
-    output::ensure_writable_dir(&out_dir)?;
+    // Before the (possibly hours-long) run, not after it. Removed again if the run fails while
+    // they are empty.
+    let new_dirs = output::create_writable_dir(&out_dir)?;
     let seed = args.seed.unwrap_or_else(|| u64::from(rand::random::<u32>()));
     let tokens = Tokenizer::new()?.tokenize(&prompts, false).context("tokenizing the prompts")?;
 
@@ -295,6 +296,7 @@ pub fn run(
         println!("Final Similarity: {final_similarity:.4}  ({prompt:?} -> {})", png.display());
         results.push(PromptResult { png, json, csv, record });
     }
+    new_dirs.keep();
     Ok(results)
 }
 

@@ -388,7 +388,7 @@ pub fn optimize_until(
     };
 
     let planned = if !settings.cuda_graph {
-        Err("CUDA graphs turned off (--eager)".to_string())
+        Err("CUDA graphs turned off by --eager".to_string())
     } else if !device.is_cuda() {
         Err(format!("the device is {}, not CUDA", format!("{device:?}").to_lowercase()))
     } else if settings.steps <= GRAPH_WARMUP_STEPS {

@@ -91,6 +91,43 @@ pub fn to_rgb8(image: &Tensor) -> (Vec<u8>, u32, u32) {
     (Vec::<u8>::try_from(bytes.flatten(0, -1)).unwrap_or_default(), w as u32, h as u32)
 }
 
+/// The directories a run created for its outputs. Dropped without [`keep`](Self::keep) — the run
+/// failed, by an error or a panic — it removes those still empty, deepest first, so a failed run
+/// leaves no empty `results/<model>/` behind (and never touches a file).
+#[derive(Debug)]
+#[must_use = "dropping it removes the directories it created while they are empty"]
+pub struct NewDirs {
+    created: Vec<std::path::PathBuf>,
+}
+
+impl NewDirs {
+    /// The run succeeded (or saved something): keep every directory.
+    pub fn keep(mut self) {
+        self.created.clear();
+    }
+}
+
+impl Drop for NewDirs {
+    fn drop(&mut self) {
+        for dir in &self.created {
+            // Fails, harmlessly, on a directory that is not empty.
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// [`ensure_writable_dir`], remembering which directories it created.
+pub fn create_writable_dir(dir: &Path) -> Result<NewDirs, OutputError> {
+    let created: Vec<std::path::PathBuf> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .map(Path::to_path_buf)
+        .collect();
+    let new_dirs = NewDirs { created };
+    ensure_writable_dir(dir)?;
+    Ok(new_dirs)
+}
+
 /// Creates `dir` (and its parents) if missing and checks that a file can be created in it, so a
 /// run fails before its optimisation rather than after.
 pub fn ensure_writable_dir(dir: &Path) -> Result<(), OutputError> {

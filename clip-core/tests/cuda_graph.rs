@@ -131,6 +131,6 @@ fn without_cuda_every_step_runs_eagerly_and_says_why() {
     let outcome = run(&loaded.model, &text, Mode::Constrained, false);
     assert_eq!(
         outcome.execution,
-        Execution::Eager { reason: "CUDA graphs turned off (--eager)".into() }
+        Execution::Eager { reason: "CUDA graphs turned off by --eager".into() }
     );
 }

@@ -155,6 +155,8 @@ fn broken_checkpoints_are_named_with_their_problem() {
         let output = run(CONSTRAINED, d, &["--weights", path.to_str().unwrap()]);
         assert_clean_failure(&output, needles);
         assert!(outputs(d).is_empty(), "{}: {:?}", path.display(), outputs(d));
+        // Nor the directories it created for its outputs (`out/<model>/`).
+        assert!(!d.join("out").exists(), "{}: the output directory was left", path.display());
     }
 }
 
@@ -199,6 +201,8 @@ fn bad_tensors_and_keys_are_named() {
         let output = run(UNCONSTRAINED, d, &["--weights", path.to_str().unwrap()]);
         assert_clean_failure(&output, needles);
         assert!(outputs(d).is_empty(), "{}: {:?}", path.display(), outputs(d));
+        // Nor the directories it created for its outputs (`out/<model>/`).
+        assert!(!d.join("out").exists(), "{}: the output directory was left", path.display());
     }
 }
 
