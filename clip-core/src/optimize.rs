@@ -463,7 +463,8 @@ pub fn optimize_until(
             }
         }
     }
-    drop(runner);
+    // `runner` (with the graph and its memory pool) lives to the end, after the copies below have
+    // waited for the last replay.
     let result = if constrained { state.best_image } else { state.image.detach() };
     let images = result.to_device(Device::Cpu);
     let loop_seconds = start.elapsed().as_secs_f64();
