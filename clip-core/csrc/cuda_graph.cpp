@@ -76,6 +76,9 @@ int clip_cuda_graph_enter_side_stream(void* handle, char** error) {
   return guarded(error, [&] {
     auto* g = static_cast<Graph*>(handle);
     TORCH_CHECK(!g->previous.has_value(), "already on the side stream");
+    // Capture and device_synchronize act on the thread's current device: make it the graph's
+    // (tch names devices per tensor, so nothing else depends on it).
+    c10::cuda::set_device(g->device);
     auto current = c10::cuda::getCurrentCUDAStream(g->device);
     // The side stream must see the work queued so far. A device synchronisation is coarser than
     // an event, but it happens only around warm-up and capture, and needs no call of the CUDA
@@ -93,6 +96,7 @@ int clip_cuda_graph_leave_side_stream(void* handle, char** error) {
     TORCH_CHECK(g->previous.has_value(), "not on the side stream");
     auto previous = *g->previous;
     g->previous.reset();
+    c10::cuda::set_device(g->device);
     c10::cuda::device_synchronize();
     c10::cuda::setCurrentCUDAStream(previous);
   });
