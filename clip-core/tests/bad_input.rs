@@ -4,7 +4,7 @@
 //! model name are in `cli.rs`; the experiment binaries' cases in `rn50/tests/bad_input.rs`.)
 #[path = "common/hostile_files.rs"]
 mod hostile_files;
-use hostile_files::{reduce_pickle, write_zip};
+use hostile_files::{deeply_nested_pickle, huge_length_pickle, reduce_pickle, write_zip};
 
 use clip_core::weights::StateDict;
 use std::io::{Read, Write};
@@ -67,15 +67,9 @@ fn broken_checkpoints_are_named_with_their_problem() {
     let no_pkl = d.join("nopkl.pt");
     write_zip(&no_pkl, &[("archive/version", b"3\n")]);
     let deep = d.join("deep.pt");
-    let mut nested = vec![0x80, 2];
-    nested.extend(std::iter::repeat_n(b']', 100_000));
-    nested.extend(std::iter::repeat_n(b'a', 99_999));
-    nested.push(b'.');
-    write_zip(&deep, &[("a/data.pkl", &nested)]);
+    write_zip(&deep, &[("a/data.pkl", &deeply_nested_pickle())]);
     let huge = d.join("huge.pt");
-    let mut claim = vec![0x80, 4, 0x8e];
-    claim.extend_from_slice(&(1u64 << 60).to_le_bytes());
-    write_zip(&huge, &[("a/data.pkl", &claim)]);
+    write_zip(&huge, &[("a/data.pkl", &huge_length_pickle())]);
     let cases: [(&Path, &[&str]); 5] = [
         (Path::new("/nonexistent/x.pt"), &["/nonexistent/x.pt", "does not exist"]),
         (d, &["is a directory"]),

@@ -3,7 +3,7 @@
 
 #[path = "common/hostile_files.rs"]
 mod hostile_files;
-use hostile_files::write_zip;
+use hostile_files::{push_str, tensor_pickle, write_zip};
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -210,35 +210,6 @@ fn mismatch_report_lists_the_first_few_and_counts_the_rest() {
 }
 
 // --- hostile and broken files ---------------------------------------------------------------
-
-fn push_str(p: &mut Vec<u8>, s: &str) {
-    p.push(b'X');
-    p.extend_from_slice(&(s.len() as u32).to_le_bytes());
-    p.extend_from_slice(s.as_bytes());
-}
-
-/// `{"w": _rebuild_tensor_v2(('storage', torch.<class>, '0', 'cpu', numel), offset, size, stride, False, OrderedDict())}`
-fn tensor_pickle(
-    storage_class: &str,
-    numel: u8,
-    offset: u8,
-    size: &[u8],
-    stride: &[u8],
-) -> Vec<u8> {
-    let mut p = vec![0x80, 2, b'}'];
-    push_str(&mut p, "w");
-    p.extend_from_slice(b"ctorch._utils\n_rebuild_tensor_v2\n((");
-    push_str(&mut p, "storage");
-    p.extend_from_slice(format!("ctorch\n{storage_class}\n").as_bytes());
-    push_str(&mut p, "0");
-    push_str(&mut p, "cpu");
-    p.extend_from_slice(&[b'K', numel, b't', b'Q', b'K', offset, b'(']);
-    size.iter().for_each(|&s| p.extend_from_slice(&[b'K', s]));
-    p.extend_from_slice(b"t(");
-    stride.iter().for_each(|&s| p.extend_from_slice(&[b'K', s]));
-    p.extend_from_slice(b"t\x89ccollections\nOrderedDict\n)RtRs.");
-    p
-}
 
 fn checkpoint(dir: &Path, name: &str, pickle: &[u8], storage: &[u8]) -> PathBuf {
     let path = dir.join(name);

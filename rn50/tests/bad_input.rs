@@ -10,7 +10,9 @@
 
 #[path = "../../clip-core/tests/common/hostile_files.rs"]
 mod hostile_files;
-use hostile_files::{reduce_pickle, write_zip};
+use hostile_files::{
+    deeply_nested_pickle, huge_length_pickle, reduce_pickle, tensor_pickle, write_zip,
+};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -126,16 +128,9 @@ fn broken_checkpoints_are_named_with_their_problem() {
     let eval = d.join("eval.pt");
     write_zip(&eval, &[("a/data.pkl", &reduce_pickle("builtins", "eval", "1+1"))]);
     let deep = d.join("deep.pt");
-    let mut nested = vec![0x80, 2];
-    nested.extend(std::iter::repeat_n(b']', 100_000));
-    nested.extend(std::iter::repeat_n(b'a', 99_999));
-    nested.push(b'.');
-    write_zip(&deep, &[("a/data.pkl", &nested)]);
-    // BINBYTES8 claiming 2^60 bytes: must be refused, not allocated.
+    write_zip(&deep, &[("a/data.pkl", &deeply_nested_pickle())]);
     let huge = d.join("huge.pt");
-    let mut claim = vec![0x80, 4, 0x8e];
-    claim.extend_from_slice(&(1u64 << 60).to_le_bytes());
-    write_zip(&huge, &[("a/data.pkl", &claim)]);
+    write_zip(&huge, &[("a/data.pkl", &huge_length_pickle())]);
     let empty = d.join("empty.pt");
     std::fs::write(&empty, b"").unwrap();
     let text = d.join("text.pt");
@@ -160,25 +155,11 @@ fn broken_checkpoints_are_named_with_their_problem() {
     }
 }
 
-fn push_str(p: &mut Vec<u8>, s: &str) {
-    p.push(b'X');
-    p.extend_from_slice(&(s.len() as u32).to_le_bytes());
-    p.extend_from_slice(s.as_bytes());
-}
-
 /// `{"w": tensor}` as torch.save writes it: `numel` elements of `storage_class` in storage "0",
-/// viewed as `size` from `offset`.
+/// viewed as a vector of `size` from `offset`.
 fn tensor_checkpoint(path: &Path, storage_class: &str, numel: u8, offset: u8, size: u8) {
-    let mut p = vec![0x80, 2, b'}'];
-    push_str(&mut p, "w");
-    p.extend_from_slice(b"ctorch._utils\n_rebuild_tensor_v2\n((");
-    push_str(&mut p, "storage");
-    p.extend_from_slice(format!("ctorch\n{storage_class}\n").as_bytes());
-    push_str(&mut p, "0");
-    push_str(&mut p, "cpu");
-    p.extend_from_slice(&[b'K', numel, b't', b'Q', b'K', offset, b'(', b'K', size]);
-    p.extend_from_slice(b"t(K\x01t\x89ccollections\nOrderedDict\n)RtRs.");
-    write_zip(path, &[("a/data.pkl", &p), ("a/data/0", &[0u8; 16])]);
+    let pickle = tensor_pickle(storage_class, numel, offset, &[size], &[1]);
+    write_zip(path, &[("a/data.pkl", &pickle), ("a/data/0", &[0u8; 16])]);
 }
 
 #[test]
