@@ -26,6 +26,12 @@ pub const DEFAULT_PEAK_TFLOPS: f64 = 763.0;
 const LEARNING_RATE: f64 = 0.05;
 const TV_WEIGHT: f64 = 1e-4;
 
+/// The warm-up steps a case runs for `requested`: rounded up to a multiple of the read-back
+/// interval, where the clock starts.
+pub fn warmup_steps(requested: usize) -> usize {
+    requested.div_ceil(READBACK_EVERY) * READBACK_EVERY
+}
+
 /// FLOPs of one prompt-step (forward and gradient to the input image), in GFLOP, as
 /// `seed_loops.py`'s `flops` counts them with `torch.utils.flop_counter` (`shared/GPU.md`).
 pub fn gflop_per_prompt_step(arch: &str) -> Option<f64> {
@@ -211,7 +217,7 @@ pub fn run_case(
 ) -> BenchResult {
     tch::manual_seed(0);
     let text = Tensor::randn([prompts as i64, model.config.embed_dim], (Kind::Float, device));
-    let warmup = options.warmup.div_ceil(READBACK_EVERY) * READBACK_EVERY;
+    let warmup = warmup_steps(options.warmup);
     let steps = options.steps.max(1);
     let settings = Settings {
         mode,

@@ -88,6 +88,15 @@ pub fn support() -> Result<(), GraphError> {
     }
 }
 
+/// `device`'s CUDA index, once the shim is known to be there; else why `what` cannot be had.
+fn shim_device(device: Device, what: &str) -> Result<i32, GraphError> {
+    support()?;
+    match device {
+        Device::Cuda(index) => Ok(index as i32),
+        other => Err(GraphError(format!("{what} a CUDA device, not {other:?}"))),
+    }
+}
+
 /// One captured piece of GPU work and the side stream it is captured on.
 #[derive(Debug)]
 pub struct CudaGraph {
@@ -99,15 +108,12 @@ pub struct CudaGraph {
 impl CudaGraph {
     /// An empty graph for `device` (must be CUDA).
     pub fn new(device: Device) -> Result<Self, GraphError> {
-        support()?;
-        let Device::Cuda(index) = device else {
-            return Err(GraphError(format!("CUDA graphs need a CUDA device, not {device:?}")));
-        };
+        let index = shim_device(device, "CUDA graphs need")?;
         #[cfg(clip_cuda_graph)]
         {
             let mut handle = std::ptr::null_mut();
             // SAFETY: the shim writes a new graph to `handle` on success.
-            ffi::check(|e| unsafe { ffi::clip_cuda_graph_new(index as i32, &mut handle, e) })?;
+            ffi::check(|e| unsafe { ffi::clip_cuda_graph_new(index, &mut handle, e) })?;
             Ok(Self { handle, captured: false })
         }
         #[cfg(not(clip_cuda_graph))]
@@ -223,15 +229,12 @@ impl Drop for CudaGraph {
 /// The CUDA caching allocator's peak of allocated bytes on `device` since the process started or
 /// since [`reset_peak_memory`]; `Err` when it cannot be read (not CUDA, no shim).
 pub fn peak_memory(device: Device) -> Result<u64, GraphError> {
-    support()?;
-    let Device::Cuda(index) = device else {
-        return Err(GraphError(format!("no CUDA allocator for {device:?}")));
-    };
+    let index = shim_device(device, "the CUDA allocator's statistics need")?;
     #[cfg(clip_cuda_graph)]
     {
         let mut bytes = 0u64;
         // SAFETY: the shim writes one u64 on success.
-        ffi::check(|e| unsafe { ffi::clip_cuda_peak_allocated(index as i32, &mut bytes, e) })?;
+        ffi::check(|e| unsafe { ffi::clip_cuda_peak_allocated(index, &mut bytes, e) })?;
         Ok(bytes)
     }
     #[cfg(not(clip_cuda_graph))]
@@ -243,14 +246,11 @@ pub fn peak_memory(device: Device) -> Result<u64, GraphError> {
 
 /// Starts [`peak_memory`] afresh from what is allocated now.
 pub fn reset_peak_memory(device: Device) -> Result<(), GraphError> {
-    support()?;
-    let Device::Cuda(index) = device else {
-        return Err(GraphError(format!("no CUDA allocator for {device:?}")));
-    };
+    let index = shim_device(device, "the CUDA allocator's statistics need")?;
     #[cfg(clip_cuda_graph)]
     {
         // SAFETY: plain call with a device index.
-        ffi::check(|e| unsafe { ffi::clip_cuda_reset_peak(index as i32, e) })
+        ffi::check(|e| unsafe { ffi::clip_cuda_reset_peak(index, e) })
     }
     #[cfg(not(clip_cuda_graph))]
     {

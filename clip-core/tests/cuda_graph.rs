@@ -13,7 +13,7 @@ mod tiny_model;
 
 use clip_core::augment::AugmentConfig;
 use clip_core::bench::random_model;
-use clip_core::model::{Clip, ClipConfig, LoadedClip, VisionConfig};
+use clip_core::model::Clip;
 use clip_core::optimize::{optimize, Execution, Mode, Outcome, Settings, GRAPH_WARMUP_STEPS};
 use std::io::Write;
 use tch::{Device, Kind, Tensor};
@@ -57,27 +57,12 @@ fn cuda() -> Option<Device> {
     }
 }
 
-/// The tiny ViT of the other tests, built on `device` (fp16 on CUDA).
-fn tiny_on(device: Device) -> LoadedClip {
-    tch::manual_seed(0);
-    let config = ClipConfig {
-        embed_dim: 32,
-        image_resolution: 32,
-        vision: VisionConfig::ViT { patch_size: 8, width: 64, layers: 2 },
-        context_length: 77,
-        vocab_size: 49408,
-        transformer_width: 64,
-        transformer_layers: 1,
-    };
-    LoadedClip::random(&config, device)
-}
-
 #[test]
 fn graph_replay_gives_the_eager_images() {
     let _guard = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
     let Some(device) = cuda() else { return };
     let models = [
-        ("tiny ViT", tiny_on(device)),
+        ("tiny ViT", tiny_model::tiny_model_on(device)),
         ("RN50", random_model("RN50", device).expect("RN50")),
         ("ViT-B/32", random_model("ViT-B/32", device).expect("ViT-B/32")),
     ];

@@ -5,6 +5,11 @@ use clip_core::model::{ClipConfig, LoadedClip, VisionConfig};
 use tch::Device;
 
 pub fn tiny_model() -> LoadedClip {
+    tiny_model_on(Device::Cpu)
+}
+
+/// The same model on `device` (fp16 on CUDA, as `clip.load`).
+pub fn tiny_model_on(device: Device) -> LoadedClip {
     tch::manual_seed(0);
     let config = ClipConfig {
         embed_dim: 32,
@@ -15,5 +20,5 @@ pub fn tiny_model() -> LoadedClip {
         transformer_width: 64,
         transformer_layers: 1,
     };
-    LoadedClip::random(&config, Device::Cpu)
+    LoadedClip::random(&config, device)
 }

@@ -101,8 +101,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         println!(
             "device {device:?}, {} timed steps after {} warm-up; floor at {} TFLOP/s{}",
             options.steps,
-            options.warmup.div_ceil(clip_core::experiment::READBACK_EVERY)
-                * clip_core::experiment::READBACK_EVERY,
+            bench::warmup_steps(options.warmup),
             options.peak_tflops,
             if device.is_cuda() { "" } else { " (a GPU figure: on the CPU only informative)" }
         );
