@@ -62,5 +62,12 @@ if [ "$reference" = 1 ]; then
     "$venv/bin/python" -m pip install --quiet --no-deps --no-build-isolation "openai-clip==1.0.1"
     touch "$venv/.reference-complete"
   fi
+  # scripts/make_engine_fixtures.py: torch-lucent 0.1.8 (its other pins are test and notebook tools)
+  # with the kornia it pins (<=0.4.1), and safetensors.
+  if [ ! -f "$venv/.reference-lucent-complete" ]; then
+    "$venv/bin/python" -m pip install --quiet --no-deps "torch-lucent==0.1.8" "kornia==0.4.1"
+    "$venv/bin/python" -m pip install --quiet safetensors
+    touch "$venv/.reference-lucent-complete"
+  fi
   echo "setup.sh: reference python: $venv/bin/python"
 fi
