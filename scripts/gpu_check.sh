@@ -87,8 +87,8 @@ fi
 
 if want seed; then
     note "-- seed's loops vs clip bench:"
-    SEED_LOOPS=.gpu/seed_loops.py PYTHON=python3 CLIP_BIN="$bin/clip" OUT="$out/side-by-side" \
-        bash scripts/bench_side_by_side.sh 2>"$out/side-by-side.err" | tee -a "$summary"
+    SEED_LOOPS=.gpu/seed_loops.py LUCENT_LOOP=.gpu/lucent_cutouts_loop.py PYTHON=python3 CLIP_BIN="$bin/clip" \
+        OUT="$out/side-by-side" bash scripts/bench_side_by_side.sh 2>"$out/side-by-side.err" | tee -a "$summary"
 fi
 
 if want runs; then

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Packs what scripts/gpu_check.sh needs on a GPU machine that has python3 + torch 2.11.0 but no
-# Rust toolchain, no network and no CLIP package (../shared/GPU.md) into .gpu/ (git-ignored):
+# Packs what scripts/gpu_check.sh needs on a GPU machine that has python3 + torch 2.11.0 (and
+# torchvision, numpy, regex, tqdm) but no Rust toolchain, no network, no CLIP package and no
+# torch-lucent (docs/gpu.md) into .gpu/ (git-ignored):
 #   .gpu/bin.tar.xz   stripped release builds: clip, the six experiment binaries (renamed
 #                     <crate>-<mode>, as the three crates' binaries share one path), and the
 #                     CUDA-graph test (clip-core/tests/cuda_graph.rs) as cuda_graph_test
 #   .gpu/py/          OpenAI's clip package (openai-clip 1.0.1) and the ftfy/wcwidth wheels, for
-#                     the seed's loops and the random checkpoints
-#   .gpu/seed_loops.py  the seed's loops (../shared/bench/seed_loops.py; ../shared does not travel)
+#                     the seed's loops and the random checkpoints; the torch-lucent 0.1.8 wheel for
+#                     the Lucent/cutouts loop (its image parameterisation needs only torch and numpy,
+#                     so none of its declared dependencies is packed)
+#   .gpu/seed_loops.py, .gpu/lucent_cutouts_loop.py, .gpu/clip_fixtures.py
+#                     copies of scripts/' timing scripts and the random-weight models they build,
+#                     as they were when the binaries were built
 # Then, with the device tool: carry [".gpu"], command `bash scripts/gpu_check.sh …` (its header).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,8 +44,9 @@ rm -rf .gpu/stage
 
 "$python" -m pip download --quiet --no-deps --no-binary openai-clip openai-clip==1.0.1 -d .gpu/dl
 "$python" -m pip download --quiet --no-deps --only-binary=:all: ftfy wcwidth -d .gpu/py
+"$python" -m pip download --quiet --no-deps --only-binary=:all: torch-lucent==0.1.8 -d .gpu/py
 tar -xzf .gpu/dl/openai*clip-1.0.1.tar.gz -C .gpu/dl
 cp -r .gpu/dl/openai*clip-1.0.1/clip .gpu/py/clip
 rm -rf .gpu/dl
-cp ../shared/bench/seed_loops.py .gpu/seed_loops.py
+cp scripts/seed_loops.py scripts/lucent_cutouts_loop.py scripts/clip_fixtures.py .gpu/
 du -sh .gpu
