@@ -1,20 +1,12 @@
-//! OpenAI's CLIP on libtorch: the models (`model`), strict weight loading (`weights`), the BPE
-//! tokenizer (`tokenizer`) and image preprocessing (`preprocess`); and the seed's experiment: pixel
-//! optimisation (`optimize`) with its augmentation (`augment`) and losses (`loss`), outputs
-//! (`output`), the experiment binaries' flags and run (`experiment`), and the cross-model
-//! comparison of its results (`compare`); the step's benchmark (`bench`) and its CUDA graphs (`cuda_graph`).
-pub mod augment;
-pub mod bench;
-pub mod cli;
-pub mod compare;
-pub mod cuda_graph;
-pub mod device;
-pub mod experiment;
-pub mod interrupt;
-pub mod loss;
-pub mod model;
-pub mod optimize;
-pub mod output;
-pub mod preprocess;
-pub mod tokenizer;
-pub mod weights;
+//! OpenAI's CLIP on libtorch, and CLIP-guided image optimisation, in three layers:
+//!
+//! - [`clip`] — CLIP itself: the models, strict weight loading, the released models' table, the
+//!   BPE tokenizer and image preprocessing. Mirrors OpenAI's `clip` package.
+//! - [`engine`] — the optimisation engine: parameterisations, augmentation pipelines, objectives,
+//!   Adam, the loop and its executor (CUDA graphs). A library: no progress bars, signal handlers
+//!   or file names; anything that drives it (the binaries, `clip generate`, sweeps, Python) does.
+//! - [`app`] — the applications: the experiment binaries and `clip` subcommands, their flags,
+//!   outputs, progress, Ctrl-C handling, comparison reports and benchmarks.
+pub mod app;
+pub mod clip;
+pub mod engine;

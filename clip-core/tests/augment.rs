@@ -3,8 +3,8 @@
 //! Fixtures: `scripts/make_augment_fixtures.py` wrote a 1×3×40×48 test image (`image.bin`) and, for
 //! fixed parameters (`affine.json`), torchvision's outputs (`affine.bin`).
 
-use clip_core::augment::{AffineParams, AugmentConfig};
-use clip_core::loss::total_variation;
+use clip_core::engine::augment::{AffineParams, AugmentConfig};
+use clip_core::engine::loss::total_variation;
 use serde_json::Value;
 use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};

@@ -6,7 +6,7 @@
 mod hostile_files;
 use hostile_files::{deeply_nested_pickle, huge_length_pickle, reduce_pickle, write_zip};
 
-use clip_core::weights::StateDict;
+use clip_core::clip::weights::StateDict;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -6,9 +6,9 @@
 mod tiny_model;
 use tiny_model::tiny_model;
 
-use clip_core::bench::{self, BenchOptions};
-use clip_core::model::PatchEmbedding;
-use clip_core::optimize::Mode;
+use clip_core::app::bench::{self, BenchOptions};
+use clip_core::clip::model::PatchEmbedding;
+use clip_core::engine::optimize::Mode;
 use serde_json::Value;
 use std::process::Command;
 use tch::Device;

@@ -1,7 +1,7 @@
 //! The `clip` tool end to end: `embed` and `score` against the reference's numbers, and clear
 //! errors (exit ≠ 0, no panic) for bad checkpoints and names.
 
-use clip_core::weights::StateDict;
+use clip_core::clip::weights::StateDict;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -3,9 +3,9 @@
 //! content, scores equal to `clip score`'s and to the runs' own `final_similarity`, and clear
 //! messages (with the report still written) for stray files, PNGs without JSON and missing models.
 
-use clip_core::device::DeviceChoice;
-use clip_core::experiment::{run, Experiment, ExperimentArgs};
-use clip_core::optimize::Mode;
+use clip_core::app::device::DeviceChoice;
+use clip_core::app::experiment::{run, Experiment, ExperimentArgs};
+use clip_core::engine::optimize::Mode;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -11,10 +11,12 @@
 #[path = "common/tiny_model.rs"]
 mod tiny_model;
 
-use clip_core::augment::AugmentConfig;
-use clip_core::bench::random_model;
-use clip_core::model::Clip;
-use clip_core::optimize::{optimize, Execution, Mode, Outcome, Settings, GRAPH_WARMUP_STEPS};
+use clip_core::app::bench::random_model;
+use clip_core::clip::model::Clip;
+use clip_core::engine::augment::AugmentConfig;
+use clip_core::engine::optimize::{
+    optimize, Execution, Mode, Outcome, Settings, GRAPH_WARMUP_STEPS,
+};
 use std::io::Write;
 use tch::{Device, Kind, Tensor};
 

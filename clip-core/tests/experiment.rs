@@ -3,9 +3,9 @@
 //! and the unconstrained run raising the similarity. Calls the library (`experiment::run`), not a
 //! binary: the model crates' binaries share paths in `target/`.
 
-use clip_core::device::DeviceChoice;
-use clip_core::experiment::{run, Experiment, ExperimentArgs, PromptResult};
-use clip_core::optimize::Mode;
+use clip_core::app::device::DeviceChoice;
+use clip_core::app::experiment::{run, Experiment, ExperimentArgs, PromptResult};
+use clip_core::engine::optimize::Mode;
 use serde_json::Value;
 use std::path::PathBuf;
 

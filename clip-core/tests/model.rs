@@ -5,10 +5,11 @@
 //! (`reference.json`), and the state-dict shapes and parameter counts of the nine released
 //! configurations (`configs.json`).
 
-use clip_core::model::{
+use clip_core::clip::model::{
     converted_to_fp16, ClipConfig, Layout, LoadedClip, PatchEmbedding, VisionConfig, MODEL_NAMES,
 };
-use clip_core::{loss::cosine_similarity, preprocess, tokenizer::Tokenizer};
+use clip_core::clip::{preprocess, tokenizer::Tokenizer};
+use clip_core::engine::loss::cosine_similarity;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;

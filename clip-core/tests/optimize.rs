@@ -6,9 +6,11 @@
 mod tiny_model;
 use tiny_model::tiny_model;
 
-use clip_core::augment::AugmentConfig;
-use clip_core::model::LoadedClip;
-use clip_core::optimize::{optimize, optimize_until, similarity, Adam, Mode, Settings, StepStats};
+use clip_core::clip::model::LoadedClip;
+use clip_core::engine::augment::AugmentConfig;
+use clip_core::engine::optimize::{
+    optimize, optimize_until, similarity, Adam, Mode, Settings, StepStats,
+};
 use serde_json::Value;
 use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
@@ -74,7 +76,7 @@ fn run(
     text: &Tensor,
     settings: &Settings,
     seed: i64,
-) -> (Vec<StepStats>, clip_core::optimize::Outcome) {
+) -> (Vec<StepStats>, clip_core::engine::optimize::Outcome) {
     let mut stats = Vec::new();
     tch::manual_seed(seed);
     let outcome =

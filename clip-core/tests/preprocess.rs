@@ -1,8 +1,8 @@
-//! Golden tests for `clip_core::preprocess` against OpenAI's reference preprocessing; the fixtures
+//! Golden tests for `clip_core::clip::preprocess` against OpenAI's reference preprocessing; the fixtures
 //! and the script that made them: `scripts/make_preprocess_fixtures.py`.
 use std::path::{Path, PathBuf};
 
-use clip_core::preprocess::{
+use clip_core::clip::preprocess::{
     center_crop, load_rgb, normalize, preprocess_image, preprocess_path, to_tensor,
     PreprocessError, CLIP_MEAN, CLIP_STD,
 };

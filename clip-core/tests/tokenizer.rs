@@ -1,6 +1,6 @@
 //! The tokenizer against OpenAI's reference on a committed corpus, a property test, and the
 //! `clip tokenize` subcommand end to end.
-use clip_core::tokenizer::{
+use clip_core::clip::tokenizer::{
     clean_text, TokenizeError, Tokenizer, CONTEXT_LENGTH, END_OF_TEXT, START_OF_TEXT, VOCAB_SIZE,
 };
 use proptest::prelude::*;

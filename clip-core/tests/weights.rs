@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use clip_core::weights::{PickleError, StateDict, WeightsError};
+use clip_core::clip::weights::{PickleError, StateDict, WeightsError};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
@@ -447,7 +447,7 @@ fn non_tensor_state_dict_is_explained() {
 
 mod download {
     use super::*;
-    use clip_core::weights::download::{
+    use clip_core::clip::weights::download::{
         fetch, model_file, model_names, resolve_model_from, ModelFile,
     };
     use sha2::{Digest, Sha256};
@@ -528,7 +528,8 @@ mod download {
                 "ViT-L/14@336px"
             ]
         );
-        let m = model_file("ViT-B/32", clip_core::weights::download::DEFAULT_BASE_URL).unwrap();
+        let m =
+            model_file("ViT-B/32", clip_core::clip::weights::download::DEFAULT_BASE_URL).unwrap();
         assert_eq!(
             m.url,
             "https://openaipublic.azureedge.net/clip/models/40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt"

@@ -1,7 +1,7 @@
 //! `CLIP_DOWNLOAD_BASE_URL` replaces the download prefix. In its own test binary because it sets
 //! an environment variable, which must not race with other tests' threads.
 
-use clip_core::weights::{resolve_model, WeightsError};
+use clip_core::clip::weights::{resolve_model, WeightsError};
 
 #[test]
 fn base_url_comes_from_the_environment() {

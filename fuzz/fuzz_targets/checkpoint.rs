@@ -10,5 +10,5 @@ fuzz_target!(|data: &[u8]| {
     if file.write_all(data).and_then(|_| file.flush()).is_err() {
         return;
     }
-    let _ = clip_core::weights::StateDict::load(file.path());
+    let _ = clip_core::clip::weights::StateDict::load(file.path());
 });

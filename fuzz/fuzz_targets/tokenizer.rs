@@ -2,7 +2,7 @@
 //! `TooLong` error, never a panic; truncated output is always 77 ids ending a text with EOT.
 #![no_main]
 
-use clip_core::tokenizer::Tokenizer;
+use clip_core::clip::tokenizer::Tokenizer;
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 

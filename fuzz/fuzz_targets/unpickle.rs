@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = clip_core::weights::pickle::unpickle(data);
+    let _ = clip_core::clip::weights::pickle::unpickle(data);
 });

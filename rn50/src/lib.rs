@@ -1,7 +1,7 @@
 //! Constants of the RN50 experiment: the seed's prompts and settings for `cargo run -p rn50
-//! --bin constrained` and `--bin unconstrained`. All logic is in `clip_core::experiment`.
+//! --bin constrained` and `--bin unconstrained`. All logic is in `clip_core::app::experiment`.
 
-use clip_core::experiment::Experiment;
+use clip_core::app::experiment::Experiment;
 
 /// The released model, as `clip.load` names it.
 pub const MODEL_NAME: &str = "RN50";

@@ -425,7 +425,8 @@ fn sigterm_saves_the_images_reached() {
     interrupt_with("-TERM");
 }
 
-/// Ctrl-C while the model downloads (nothing to save yet): the binary exits at once with 130.
+/// Ctrl-C while the model downloads (nothing to save yet): the binary stops the stalled download
+/// at once, removes the partial file and exits with 130.
 #[test]
 fn ctrl_c_during_the_download_exits_at_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -460,6 +461,8 @@ fn ctrl_c_during_the_download_exits_at_once() {
     let mut err = String::new();
     child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     assert_eq!(status.code(), Some(130), "{err}");
-    assert!(err.contains("nothing to save yet") && !err.contains("panicked"), "{err}");
+    assert!(err.contains("nothing was saved") && !err.contains("panicked"), "{err}");
     assert!(outputs(dir.path()).is_empty());
+    assert!(!dir.path().join("out").exists(), "the output directory it created is removed");
+    assert_eq!(files(&dir.path().join(".cache/clip")), Vec::<String>::new(), "no partial download");
 }

@@ -1,7 +1,7 @@
 //! A tiny random ViT CLIP (32 px), shared by the tests of the optimisation loop and of `clip bench`:
 //! their mechanics need no real model.
 
-use clip_core::model::{ClipConfig, LoadedClip, VisionConfig};
+use clip_core::clip::model::{ClipConfig, LoadedClip, VisionConfig};
 use tch::Device;
 
 pub fn tiny_model() -> LoadedClip {

@@ -2,10 +2,10 @@
 //! Outputs go to `results/ViT-B/`; the binary prints and records its model, since the three model
 //! crates' `unconstrained` binaries share one path in `target/<profile>/`.
 
-use clip_core::optimize::Mode;
+use clip_core::engine::optimize::Mode;
 
 const MODE: Mode = Mode::Unconstrained;
 
 fn main() -> std::process::ExitCode {
-    clip_core::experiment::main(&vit_b::EXPERIMENT, MODE)
+    clip_core::app::experiment::main(&vit_b::EXPERIMENT, MODE)
 }

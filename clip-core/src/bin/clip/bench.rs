@@ -1,11 +1,11 @@
 //! `clip bench`: times the optimisation step per architecture, mode and number of prompts with
-//! random weights (`clip_core::bench`), one line (or JSON object) per case.
+//! random weights (`clip_core::app::bench`), one line (or JSON object) per case.
 
 use anyhow::Context;
-use clip_core::bench::{self, BenchOptions};
-use clip_core::device::DeviceChoice;
-use clip_core::model::PatchEmbedding;
-use clip_core::optimize::{Execution, Mode};
+use clip_core::app::bench::{self, BenchOptions};
+use clip_core::app::device::DeviceChoice;
+use clip_core::clip::model::PatchEmbedding;
+use clip_core::engine::optimize::{Execution, Mode};
 use std::io::Write;
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,9 +1,9 @@
 //! `clip compare`: scores every result under a results directory (and real photos) with every
 //! CLIP model, and writes `transfer.csv`, `transfer.png`, `contact_sheet.png`, `curves.png` and
-//! `report.md` there. The logic is `clip_core::compare`.
+//! `report.md` there. The logic is `clip_core::app::compare`.
 
-use clip_core::compare::{self, CompareOptions, RealPhoto};
-use clip_core::device::DeviceChoice;
+use clip_core::app::compare::{self, CompareOptions, RealPhoto};
+use clip_core::app::device::DeviceChoice;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 

@@ -1,10 +1,10 @@
 //! `clip embed`: raw `encode_image` / `encode_text` outputs as JSON.
 
 use anyhow::Context;
-use clip_core::cli::WeightsArgs;
-use clip_core::device::DeviceChoice;
-use clip_core::preprocess;
-use clip_core::tokenizer::Tokenizer;
+use clip_core::app::cli::WeightsArgs;
+use clip_core::app::device::DeviceChoice;
+use clip_core::clip::preprocess;
+use clip_core::clip::tokenizer::Tokenizer;
 use std::path::PathBuf;
 use tch::{Kind, Tensor};
 

@@ -49,5 +49,5 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // libtorch errors (tch panics) become `error: …` lines too.
-    clip_core::interrupt::run_main(|| run(cli).map(|()| std::process::ExitCode::SUCCESS))
+    clip_core::app::interrupt::run_main(|| run(cli).map(|()| std::process::ExitCode::SUCCESS))
 }

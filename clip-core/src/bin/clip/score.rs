@@ -2,11 +2,11 @@
 //! it (the image preprocessed, both embeddings normalised).
 
 use anyhow::Context;
-use clip_core::cli::WeightsArgs;
-use clip_core::device::DeviceChoice;
-use clip_core::loss::cosine_similarity;
-use clip_core::preprocess;
-use clip_core::tokenizer::Tokenizer;
+use clip_core::app::cli::WeightsArgs;
+use clip_core::app::device::DeviceChoice;
+use clip_core::clip::preprocess;
+use clip_core::clip::tokenizer::Tokenizer;
+use clip_core::engine::loss::cosine_similarity;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]

@@ -1,6 +1,6 @@
 //! `clip tokenize`: print the ids `clip.tokenize` gives each text, one JSON array per line.
 use anyhow::Context;
-use clip_core::tokenizer::Tokenizer;
+use clip_core::clip::tokenizer::Tokenizer;
 use std::io::Write;
 
 /// Tokenize texts as `clip.tokenize` does: 77 ids each, `<|startoftext|>` first, zero-padded.

@@ -174,7 +174,7 @@ impl CudaGraph {
             Ok(()) => ffi::check(|e| unsafe { ffi::clip_cuda_graph_capture_end(self.handle, e) }),
             Err(panic) => Err(GraphError(format!(
                 "the captured step failed: {}",
-                crate::interrupt::panic_message(panic.as_ref())
+                crate::clip::torch_error::panic_message(panic.as_ref())
             ))),
         };
         if let Err(reason) = ended {

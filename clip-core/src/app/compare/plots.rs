@@ -5,15 +5,15 @@
 //! plotters' `ab_glyph` backend, so nothing depends on the system's fonts or fontconfig.
 
 use super::{CompareError, Comparison, Scored, REAL_PHOTO};
-use crate::output;
-use crate::preprocess;
+use crate::app::output;
+use crate::clip::preprocess;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
 use std::path::Path;
 
 /// DejaVu Sans 2.37 (Bitstream Vera licence, `assets/fonts/LICENSE-DejaVu`).
-const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+const FONT: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSans.ttf");
 const FAMILY: &str = "sans-serif";
 
 const GREY: RGBColor = RGBColor(120, 120, 120);

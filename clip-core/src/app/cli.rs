@@ -1,9 +1,9 @@
 //! Command-line pieces shared by the `clip` tool and the experiment binaries: where the weights come
 //! from (`--weights PATH` or `--model NAME`) and on which device the model runs.
 
-use crate::device::DeviceChoice;
-use crate::model::LoadedClip;
-use crate::weights::download;
+use crate::app::device::DeviceChoice;
+use crate::clip::model::LoadedClip;
+use crate::clip::weights::download;
 use anyhow::Context;
 use std::path::PathBuf;
 

@@ -5,7 +5,7 @@
 //! underscores>.png`) and its 8-bit conversion as torchvision's `save_image` does it
 //! (`mul(255).add_(0.5).clamp_(0, 255)` then `uint8`).
 
-use crate::optimize::{Mode, StepStats};
+use crate::engine::optimize::{Mode, StepStats};
 use serde::Serialize;
 use std::io::Write;
 use std::path::{Path, PathBuf};

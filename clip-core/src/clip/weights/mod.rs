@@ -115,6 +115,9 @@ pub enum WeightsError {
         target.display()
     )]
     Checksum { url: String, target: PathBuf, expected: String, actual: String },
+    /// The caller's `stop` asked to stop (Ctrl-C) while reading, hashing or downloading `path`.
+    #[error("interrupted while reading {}: nothing was saved", path.display())]
+    Interrupted { path: PathBuf },
 }
 
 fn mismatch_report(
@@ -194,6 +197,12 @@ impl StateDict {
     /// `{"state_dict": …, "epoch": …}`. For TorchScript archives the keys are those of
     /// `torch.jit.load(path).state_dict()`: every module's parameters and buffers.
     pub fn load(path: &Path) -> Result<Self, WeightsError> {
+        Self::load_with(path, &|| false)
+    }
+
+    /// [`load`](Self::load), asking `stop` between tensors whether to give up
+    /// ([`WeightsError::Interrupted`]).
+    pub fn load_with(path: &Path, stop: &dyn Fn() -> bool) -> Result<Self, WeightsError> {
         let io = |source| WeightsError::Io { path: path.to_path_buf(), source };
         let meta = match std::fs::metadata(path) {
             Ok(m) => m,
@@ -209,9 +218,9 @@ impl StateDict {
         let mut head = Vec::with_capacity(16);
         file.by_ref().take(16).read_to_end(&mut head).map_err(io)?;
         let tensors = if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
-            archive::load(path)?
+            archive::load(path, stop)?
         } else if safetensors::looks_like(&head, meta.len()) {
-            safetensors::load(path)?
+            safetensors::load(path, stop)?
         } else if head.starts_with(&[0x80]) && head.get(2) == Some(&0x8a) {
             // Pickle protocol 2 opening with a long: torch's legacy magic number.
             return Err(WeightsError::LegacyTorchSave { path: path.to_path_buf() });
@@ -273,6 +282,17 @@ impl StateDict {
     /// each variable's kind and device and copied in place under `no_grad`. All problems are
     /// reported together; nothing is copied unless there are none.
     pub fn load_into(&self, vs: &tch::nn::VarStore, ignored: &[&str]) -> Result<(), WeightsError> {
+        self.load_into_with(vs, ignored, &|| false)
+    }
+
+    /// [`load_into`](Self::load_into), asking `stop` between tensors whether to give up
+    /// ([`WeightsError::Interrupted`]; the variables are then partly copied).
+    pub fn load_into_with(
+        &self,
+        vs: &tch::nn::VarStore,
+        ignored: &[&str],
+        stop: &dyn Fn() -> bool,
+    ) -> Result<(), WeightsError> {
         let mut vars = vs.variables();
         let ignored: BTreeSet<&str> = ignored.iter().copied().collect();
         let mut names: Vec<&String> = vars.keys().collect();
@@ -306,6 +326,9 @@ impl StateDict {
         }
         tch::no_grad(|| {
             for (name, var) in vars.iter_mut() {
+                if stop() {
+                    return Err(WeightsError::Interrupted { path: self.path.clone() });
+                }
                 let fail = |source| WeightsError::Tensor {
                     path: self.path.clone(),
                     key: name.clone(),

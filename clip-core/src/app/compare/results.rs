@@ -90,11 +90,7 @@ pub struct Discovery {
 /// The model name a results token stands for (the seed's directory and file-name tokens), for
 /// records that lack their `model` field.
 pub fn model_for_token(token: &str) -> &str {
-    match token {
-        "ViT-B" => "ViT-B/32",
-        "ViT-L-14" => "ViT-L/14",
-        other => other,
-    }
+    crate::clip::released::by_token(token).map_or(token, |m| m.name)
 }
 
 /// Walks `dir` (recursively, in sorted order) for results; `clip compare`'s own outputs at the top

@@ -26,11 +26,11 @@
 //! step on (a per-prompt "alive" mask on the device: no update, its image kept), and the others go
 //! on; the loop can be stopped at any read-back (Ctrl-C), keeping the images reached so far.
 
-use crate::augment::AugmentConfig;
-use crate::cuda_graph::CudaGraph;
-use crate::loss::{cosine_similarity, total_variation};
-use crate::model::Clip;
-use crate::preprocess::{CLIP_MEAN, CLIP_STD};
+use crate::clip::model::Clip;
+use crate::clip::preprocess::{CLIP_MEAN, CLIP_STD};
+use crate::engine::augment::AugmentConfig;
+use crate::engine::cuda_graph::CudaGraph;
+use crate::engine::loss::{cosine_similarity, total_variation};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 

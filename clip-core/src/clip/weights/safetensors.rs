@@ -37,13 +37,19 @@ fn kind(dtype: Dtype) -> Option<Kind> {
 }
 
 /// Reads every tensor of the safetensors file at `path`.
-pub(crate) fn load(path: &Path) -> Result<BTreeMap<String, Tensor>, WeightsError> {
+pub(crate) fn load(
+    path: &Path,
+    stop: &dyn Fn() -> bool,
+) -> Result<BTreeMap<String, Tensor>, WeightsError> {
     let bytes = std::fs::read(path)
         .map_err(|source| WeightsError::Io { path: path.to_path_buf(), source })?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|source| WeightsError::Safetensors { path: path.to_path_buf(), source })?;
     let mut out = BTreeMap::new();
     for (key, view) in st.iter() {
+        if stop() {
+            return Err(WeightsError::Interrupted { path: path.to_path_buf() });
+        }
         let kind = kind(view.dtype()).ok_or_else(|| WeightsError::UnsupportedDtype {
             path: path.to_path_buf(),
             key: key.to_string(),

@@ -9,15 +9,15 @@
 //! (each read-back copies to the host, so waits for the device). The warm-up is rounded up to a
 //! multiple of the read-back interval for that, and covers the graph's warm-up and capture.
 
-use crate::augment::AugmentConfig;
-use crate::experiment::READBACK_EVERY;
-use crate::model::{Clip, ClipConfig, Layout, LoadedClip, PatchEmbedding, VisionTower};
-use crate::optimize::{optimize, Execution, Mode, Settings};
+use crate::app::experiment::READBACK_EVERY;
+use crate::clip::model::{Clip, ClipConfig, Layout, LoadedClip, PatchEmbedding, VisionTower};
+use crate::engine::augment::AugmentConfig;
+use crate::engine::optimize::{optimize, Execution, Mode, Settings};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
 /// The architectures `--arch all` runs: the three of the experiment.
-pub const ARCHS: [&str; 3] = ["RN50", "ViT-B/32", "ViT-L/14"];
+pub const ARCHS: [&str; 3] = crate::clip::released::SEED_MODELS;
 
 /// The H100's measured bf16 matmul throughput (`shared/GPU.md`), the default peak for the floor.
 pub const DEFAULT_PEAK_TFLOPS: f64 = 763.0;
@@ -32,15 +32,10 @@ pub fn warmup_steps(requested: usize) -> usize {
     requested.div_ceil(READBACK_EVERY) * READBACK_EVERY
 }
 
-/// FLOPs of one prompt-step (forward and gradient to the input image), in GFLOP, as
-/// `seed_loops.py`'s `flops` counts them with `torch.utils.flop_counter` (`shared/GPU.md`).
+/// FLOPs of one prompt-step (forward and gradient to the input image), in GFLOP, from the
+/// released models' table; `None` for architectures it has no count for.
 pub fn gflop_per_prompt_step(arch: &str) -> Option<f64> {
-    match arch {
-        "RN50" => Some(24.5),
-        "ViT-B/32" => Some(17.8),
-        "ViT-L/14" => Some(333.8),
-        _ => None,
-    }
+    crate::clip::released::by_name(arch).ok().and_then(|m| m.gflop_per_prompt_step)
 }
 
 /// What to time and how.
@@ -69,7 +64,7 @@ pub struct PeakMemory {
 /// allocated bytes since [`reset_peak_memory`] (through the CUDA-graph shim).
 pub fn peak_memory(device: Device) -> PeakMemory {
     if device.is_cuda() {
-        return match crate::cuda_graph::peak_memory(device) {
+        return match crate::engine::cuda_graph::peak_memory(device) {
             Ok(bytes) => PeakMemory {
                 bytes: Some(bytes),
                 source: "peak bytes allocated by the CUDA caching allocator in the case",
@@ -130,7 +125,7 @@ pub fn layouts_to_time(
 /// Starts the CUDA peak anew for the next case (the CPU's peak RSS cannot be reset).
 pub fn reset_peak_memory(device: Device) {
     if device.is_cuda() {
-        let _ = crate::cuda_graph::reset_peak_memory(device);
+        let _ = crate::engine::cuda_graph::reset_peak_memory(device);
     }
 }
 
@@ -194,7 +189,10 @@ impl BenchResult {
 }
 
 /// Builds a random-weight model of a released architecture (fp16 on CUDA, as `clip.load`).
-pub fn random_model(arch: &str, device: Device) -> Result<LoadedClip, crate::model::ConfigError> {
+pub fn random_model(
+    arch: &str,
+    device: Device,
+) -> Result<LoadedClip, crate::clip::model::ConfigError> {
     Ok(LoadedClip::random(&ClipConfig::by_name(arch)?, device))
 }
 

@@ -49,7 +49,7 @@ pub const VOCAB_SIZE: i64 = 49408;
 const START_OF_TEXT_STR: &str = "<|startoftext|>";
 const END_OF_TEXT_STR: &str = "<|endoftext|>";
 /// OpenAI's merges, gzipped, as shipped in the `clip` package.
-const VOCAB_GZ: &[u8] = include_bytes!("../assets/bpe_simple_vocab_16e6.txt.gz");
+const VOCAB_GZ: &[u8] = include_bytes!("../../assets/bpe_simple_vocab_16e6.txt.gz");
 /// `merges[1:49152-256-2+1]` in the reference: the first line is a version header.
 const MERGES: usize = 49152 - 256 - 2;
 

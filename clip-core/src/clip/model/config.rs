@@ -38,7 +38,7 @@ pub enum ConfigError {
     UnknownModel { name: String },
 }
 
-pub use crate::weights::download::MODEL_NAMES;
+pub use crate::clip::released::MODEL_NAMES;
 
 const TEXT_CONTEXT: i64 = 77;
 const VOCAB: i64 = 49408;
@@ -111,18 +111,9 @@ impl ClipConfig {
 
     /// The configuration of a released model, by its `clip.available_models()` name.
     pub fn by_name(name: &str) -> Result<Self, ConfigError> {
-        Ok(match name {
-            "RN50" => Self::rn50(),
-            "RN101" => Self::rn101(),
-            "RN50x4" => Self::rn50x4(),
-            "RN50x16" => Self::rn50x16(),
-            "RN50x64" => Self::rn50x64(),
-            "ViT-B/32" => Self::vit_b_32(),
-            "ViT-B/16" => Self::vit_b_16(),
-            "ViT-L/14" => Self::vit_l_14(),
-            "ViT-L/14@336px" => Self::vit_l_14_336(),
-            _ => return Err(ConfigError::UnknownModel { name: name.to_string() }),
-        })
+        crate::clip::released::by_name(name)
+            .map(|m| m.config)
+            .map_err(|_| ConfigError::UnknownModel { name: name.to_string() })
     }
 
     pub fn vision_heads(&self) -> i64 {

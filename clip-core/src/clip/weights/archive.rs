@@ -34,7 +34,10 @@ const PREALLOCATE_MAX: u64 = 64 << 20;
 type Zip = ZipArchive<BufReader<File>>;
 
 /// Reads every state-dict tensor of the zip checkpoint at `path`.
-pub(crate) fn load(path: &Path) -> Result<BTreeMap<String, Tensor>, WeightsError> {
+pub(crate) fn load(
+    path: &Path,
+    stop: &dyn Fn() -> bool,
+) -> Result<BTreeMap<String, Tensor>, WeightsError> {
     let zip_err = |entry: &str, source| WeightsError::Zip {
         path: path.to_path_buf(),
         entry: entry.to_string(),
@@ -91,7 +94,7 @@ pub(crate) fn load(path: &Path) -> Result<BTreeMap<String, Tensor>, WeightsError
         }
     };
     drop(root);
-    read_tensors(path, &mut zip, &prefix, records)
+    read_tensors(path, &mut zip, &prefix, records, stop)
 }
 
 /// The `<name>/` that holds `data.pkl` (first such entry, in archive order).
@@ -315,6 +318,7 @@ fn read_tensors(
     zip: &mut Zip,
     prefix: &str,
     records: Vec<(String, TensorRecord)>,
+    stop: &dyn Fn() -> bool,
 ) -> Result<BTreeMap<String, Tensor>, WeightsError> {
     let mut by_storage: BTreeMap<String, Vec<(String, TensorRecord)>> = BTreeMap::new();
     for (key, rec) in records {
@@ -333,6 +337,9 @@ fn read_tensors(
     }
     let mut out = BTreeMap::new();
     for (storage, users) in by_storage {
+        if stop() {
+            return Err(WeightsError::Interrupted { path: path.to_path_buf() });
+        }
         let entry = format!("{prefix}data/{storage}");
         let first_key = users.first().map(|(k, _)| k.clone()).unwrap_or_default();
         let entry_len = match zip.by_name(&entry) {

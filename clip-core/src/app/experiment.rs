@@ -7,16 +7,16 @@
 //! PNG metadata: the three crates' same-named binaries overwrite each other in `target/<profile>/`,
 //! so nothing may rely on which model `target/release/constrained` is.
 
-use crate::augment::AugmentConfig;
-use crate::device::DeviceChoice;
-use crate::interrupt;
-use crate::loss::cosine_similarity;
-use crate::model::LoadedClip;
-use crate::optimize::{optimize_until, similarity, Mode, Settings, StepStats};
-use crate::output::{self, RunRecord};
-use crate::preprocess;
-use crate::tokenizer::Tokenizer;
-use crate::weights::download;
+use crate::app::device::DeviceChoice;
+use crate::app::interrupt;
+use crate::app::output::{self, RunRecord};
+use crate::clip::model::LoadedClip;
+use crate::clip::preprocess;
+use crate::clip::tokenizer::Tokenizer;
+use crate::clip::weights::download;
+use crate::engine::augment::AugmentConfig;
+use crate::engine::loss::cosine_similarity;
+use crate::engine::optimize::{optimize_until, similarity, Mode, Settings, StepStats};
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -170,7 +170,7 @@ pub fn run(
     let device = args.device.resolve()?;
     let weights = match &args.weights {
         Some(path) => path.clone(),
-        None => download::resolve_model(experiment.model, None)
+        None => download::resolve_model_with(experiment.model, None, &interrupt::requested)
             .with_context(|| format!("getting the released {} weights", experiment.model))?,
     };
     println!(
@@ -183,9 +183,10 @@ pub fn run(
         weights.display()
     );
     // Loaded first: its errors say what is wrong with a missing or broken file.
-    let loaded = LoadedClip::load(&weights, device)
+    let loaded = LoadedClip::load_with(&weights, device, &interrupt::requested)
         .with_context(|| format!("loading the CLIP model from {}", weights.display()))?;
-    let weights_sha256 = download::sha256_file(&weights)?;
+    let weights_sha256 = download::sha256_file_with(&weights, &interrupt::requested)?;
+    interrupt::check("before the optimisation")?;
     let model = &loaded.model;
     let resolution = model.config.image_resolution;
     let text = tch::no_grad(|| model.encode_text(&tokens.to_device(device)));
@@ -201,7 +202,6 @@ pub fn run(
     };
     let mut progress = Progress::new(&prompts, &settings, args.log_every as usize);
     tch::manual_seed(seed as i64);
-    interrupt::start_saving();
     let outcome = optimize_until(
         model,
         &text,

@@ -13,12 +13,12 @@ mod results;
 
 pub use results::{find_results, Discovery, RealPhoto, ResultEntry, RunInfo, REAL_PHOTO};
 
-use crate::loss::cosine_similarity;
-use crate::model::LoadedClip;
-use crate::output::{self, OutputError};
-use crate::preprocess;
-use crate::tokenizer::Tokenizer;
-use crate::weights::download;
+use crate::app::output::{self, OutputError};
+use crate::clip::model::LoadedClip;
+use crate::clip::preprocess;
+use crate::clip::tokenizer::Tokenizer;
+use crate::clip::weights::download;
+use crate::engine::loss::cosine_similarity;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
@@ -28,7 +28,7 @@ pub const OUTPUT_FILES: [&str; 5] =
     ["transfer.csv", "transfer.png", "contact_sheet.png", "curves.png", "report.md"];
 
 /// The seed's models, scored when neither `--models` nor `--weights` names any.
-pub const DEFAULT_MODELS: [&str; 3] = ["RN50", "ViT-B/32", "ViT-L/14"];
+pub const DEFAULT_MODELS: [&str; 3] = crate::clip::released::SEED_MODELS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CompareError {
@@ -47,7 +47,7 @@ pub enum CompareError {
     #[error(transparent)]
     Output(#[from] OutputError),
     #[error(transparent)]
-    Tokenize(#[from] crate::tokenizer::TokenizeError),
+    Tokenize(#[from] crate::clip::tokenizer::TokenizeError),
 }
 
 /// What to compare and how.
@@ -234,7 +234,7 @@ pub fn run(options: &CompareOptions) -> Result<Comparison, CompareError> {
     for name in &options.models {
         let weights = match options.weights.get(name) {
             Some(path) => Ok(path.clone()),
-            None if download::MODEL_NAMES.contains(&name.as_str()) => {
+            None if crate::clip::released::MODEL_NAMES.contains(&name.as_str()) => {
                 download::resolve_model(name, None).map_err(|e| {
                     format!(
                         "no --weights {name}=PATH and the released weights are not available: {e}"
@@ -243,7 +243,7 @@ pub fn run(options: &CompareOptions) -> Result<Comparison, CompareError> {
             }
             None => Err(format!(
                 "no --weights {name}=PATH given, and {name} is not a released model ({})",
-                download::MODEL_NAMES.join(", ")
+                crate::clip::released::MODEL_NAMES.join(", ")
             )),
         };
         let mut model =

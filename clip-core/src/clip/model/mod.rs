@@ -17,7 +17,7 @@ pub mod vit;
 pub use config::{ClipConfig, ConfigError, VisionConfig, MODEL_NAMES};
 pub use vit::PatchEmbedding;
 
-use crate::weights::{StateDict, WeightsError};
+use crate::clip::weights::{StateDict, WeightsError};
 use std::collections::BTreeMap;
 use std::path::Path;
 use tch::nn::{self, Module};
@@ -192,18 +192,36 @@ impl LoadedClip {
     /// `clip.load(path, device, jit=False)`: reads any supported checkpoint format, infers the
     /// architecture, loads every weight strictly, and sets the precision for the device.
     pub fn load(path: &Path, device: Device) -> Result<Self, LoadError> {
-        let state_dict = StateDict::load(path)?;
-        Self::from_state_dict(&state_dict, device)
+        Self::load_with(path, device, &|| false)
+    }
+
+    /// [`load`](Self::load), asking `stop` between tensors whether to give up
+    /// (`WeightsError::Interrupted`).
+    pub fn load_with(
+        path: &Path,
+        device: Device,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Self, LoadError> {
+        let state_dict = StateDict::load_with(path, stop)?;
+        Self::from_state_dict_with(&state_dict, device, stop)
     }
 
     pub fn from_state_dict(state_dict: &StateDict, device: Device) -> Result<Self, LoadError> {
+        Self::from_state_dict_with(state_dict, device, &|| false)
+    }
+
+    fn from_state_dict_with(
+        state_dict: &StateDict,
+        device: Device,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Self, LoadError> {
         let shapes: BTreeMap<String, Vec<i64>> =
             state_dict.keys().filter_map(|k| Some((k.to_string(), state_dict.shape(k)?))).collect();
         let config = ClipConfig::from_shapes(&shapes)
             .map_err(|source| LoadError::Config { path: state_dict.path.clone(), source })?;
         let mut vs = nn::VarStore::new(device);
         let mut model = tch::no_grad(|| Clip::new(&vs.root(), &config));
-        state_dict.load_into(&vs, &METADATA_KEYS)?;
+        state_dict.load_into_with(&vs, &METADATA_KEYS, stop)?;
         if device.is_cuda() {
             convert_weights(&vs);
         }

@@ -1,31 +1,44 @@
-//! What the binaries do about Ctrl-C, SIGTERM and libtorch's panics: a run that may last hours
-//! must end with its results saved and one clear `error: …` line, never a panic message.
+//! What the binaries do about Ctrl-C, SIGTERM, SIGHUP and libtorch's panics: a run that may last
+//! hours must end with its results saved and one clear `error: …` line, never a crash.
 //!
-//! - [`install`] makes the first SIGINT/SIGTERM/SIGHUP set a flag that the optimisation polls at its
-//!   read-backs ([`requested`]); the run then saves its best images, marked interrupted. A second
-//!   signal, or one before the optimisation started ([`start_saving`]: while loading or
-//!   downloading), exits at once with status 130.
+//! - [`install`]: the first SIGINT/SIGTERM/SIGHUP only sets a flag ([`requested`]). The program
+//!   stops at its own safe points — between tensors while loading, between chunks while
+//!   downloading or hashing, at the optimisation's read-backs — cleans up (an interrupted load
+//!   removes the directories the run created while they are empty), saves what there is to save
+//!   and exits with status 130. The handler runs on its own thread (the `ctrlc` crate), never
+//!   inside libtorch, and never runs exit handlers or destructors while the main thread may be
+//!   inside libtorch: a second signal ends the process at once with `_exit(130)`, without saving.
+//!   Before `install` the default disposition applies (SIGTERM: status 143).
 //! - [`run_main`] runs a binary's body under `catch_unwind` with a quiet panic hook: tch's
 //!   non-`f_` ops panic on libtorch errors (CUDA out of memory among them), and those become an
 //!   `error: …` line (with advice for out of memory) and exit status 1.
 
+use crate::clip::torch_error::panic_error;
 use std::cell::Cell;
 use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Exit status of a run stopped by a signal (128 + SIGINT, as shells report Ctrl-C).
 pub const INTERRUPTED_EXIT: u8 = 130;
 
 static REQUESTED: AtomicBool = AtomicBool::new(false);
-/// Whether there is something to save: before the optimisation starts a signal exits at once.
-static SAVING: AtomicBool = AtomicBool::new(false);
+static SIGNALS: AtomicUsize = AtomicUsize::new(0);
 static PANIC_MESSAGE: Mutex<Option<String>> = Mutex::new(None);
 
 thread_local! {
     /// Set while this thread runs [`run_main`]'s body: its panics are recorded, not printed.
     static CAPTURING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The error a run returns when it stopped at a safe point because a signal asked it to, before
+/// it had anything to save.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted {during}: nothing was saved")]
+pub struct Interrupted {
+    /// What the run was doing: "while loading the weights", …
+    pub during: String,
 }
 
 /// A panic hook that records the message of panics inside [`run_main`] and leaves the others
@@ -51,20 +64,24 @@ fn install_quiet_hook() {
     });
 }
 
-/// Installs the SIGINT/SIGTERM/SIGHUP handler (once per process; later calls do nothing).
+/// Installs the SIGINT/SIGTERM/SIGHUP handler (once per process; later calls do nothing). What a
+/// first signal does is up to the program's safe points; a second ends the process at once.
 pub fn install() {
     static INSTALLED: std::sync::Once = std::sync::Once::new();
     INSTALLED.call_once(|| {
         let result = ctrlc::set_handler(|| {
-            if !SAVING.load(Ordering::SeqCst) {
-                eprintln!("\ninterrupted: nothing to save yet, exiting");
-                std::process::exit(i32::from(INTERRUPTED_EXIT));
-            }
-            if REQUESTED.swap(true, Ordering::SeqCst) {
+            if SIGNALS.fetch_add(1, Ordering::SeqCst) == 0 {
+                REQUESTED.store(true, Ordering::SeqCst);
+                eprintln!(
+                    "\ninterrupted: stopping at the next safe point and saving what there is \
+                     (interrupt again to quit at once, without saving)"
+                );
+            } else {
                 eprintln!("\nsecond interrupt: exiting now, without saving");
-                std::process::exit(i32::from(INTERRUPTED_EXIT));
+                // No exit handlers, no destructors: the main thread may be inside libtorch.
+                // SAFETY: `_exit` is async-signal-safe and takes no pointers.
+                unsafe { libc::_exit(i32::from(INTERRUPTED_EXIT)) }
             }
-            eprintln!("\ninterrupted: saving the current images (interrupt again to quit at once)");
         });
         if let Err(e) = result {
             eprintln!("warning: Ctrl-C will not save the results: {e}");
@@ -72,18 +89,23 @@ pub fn install() {
     });
 }
 
-/// From now on a first signal asks the run to stop and save ([`requested`]) instead of exiting.
-pub fn start_saving() {
-    SAVING.store(true, Ordering::SeqCst);
-}
-
-/// Whether a signal asked the run to stop.
+/// Whether a signal asked the program to stop.
 pub fn requested() -> bool {
     REQUESTED.load(Ordering::SeqCst)
 }
 
+/// A safe point: `Err(Interrupted)` once a signal asked the program to stop.
+pub fn check(during: &str) -> Result<(), Interrupted> {
+    if requested() {
+        Err(Interrupted { during: during.to_string() })
+    } else {
+        Ok(())
+    }
+}
+
 /// Runs a binary's body: `Ok(code)` is returned, an error is printed as `error: …` (with its
-/// causes) and gives status 1, and a panic (a libtorch error through tch) is printed the same way.
+/// causes) and gives status 1 — or 130 when the error is an [`Interrupted`] stop —, and a panic
+/// (a libtorch error through tch) is printed the same way.
 pub fn run_main(body: impl FnOnce() -> anyhow::Result<ExitCode>) -> ExitCode {
     install_quiet_hook();
     CAPTURING.with(|c| c.set(true));
@@ -91,6 +113,10 @@ pub fn run_main(body: impl FnOnce() -> anyhow::Result<ExitCode>) -> ExitCode {
     CAPTURING.with(|c| c.set(false));
     match outcome {
         Ok(Ok(code)) => code,
+        Ok(Err(err)) if is_interrupted(&err) => {
+            eprintln!("{}", error_line(&err));
+            ExitCode::from(INTERRUPTED_EXIT)
+        }
         Ok(Err(err)) => {
             eprintln!("error: {}", error_line(&err));
             ExitCode::FAILURE
@@ -101,6 +127,18 @@ pub fn run_main(body: impl FnOnce() -> anyhow::Result<ExitCode>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether `err` or one of its causes is an [`Interrupted`] stop (a library error that stopped
+/// because its `stop` callback said so counts too).
+pub fn is_interrupted(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause.is::<Interrupted>()
+            || matches!(
+                cause.downcast_ref::<crate::clip::weights::WeightsError>(),
+                Some(crate::clip::weights::WeightsError::Interrupted { .. })
+            )
+    })
 }
 
 /// An error and its causes on one line, `a: b: c`, leaving out a cause whose text the line already
@@ -120,64 +158,27 @@ pub fn error_line(err: &anyhow::Error) -> String {
     line
 }
 
-/// The one-line error ([`panic_error`]) for the payload of a panic caught with `catch_unwind`.
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    let message = payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown error".to_string());
-    panic_error(&message)
-}
-
-/// The one-line error for a caught panic's message: libtorch's own message without tch's
-/// `called Result::unwrap()` wrapping, with advice for out of memory.
-pub fn panic_error(message: &str) -> String {
-    let torch = message
-        .split_once("Torch(\"")
-        .map(|(_, rest)| rest.rsplit_once("\")").map_or(rest, |(m, _)| m))
-        .map(|m| m.replace("\\n", "\n").replace("\\\"", "\""));
-    let Some(torch) = torch else {
-        return format!("internal error (please report it): {message}");
-    };
-    // libtorch appends a C++ backtrace after the first line; keep the message.
-    let first = torch.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
-    if torch.to_lowercase().contains("out of memory") {
-        format!(
-            "the device ran out of memory ({first}); run fewer prompts at once (fewer --prompt \
-             flags, or split them over several runs) or use --device cpu"
-        )
-    } else {
-        format!("libtorch: {first}")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn libtorch_errors_become_one_line() {
-        let oom = "called `Result::unwrap()` on an `Err` value: Torch(\"CUDA out of memory. Tried \
-                   to allocate 2.00 GiB\\nException raised from malloc at …\")";
-        let msg = panic_error(oom);
-        assert!(msg.starts_with("the device ran out of memory (CUDA out of memory."), "{msg}");
-        assert!(msg.contains("fewer prompts") && !msg.contains("Exception raised"), "{msg}");
-        let shape = "called `Result::unwrap()` on an `Err` value: Torch(\"shape '[3]' is invalid \
-                     for input of size 2\")";
-        assert_eq!(panic_error(shape), "libtorch: shape '[3]' is invalid for input of size 2");
-        assert!(panic_error("index out of bounds").starts_with("internal error"));
-    }
-
-    #[test]
     fn causes_already_in_the_message_are_not_repeated() {
         let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
-        let err = anyhow::Error::new(crate::weights::WeightsError::Io {
+        let err = anyhow::Error::new(crate::clip::weights::WeightsError::Io {
             path: "/x.pt".into(),
             source: io,
         })
         .context("loading /x.pt");
         assert_eq!(error_line(&err), "loading /x.pt: cannot read /x.pt: gone");
+    }
+
+    #[test]
+    fn an_interrupted_stop_is_recognised_through_context() {
+        let err = anyhow::Error::new(Interrupted { during: "while loading".into() })
+            .context("loading the CLIP model");
+        assert!(is_interrupted(&err));
+        assert!(!is_interrupted(&anyhow::anyhow!("other")));
     }
 
     #[test]

@@ -1,0 +1,10 @@
+//! CLIP itself, as OpenAI's `clip` package: the models (`model`), checkpoints and their strict
+//! loading (`weights`), the released models' table (`released`), the BPE tokenizer (`tokenizer`)
+//! and image preprocessing (`preprocess`).
+pub mod excerpt;
+pub mod model;
+pub mod preprocess;
+pub mod released;
+pub mod tokenizer;
+pub mod torch_error;
+pub mod weights;
