@@ -1,6 +1,6 @@
 //! Build script shared by every crate that produces binaries (see `build = ...` in their Cargo.toml).
 //!
-//! Two link-time fixes that tch leaves to its users (`../shared/GPU.md`):
+//! Two link-time fixes that tch leaves to its users (`docs/gpu.md`):
 //! - Rust links with `--as-needed`; nothing in our code references a `libtorch_cuda` symbol, so the
 //!   linker would drop it and CUDA would report *unavailable* at run time. Keep it with `--no-as-needed`.
 //! - An rpath to libtorch's lib dir, so the binaries run without `LD_LIBRARY_PATH`.
