@@ -216,9 +216,12 @@ def transforms(tensors, cases):
                 assert torch.allclose(out, inputs[inp], atol=1e-6)
 
     # random_scale([s]): upsample (bilinear, align_corners=True) to ceil(s * d), pad; then center_crop.
-    for inp in ("a", "b"):
+    # Input c (40×56) at 0.5 and 0.7 pads its width by pad_y on the left and pad_x on the right
+    # (F.pad's order in Lucent), with pad_y != pad_x: the order shows.
+    scales = [0.83, 0.9, 0.95, 1.0, 1.05, 1.1, 1.27]
+    for inp, inp_scales in (("a", scales), ("b", scales), ("c", [0.5, 0.7])):
         h, w = inputs[inp].shape[2:]
-        for s in [0.83, 0.9, 0.95, 1.0, 1.05, 1.1, 1.27]:
+        for s in inp_scales:
             recorder = RecordPad()
             with mock.patch.object(torch.nn.functional, "pad", recorder):
                 out = transform.random_scale([s])(inputs[inp])

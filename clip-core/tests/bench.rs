@@ -8,19 +8,27 @@ use tiny_model::tiny_model;
 
 use clip_core::app::bench::{self, BenchOptions};
 use clip_core::clip::model::PatchEmbedding;
-use clip_core::engine::optimize::Mode;
+use clip_core::engine::augment::Augment;
+use clip_core::engine::optimize::Preset;
+use clip_core::engine::param::Param;
 use serde_json::Value;
 use std::process::Command;
 use tch::Device;
 
-const OPTIONS: BenchOptions =
-    BenchOptions { steps: 2, warmup: 1, peak_tflops: bench::DEFAULT_PEAK_TFLOPS, eager: false };
+const OPTIONS: BenchOptions = BenchOptions {
+    steps: 2,
+    warmup: 1,
+    peak_tflops: bench::DEFAULT_PEAK_TFLOPS,
+    eager: false,
+    param: None,
+    augment: None,
+};
 
 #[test]
 fn tiny_model_gives_consistent_numbers() {
     let loaded = tiny_model();
-    for mode in [Mode::Unconstrained, Mode::Constrained] {
-        let r = bench::run_case(&loaded.model, "tiny", Device::Cpu, mode, 3, &OPTIONS);
+    for mode in [Preset::Unconstrained, Preset::Constrained] {
+        let r = bench::run_case(&loaded.model, "tiny", Device::Cpu, mode, 3, &OPTIONS).unwrap();
         // The warm-up is rounded up to a read-back (every 10 steps), where the clock starts.
         assert_eq!((r.mode, r.prompts, r.steps, r.warmup), (mode, 3, 2, 10));
         assert!(r.ms_per_step.is_finite() && r.ms_per_step > 0.0, "{r:?}");
@@ -37,6 +45,12 @@ fn tiny_model_gives_consistent_numbers() {
         let reason = json["graph_reason"].as_str().expect("a reason for eager steps");
         assert!(reason.contains("cpu"), "{reason}");
         assert_eq!(json["ms_per_step"].as_f64(), Some(r.ms_per_step));
+        assert_eq!(
+            (json["param"].as_str(), json["views_per_step"].as_u64()),
+            (Some("pixels"), Some(3))
+        );
+        let augment = if mode == Preset::Constrained { 2 } else { 0 };
+        assert_eq!(json["augment"].as_array().map(Vec::len), Some(augment));
         // The tiny model is a ViT, with the default patch embedding.
         assert_eq!(json["layout"], "patches: matmul");
     }
@@ -62,12 +76,33 @@ fn floor_ratio_uses_the_flop_count_and_peak() {
     // A tiny model labelled ViT-B/32 gets that architecture's FLOP count: only the arithmetic is
     // checked here.
     let r =
-        bench::run_case(&loaded.model, "ViT-B/32", Device::Cpu, Mode::Unconstrained, 2, &OPTIONS);
+        bench::run_case(&loaded.model, "ViT-B/32", Device::Cpu, Preset::Unconstrained, 2, &OPTIONS)
+            .unwrap();
     let floor = 2.0 * 17.8e9 / 763e12 * 1e3;
     let got = r.floor_ms_per_step.expect("a floor");
     assert!((got - floor).abs() <= 1e-12, "{got} vs {floor}");
     let ratio = r.floor_ratio.expect("a ratio");
     assert!((ratio - r.ms_per_step / floor).abs() <= 1e-9 * ratio);
+}
+
+/// `--param` and `--augment` reach the timed step: with cutouts every view counts in the floor and
+/// in ms per view.
+#[test]
+fn param_and_augment_are_timed_and_counted_per_view() {
+    let loaded = tiny_model();
+    let options = BenchOptions {
+        param: Some(Param::FftDecorrelated),
+        augment: Some(vec![Augment::Cutouts { n: 4, min_frac: 0.5, pow: 1.0 }]),
+        ..OPTIONS
+    };
+    let r =
+        bench::run_case(&loaded.model, "ViT-B/32", Device::Cpu, Preset::Unconstrained, 2, &options)
+            .unwrap();
+    assert_eq!((r.param, r.views_per_step), (Param::FftDecorrelated, 8));
+    assert_eq!(r.augment, vec!["cutouts:4,0.5,1".to_string()]);
+    assert!((r.ms_per_view - r.ms_per_step / 8.0).abs() <= 1e-12);
+    let floor = 8.0 * 17.8e9 / 763e12 * 1e3;
+    assert!((r.floor_ms_per_step.unwrap() - floor).abs() <= 1e-12);
 }
 
 fn clip(args: &[&str]) -> std::process::Output {
@@ -93,6 +128,10 @@ fn json_prints_one_object_per_case() {
         "cpu",
         "--eager",
         "--json",
+        "--param",
+        "fft",
+        "--augment",
+        "jitter:4",
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).expect("UTF-8");
@@ -107,6 +146,10 @@ fn json_prints_one_object_per_case() {
         let rate = line["prompt_steps_per_s"].as_f64().expect("rate");
         assert!(ms > 0.0 && (rate - prompts * 1000.0 / ms).abs() <= 1e-9 * rate, "{line}");
         assert!(line["floor_ratio"].as_f64().is_some_and(|r| r > 0.0), "{line}");
+        assert_eq!(
+            (&line["param"], &line["augment"][0]),
+            (&Value::from("fft"), &Value::from("jitter:4"))
+        );
     }
 }
 
@@ -121,6 +164,11 @@ fn bad_flags_are_errors() {
         &["bench", "--prompts", "0"],
         &["bench", "--steps", "0"],
         &["bench", "--mode", "sideways"],
+        &["bench", "--warmup", "18446744073709551615"],
+        &["bench", "--warmup", "-1"],
+        &["bench", "--param", "spectral"],
+        &["bench", "--augment", "cutouts:0,0.5,1"],
+        &["bench", "--augment", "jitter"],
     ] {
         let out = clip(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");

@@ -71,6 +71,45 @@ fn embed_prints_the_reference_embeddings_in_order() {
     }
 }
 
+/// `clip embed --precision fp16` on the CPU gives the reference's fp16 model's embeddings
+/// (`build_model` without `.float()`), and differs from the fp32 ones (the flag takes effect).
+// model = clip.model.build_model(torch.jit.load(path).state_dict()).eval()   # fp16, on the CPU
+#[test]
+fn embed_in_fp16_on_the_cpu_matches_the_references_fp16_model() {
+    let text = std::fs::read_to_string(fixtures().join("reference_fp16.json")).unwrap();
+    let reference: Value = serde_json::from_str(&text).unwrap();
+    for name in ["tiny-rn", "tiny-vit"] {
+        let model = &reference["models"][name];
+        let weights = fixtures().join(format!("{name}.pt"));
+        let images: Vec<String> = serde_json::from_value(model["images"].clone()).unwrap();
+        let texts: Vec<String> = serde_json::from_value(reference["texts"].clone()).unwrap();
+        let mut args = vec!["embed", "--weights", weights.to_str().unwrap(), "--device", "cpu"];
+        let paths: Vec<String> = images
+            .iter()
+            .map(|i| fixtures().join("images").join(i).display().to_string())
+            .collect();
+        for p in &paths {
+            args.extend(["--image", p.as_str()]);
+        }
+        for t in &texts {
+            args.extend(["--text", t.as_str()]);
+        }
+        let fp32: Value = serde_json::from_slice(&clip(&args).stdout).expect("JSON");
+        args.extend(["--precision", "fp16"]);
+        let output = clip(&args);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let fp16: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+        for kind in ["image", "text"] {
+            let expected = rows(&model[format!("{kind}_features")]);
+            for (i, (ours, theirs)) in rows(&fp16[kind]).iter().zip(&expected).enumerate() {
+                let cos = cosine(ours, theirs);
+                assert!(cos >= 0.9999, "{name} {kind} {i}: cosine {cos}");
+            }
+            assert_ne!(fp16[kind], fp32[kind], "{name} {kind}: --precision fp16 had no effect");
+        }
+    }
+}
+
 /// `clip score`: the cosine of the normalised embeddings, alone on the last line.
 #[test]
 fn score_prints_the_cosine_on_its_last_line() {

@@ -4,8 +4,8 @@
 //! messages (with the report still written) for stray files, PNGs without JSON and missing models.
 
 use clip_core::app::device::DeviceChoice;
-use clip_core::app::experiment::{run, Experiment, ExperimentArgs};
-use clip_core::engine::optimize::Mode;
+use clip_core::app::run::{run, ModelSource, RunSpec};
+use clip_core::engine::optimize::{Preset, Settings};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -16,36 +16,24 @@ fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models").join(name)
 }
 
-fn experiment(model: &'static str, token: &'static str) -> Experiment {
-    Experiment {
-        model,
-        results_token: token,
-        prompts: PROMPTS,
-        learning_rate: 0.05,
-        steps: 2,
-        tv_weight: 1e-4,
-    }
-}
-
-/// Both tiny models, both modes, two prompts each, two steps: 8 results under `dir`.
+/// Both tiny models (results in `tiny-rn/` and `tiny-vit/`, named after their files), both
+/// presets, two prompts each, two steps: 8 results under `dir`.
 fn make_results(dir: &Path) {
-    for (model, token, weights) in
-        [("tiny-rn", "Tiny-RN", "tiny-rn.pt"), ("tiny-vit", "Tiny-ViT", "tiny-vit.pt")]
-    {
-        for mode in [Mode::Constrained, Mode::Unconstrained] {
-            let args = ExperimentArgs {
-                weights: Some(fixture(weights)),
-                steps: Some(2),
-                learning_rate: None,
-                tv_weight: None,
-                prompts: Vec::new(),
+    for weights in ["tiny-rn.pt", "tiny-vit.pt"] {
+        for preset in [Preset::Constrained, Preset::Unconstrained] {
+            let spec = RunSpec {
+                model: ModelSource::Weights { path: fixture(weights), expect: None },
+                prompts: PROMPTS.iter().map(|p| p.to_string()).collect(),
+                name: preset.to_string(),
+                preset: Some(preset),
+                settings: Settings { steps: 2, ..preset.settings() },
+                precision: None,
                 device: DeviceChoice::Cpu,
                 seed: Some(3),
                 out: dir.to_path_buf(),
                 log_every: 1,
-                eager: false,
             };
-            run(&experiment(model, token), mode, &args).expect("the experiment runs");
+            run(&spec).expect("the experiment runs");
         }
     }
 }
@@ -200,7 +188,7 @@ fn stray_files_and_a_missing_model_are_reported_and_the_rest_is_written() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     make_results(dir.path());
     std::fs::write(dir.path().join("notes.txt"), "not a result").expect("write");
-    std::fs::copy(fixture("images/square64.png"), dir.path().join("Tiny-RN/stray.png"))
+    std::fs::copy(fixture("images/square64.png"), dir.path().join("tiny-rn/stray.png"))
         .expect("copy");
     // No network and an empty cache: ViT-L/14's weights cannot be had.
     let home = tempfile::tempdir().expect("a temporary directory");
@@ -225,7 +213,7 @@ fn stray_files_and_a_missing_model_are_reported_and_the_rest_is_written() {
     );
     let stderr = text(&output.stderr);
     assert!(output.status.success(), "{stderr}");
-    assert!(stderr.contains("warning: Tiny-RN/stray.png has no stray.json"), "{stderr}");
+    assert!(stderr.contains("warning: tiny-rn/stray.png has no stray.json"), "{stderr}");
     assert!(stderr.contains("notes.txt: not a result"), "{stderr}");
     assert!(stderr.contains("warning: model ViT-L/14 left out"), "{stderr}");
     assert!(stderr.contains("warning: model nonsense left out"), "{stderr}");

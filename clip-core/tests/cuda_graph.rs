@@ -1,7 +1,9 @@
 //! CUDA-graph replay against eager execution of the optimisation step.
 //!
 //! Where CUDA is present: RN50 and ViT-B/32 with random fp16 weights (as `clip.load` gives on
-//! CUDA) and the tiny random ViT, both modes, 3 prompts, one seed, 20 steps: the run whose steps
+//! CUDA) and the tiny random ViT, both presets and a Lucent pipeline (fft-decorrelated, pad,
+//! jitter, scale, rotate, noise, cutouts, on a 320×256 canvas), 3 prompts, one seed, 20 steps: the
+//! run whose steps
 //! are replayed from one captured graph must give the images of the run whose steps ran op by op,
 //! within fp16 rounding — no further from them than a second eager run is (CUDA kernels such as
 //! `grid_sampler_2d`'s backward add with atomics, so eager runs need not be bit-identical) plus
@@ -13,31 +15,44 @@ mod tiny_model;
 
 use clip_core::app::bench::random_model;
 use clip_core::clip::model::Clip;
-use clip_core::engine::augment::AugmentConfig;
-use clip_core::engine::optimize::{
-    optimize, Execution, Mode, Outcome, Settings, GRAPH_WARMUP_STEPS,
-};
+use clip_core::engine::augment::Augment;
+use clip_core::engine::draws::TorchDraws;
+use clip_core::engine::executor::{Execution, GRAPH_WARMUP_STEPS};
+use clip_core::engine::optimize::{optimize, Outcome, Preset, Settings};
+use clip_core::engine::param::{Canvas, Param};
 use std::io::Write;
 use tch::{Device, Kind, Tensor};
 
 const STEPS: usize = 20;
 const SEED: i64 = 1234;
 
-fn settings(mode: Mode, cuda_graph: bool) -> Settings {
-    Settings {
-        mode,
-        steps: STEPS,
-        learning_rate: 0.05,
-        tv_weight: 1e-4,
-        augment: AugmentConfig::SEED,
-        readback_every: 10,
-        cuda_graph,
-    }
+/// The cases: the two presets, and every other part of the engine at once.
+fn cases() -> Vec<(&'static str, Settings)> {
+    let lucent = Settings {
+        param: Param::FftDecorrelated,
+        canvas: Some(Canvas { width: 320, height: 256 }),
+        augment: vec![
+            Augment::Pad { px: 8 },
+            Augment::Jitter { px: 8 },
+            Augment::Scale { min: 0.9, max: 1.1 },
+            Augment::Rotate { degrees: 10.0 },
+            Augment::Noise { sd: 0.02 },
+            Augment::Cutouts { n: 8, min_frac: 0.5, pow: 1.0 },
+            Augment::Flip { p: 0.5 },
+        ],
+        ..Preset::Constrained.settings()
+    };
+    vec![
+        ("unconstrained", Preset::Unconstrained.settings()),
+        ("constrained", Preset::Constrained.settings()),
+        ("lucent + cutouts", lucent),
+    ]
 }
 
-fn run(model: &Clip, text: &Tensor, mode: Mode, cuda_graph: bool) -> Outcome {
+fn run(model: &Clip, text: &Tensor, settings: &Settings, cuda_graph: bool) -> Outcome {
     tch::manual_seed(SEED);
-    optimize(model, text, &settings(mode, cuda_graph), &mut |_| {})
+    let settings = Settings { steps: STEPS, readback_every: 10, cuda_graph, ..settings.clone() };
+    optimize(model, text, &settings, &mut TorchDraws, &mut |_| {}).expect("the run")
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
@@ -73,10 +88,10 @@ fn graph_replay_gives_the_eager_images() {
         assert_eq!(model.dtype(), Kind::Half, "{name}: fp16 on CUDA, as clip.load");
         tch::manual_seed(99);
         let text = Tensor::randn([3, model.config.embed_dim], (Kind::Float, device));
-        for mode in [Mode::Unconstrained, Mode::Constrained] {
-            let eager = run(model, &text, mode, false);
-            let eager_again = run(model, &text, mode, false);
-            let graph = run(model, &text, mode, true);
+        for (mode, settings) in cases() {
+            let eager = run(model, &text, &settings, false);
+            let eager_again = run(model, &text, &settings, false);
+            let graph = run(model, &text, &settings, true);
             assert!(
                 matches!(eager.execution, Execution::Eager { .. }),
                 "{name} {mode}: {:?}",
@@ -98,7 +113,7 @@ fn graph_replay_gives_the_eager_images() {
             );
             assert_eq!(graph.steps_done, STEPS);
             assert_eq!(graph.frozen_at, eager.frozen_at, "{name} {mode}");
-            if mode == Mode::Constrained && noise == 0.0 {
+            if graph.best.is_some() && noise == 0.0 {
                 assert_eq!(graph.best, eager.best, "{name} {mode}: best steps");
             }
         }
@@ -110,12 +125,13 @@ fn without_cuda_every_step_runs_eagerly_and_says_why() {
     let _guard = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
     let loaded = tiny_model::tiny_model();
     let text = Tensor::randn([2, loaded.model.config.embed_dim], (Kind::Float, Device::Cpu));
-    let outcome = run(&loaded.model, &text, Mode::Constrained, true);
+    let constrained = Preset::Constrained.settings();
+    let outcome = run(&loaded.model, &text, &constrained, true);
     match &outcome.execution {
         Execution::Eager { reason } => assert!(reason.contains("cpu"), "{reason}"),
         other => panic!("a CPU run replayed a graph: {other:?}"),
     }
-    let outcome = run(&loaded.model, &text, Mode::Constrained, false);
+    let outcome = run(&loaded.model, &text, &constrained, false);
     assert_eq!(
         outcome.execution,
         Execution::Eager { reason: "CUDA graphs turned off by --eager".into() }

@@ -6,14 +6,15 @@
 //! configurations (`configs.json`).
 
 use clip_core::clip::model::{
-    converted_to_fp16, ClipConfig, Layout, LoadedClip, PatchEmbedding, VisionConfig, MODEL_NAMES,
+    converted_to_fp16, ClipConfig, Layout, LoadedClip, PatchEmbedding, Precision, VisionConfig,
+    MODEL_NAMES,
 };
 use clip_core::clip::{preprocess, tokenizer::Tokenizer};
-use clip_core::engine::loss::cosine_similarity;
+use clip_core::engine::objective::cosine_similarity;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models")
@@ -83,6 +84,47 @@ fn check_fixture_with(name: &str, layout: Layout) {
         // so every image gets the text bound, stricter than the 0.999 the foundation issue asks.
         assert!(cos >= 0.99999 && rel < 1e-4, "{name} {image}: cosine {cos}, relative error {rel}");
     }
+}
+
+/// fp16 on the CPU: the reference's own fp16 model (`build_model`, which `convert_weights`, without
+/// `clip.load`'s `.float()` on the CPU) against ours loaded with `Precision::Fp16`, both layouts.
+// model = clip.model.build_model(torch.jit.load(path).state_dict()).eval()   # fp16, on the CPU
+// model.encode_image(torch.stack([preprocess(Image.open(p)) ...])); model.encode_text(clip.tokenize(TEXTS))
+fn check_fp16_fixture(name: &str) {
+    let reference = read_json("reference_fp16.json");
+    let model_ref = &reference["models"][name];
+    for layout in LAYOUTS {
+        let path = fixtures().join(model_ref["file"].as_str().unwrap());
+        let mut loaded = LoadedClip::load_with(&path, Device::Cpu, Precision::Fp16, &|| false)
+            .expect("fixture loads in fp16");
+        loaded.model.set_layout(layout);
+        let model = &loaded.model;
+        assert_eq!(model.dtype(), Kind::Half);
+        let texts: Vec<String> = serde_json::from_value(reference["texts"].clone()).unwrap();
+        let tokens = Tokenizer::new().unwrap().tokenize(&texts, false).unwrap();
+        let text = tch::no_grad(|| model.encode_text(&tokens)).to_kind(Kind::Float);
+        let (cos, _) = agreement(&text, &matrix(&model_ref["text_features"]));
+        assert!(cos >= 0.9999, "{name} ({layout:?}) fp16 text: cosine {cos}");
+        let images: Vec<String> = serde_json::from_value(model_ref["images"].clone()).unwrap();
+        let expected = matrix(&model_ref["image_features"]);
+        for (i, image) in images.iter().enumerate() {
+            let pixels = preprocess::preprocess_path(
+                &fixtures().join("images").join(image),
+                model.config.image_resolution as u32,
+            )
+            .unwrap();
+            let ours =
+                tch::no_grad(|| model.encode_image(&pixels.unsqueeze(0))).to_kind(Kind::Float);
+            let (cos, _) = agreement(&ours, &expected.narrow(0, i as i64, 1));
+            assert!(cos >= 0.9999, "{name} ({layout:?}) fp16 {image}: cosine {cos}");
+        }
+    }
+}
+
+#[test]
+fn fp16_on_the_cpu_matches_the_references_fp16_model() {
+    check_fp16_fixture("tiny-rn");
+    check_fp16_fixture("tiny-vit");
 }
 
 #[test]

@@ -3,11 +3,15 @@
 //! output directories, Ctrl-C and SIGTERM. Each case checks the exit status (never a signal, never
 //! a panic), the message, and that no stray or partial file is left.
 //!
-//! The three model crates' binaries share `target/<profile>/constrained`: whichever crate was
-//! built last answers here. They differ only in constants (model name, prompts, settings), so the
-//! tests look for files by extension and never rely on the model's name.
+//! The three model crates' binaries share `target/<profile>/constrained`, so these tests find
+//! rn50's own (`common/binaries.rs`); a run that must succeed gets a random-weight RN50
+//! checkpoint (`common/checkpoints.rs`), since the binary refuses other architectures.
 //! The `clip` tool's cases are in `clip-core/tests/bad_input.rs`.
 
+#[path = "../../clip-core/tests/common/binaries.rs"]
+mod binaries;
+#[path = "../../clip-core/tests/common/checkpoints.rs"]
+mod checkpoints;
 #[path = "../../clip-core/tests/common/hostile_files.rs"]
 mod hostile_files;
 use hostile_files::{
@@ -17,10 +21,31 @@ use hostile_files::{
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
-const CONSTRAINED: &str = env!("CARGO_BIN_EXE_constrained");
-const UNCONSTRAINED: &str = env!("CARGO_BIN_EXE_unconstrained");
+static CONSTRAINED_BIN: LazyLock<String> = LazyLock::new(|| {
+    binaries::own_binary(env!("CARGO_BIN_EXE_constrained"), "constrained", "RN50")
+        .display()
+        .to_string()
+});
+static UNCONSTRAINED_BIN: LazyLock<String> = LazyLock::new(|| {
+    binaries::own_binary(env!("CARGO_BIN_EXE_unconstrained"), "unconstrained", "RN50")
+        .display()
+        .to_string()
+});
+/// A random-weight RN50 in OpenAI's keys: what a successful run loads.
+static RN50: LazyLock<PathBuf> = LazyLock::new(|| checkpoints::random_checkpoint("RN50"));
+
+/// rn50's own `constrained` binary.
+fn constrained() -> &'static str {
+    &CONSTRAINED_BIN
+}
+
+/// rn50's own `unconstrained` binary.
+fn unconstrained() -> &'static str {
+    &UNCONSTRAINED_BIN
+}
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../clip-core/tests/fixtures/models").join(name)
@@ -34,10 +59,10 @@ fn command(bin: &str, home: &Path) -> Command {
     cmd
 }
 
-/// A short run of the tiny RN fixture writing under `dir/out`; `extra` flags replace the defaults.
+/// A short run of the random RN50 writing under `dir/out`; `extra` flags replace the defaults.
 fn run(bin: &str, dir: &Path, extra: &[&str]) -> Output {
     let out = dir.join("out").display().to_string();
-    let weights = fixture("tiny-rn.pt").display().to_string();
+    let weights = RN50.display().to_string();
     let defaults = [
         ("--device", "cpu"),
         ("--seed", "1"),
@@ -105,7 +130,7 @@ fn evil_checkpoint(dir: &Path, marker: &Path) -> PathBuf {
 
 #[test]
 fn a_pickle_that_runs_code_is_refused_and_nothing_runs() {
-    for bin in [CONSTRAINED, UNCONSTRAINED] {
+    for bin in [constrained(), unconstrained()] {
         let dir = tempfile::tempdir().unwrap();
         let marker = dir.path().join("MARKER");
         let evil = evil_checkpoint(dir.path(), &marker);
@@ -147,7 +172,7 @@ fn broken_checkpoints_are_named_with_their_problem() {
         (&text, &["text.pt", "not a checkpoint"]),
     ];
     for (path, needles) in cases {
-        let output = run(CONSTRAINED, d, &["--weights", path.to_str().unwrap()]);
+        let output = run(constrained(), d, &["--weights", path.to_str().unwrap()]);
         assert_clean_failure(&output, needles);
         assert!(outputs(d).is_empty(), "{}: {:?}", path.display(), outputs(d));
         // Nor the directories it created for its outputs (`out/<model>/`).
@@ -179,7 +204,7 @@ fn bad_tensors_and_keys_are_named() {
         (&keys, &["keys.pt", "is missing", "not an OpenAI CLIP state dict"]),
     ];
     for (path, needles) in cases {
-        let output = run(UNCONSTRAINED, d, &["--weights", path.to_str().unwrap()]);
+        let output = run(unconstrained(), d, &["--weights", path.to_str().unwrap()]);
         assert_clean_failure(&output, needles);
         assert!(outputs(d).is_empty(), "{}: {:?}", path.display(), outputs(d));
         // Nor the directories it created for its outputs (`out/<model>/`).
@@ -214,7 +239,7 @@ fn a_download_with_the_wrong_checksum_is_refused_and_not_kept() {
     let dir = tempfile::tempdir().unwrap();
     let base = serve_wrong_bytes();
     let out = dir.path().join("out");
-    let output = command(CONSTRAINED, dir.path())
+    let output = command(constrained(), dir.path())
         .env("CLIP_DOWNLOAD_BASE_URL", &base)
         .args(["--device", "cpu", "--steps", "1", "--out", out.to_str().unwrap()])
         .output()
@@ -244,7 +269,7 @@ fn bad_numbers_and_names_are_refused_before_anything_runs() {
         (&["--log-every", "0"], &["--log-every"]),
     ];
     for (args, needles) in cases {
-        let output = run(CONSTRAINED, dir.path(), args);
+        let output = run(constrained(), dir.path(), args);
         assert_clean_failure(&output, needles);
         assert_eq!(output.status.code(), Some(2), "{args:?}: clap's usage error");
         assert!(!dir.path().join("out").exists(), "{args:?}");
@@ -257,10 +282,10 @@ fn cuda_without_a_gpu_is_a_clear_error_and_auto_falls_back() {
         return; // Only meaningful where there is no GPU.
     }
     let dir = tempfile::tempdir().unwrap();
-    let output = run(CONSTRAINED, dir.path(), &["--device", "cuda"]);
+    let output = run(constrained(), dir.path(), &["--device", "cuda"]);
     assert_clean_failure(&output, &["--device cuda", "no CUDA device"]);
     // auto runs on the CPU with a warning.
-    let output = run(UNCONSTRAINED, dir.path(), &["--device", "auto"]);
+    let output = run(unconstrained(), dir.path(), &["--device", "auto"]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(stderr(&output).contains("warning: no CUDA device available, running on the CPU"));
 }
@@ -269,10 +294,10 @@ fn cuda_without_a_gpu_is_a_clear_error_and_auto_falls_back() {
 fn an_over_long_prompt_is_named_and_an_empty_one_runs() {
     let dir = tempfile::tempdir().unwrap();
     let long = "a very long prompt ".repeat(20);
-    let output = run(CONSTRAINED, dir.path(), &["--prompt", &long]);
+    let output = run(constrained(), dir.path(), &["--prompt", &long]);
     assert_clean_failure(&output, &["too long for context length 77", long.trim_end()]);
     assert!(outputs(dir.path()).is_empty());
-    let output = run(UNCONSTRAINED, dir.path(), &["--steps", "1", "--prompt", ""]);
+    let output = run(unconstrained(), dir.path(), &["--steps", "1", "--prompt", ""]);
     assert!(output.status.success(), "{}", stderr(&output));
     let written = outputs(dir.path());
     assert!(written.iter().any(|f| f.ends_with("_.png")), "{written:?}");
@@ -292,7 +317,7 @@ fn assert_complete(dir: &Path, prompts: usize) {
 fn a_missing_output_directory_is_created() {
     let dir = tempfile::tempdir().unwrap();
     let nested = dir.path().join("out/deeper/still");
-    let output = run(UNCONSTRAINED, dir.path(), &["--out", nested.to_str().unwrap()]);
+    let output = run(unconstrained(), dir.path(), &["--out", nested.to_str().unwrap()]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert_complete(dir.path(), 1);
 }
@@ -304,7 +329,7 @@ fn an_unwritable_output_directory_fails_before_the_run() {
     let blocker = dir.path().join("file");
     std::fs::write(&blocker, b"x").unwrap();
     let out = blocker.join("out");
-    let output = run(CONSTRAINED, dir.path(), &["--out", out.to_str().unwrap()]);
+    let output = run(constrained(), dir.path(), &["--out", out.to_str().unwrap()]);
     assert_clean_failure(&output, &["output directory", out.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(!stdout.contains("Step"), "the optimisation ran first: {stdout}");
@@ -315,7 +340,7 @@ fn an_unwritable_output_directory_fails_before_the_run() {
     perms.set_readonly(true);
     std::fs::set_permissions(&readonly, perms).unwrap();
     if std::fs::write(readonly.join("probe"), b"").is_err() {
-        let output = run(CONSTRAINED, dir.path(), &["--out", readonly.to_str().unwrap()]);
+        let output = run(constrained(), dir.path(), &["--out", readonly.to_str().unwrap()]);
         assert_clean_failure(&output, &["output directory", "ermission denied"]);
     }
 }
@@ -326,7 +351,7 @@ fn an_unwritable_output_directory_fails_before_the_run() {
 #[test]
 fn a_full_disk_is_an_error_and_earlier_results_survive() {
     let dir = tempfile::tempdir().unwrap();
-    let first = run(CONSTRAINED, dir.path(), &["--steps", "1"]);
+    let first = run(constrained(), dir.path(), &["--steps", "1"]);
     assert!(first.status.success(), "{}", stderr(&first));
     let before: Vec<(String, Vec<u8>)> = outputs(dir.path())
         .into_iter()
@@ -340,9 +365,9 @@ fn a_full_disk_is_an_error_and_earlier_results_survive() {
         "trap '' XFSZ; ulimit -f 1; exec \"$0\" --device cpu --seed 2 --steps 3 --prompt 'a red \
          tomato' --out '{}' --weights '{}'",
         out.display(),
-        fixture("tiny-rn.pt").display()
+        RN50.display()
     );
-    let output = command("sh", dir.path()).args(["-c", &script, CONSTRAINED]).output().unwrap();
+    let output = command("sh", dir.path()).args(["-c", &script, constrained()]).output().unwrap();
     assert_clean_failure(&output, &["writing", "File too large"]);
     let after: Vec<(String, Vec<u8>)> = outputs(dir.path())
         .into_iter()
@@ -361,12 +386,12 @@ fn a_full_disk_is_an_error_and_earlier_results_survive() {
 fn interrupt_with(signal: &str) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let mut child = command(CONSTRAINED, dir.path())
+    let mut child = command(constrained(), dir.path())
         .args(["--device", "cpu", "--seed", "3", "--steps", "1000000", "--log-every", "10"])
         .args(["--prompt", "a red tomato", "--prompt", "a snowy peak", "--out"])
         .arg(&out)
         .arg("--weights")
-        .arg(fixture("tiny-rn.pt"))
+        .arg(&*RN50)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -392,9 +417,10 @@ fn interrupt_with(signal: &str) {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        if sent.elapsed() > Duration::from_secs(30) {
+        // A guard against a hang, not a timing: the run stops after its current step and saves.
+        if sent.elapsed() > Duration::from_secs(180) {
             let _ = child.kill();
-            panic!("still running 30 s after {signal}");
+            panic!("still running 180 s after {signal}");
         }
         std::thread::sleep(Duration::from_millis(50));
     };
@@ -410,7 +436,7 @@ fn interrupt_with(signal: &str) {
             serde_json::from_slice(&std::fs::read(out.join(f)).unwrap()).unwrap();
         assert_eq!(record["interrupted"], true, "{f}");
         let done = record["steps_done"].as_u64().unwrap();
-        assert!((10..1_000_000).contains(&done) && done % 10 == 0, "{f}: {done}");
+        assert!((10..1_000_000).contains(&done), "{f}: {done}");
         assert_eq!(record["steps"], 1_000_000);
     }
 }
@@ -440,7 +466,7 @@ fn ctrl_c_during_the_download_exits_at_once() {
         std::thread::sleep(Duration::from_secs(120));
         drop(held);
     });
-    let mut child = command(CONSTRAINED, dir.path())
+    let mut child = command(constrained(), dir.path())
         .env("CLIP_DOWNLOAD_BASE_URL", &base)
         .args(["--device", "cpu", "--out"])
         .arg(dir.path().join("out"))

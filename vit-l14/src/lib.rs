@@ -1,24 +1,58 @@
 //! Constants of the ViT-L/14 experiment: the seed's prompts and settings for `cargo run -p vit-l14
-//! --bin constrained` and `--bin unconstrained`. All logic is in `clip_core::app::experiment`.
+//! --bin constrained` and `--bin unconstrained`. All logic is in `clip_core` (`app::experiment`
+//! runs them as presets of the engine); edit these to change the experiment — e.g. `PARAM =
+//! Param::FftDecorrelated` and `CONSTRAINED_AUGMENT = &[Augment::Cutouts { n: 32, min_frac: 0.5,
+//! pow: 1.0 }]` turns the constrained run into Lucent's parameterisation with 32 cutouts. As
+//! shipped, each binary writes the same images as `clip generate --model ViT-L/14 --preset <mode>`.
 
-use clip_core::app::experiment::Experiment;
+use clip_core::app::experiment::{Experiment, Recipe};
+use clip_core::engine::augment::{affine::RandomAffine, Augment};
+use clip_core::engine::optimize::Keep;
+use clip_core::engine::param::{Canvas, Param};
 
-/// The released model, as `clip.load` names it.
+/// The released model, as `clip.load` names it; results go to `results/ViT-L-14/`.
 pub const MODEL_NAME: &str = "ViT-L/14";
-/// The model's token in result paths and file names: `results/ViT-L-14/<mode>_ViT-L-14_<prompt>.png`.
-pub const RESULTS_TOKEN: &str = "ViT-L-14";
-pub const TEXT_PROMPTS: [&str; 3] =
-    ["A cute golden retriever", "A snow-covered mountain peak", "A bright red tomato"];
+/// The prompts, one image each (add as many as you like; `--prompt` replaces them).
+pub const TEXT_PROMPTS: &[&str] =
+    &["A cute golden retriever", "A snow-covered mountain peak", "A bright red tomato"];
 pub const LEARNING_RATE: f64 = 0.05;
 pub const STEPS: usize = 10_000;
-/// Weight of the total-variation penalty (constrained runs only).
+/// How the image is parameterised: `Pixels` (the seed's), `Fft`, `Decorrelated`, `FftDecorrelated`.
+pub const PARAM: Param = Param::Pixels;
+/// The FFT parameterisations' decay power.
+pub const DECAY: f64 = 1.0;
+/// The image's size: `None` is the model's input resolution; e.g. `Some(Canvas::square(448))`.
+pub const CANVAS: Option<Canvas> = None;
+
+/// The constrained run: each step's view is augmented in this order, TV-penalised, and the best
+/// image kept.
+pub const CONSTRAINED_AUGMENT: &[Augment] =
+    &[Augment::Affine(RandomAffine::SEED), Augment::Flip { p: 0.3 }];
+/// Weight of the total-variation penalty (constrained runs).
 pub const TV_WEIGHT: f64 = 1e-4;
+pub const CONSTRAINED_KEEP: Keep = Keep::Best;
+
+/// The unconstrained run: no augmentation, no penalty, the final image.
+pub const UNCONSTRAINED_AUGMENT: &[Augment] = &[];
+pub const UNCONSTRAINED_TV_WEIGHT: f64 = 0.0;
+pub const UNCONSTRAINED_KEEP: Keep = Keep::Last;
 
 pub const EXPERIMENT: Experiment = Experiment {
     model: MODEL_NAME,
-    results_token: RESULTS_TOKEN,
-    prompts: &TEXT_PROMPTS,
+    prompts: TEXT_PROMPTS,
     learning_rate: LEARNING_RATE,
     steps: STEPS,
-    tv_weight: TV_WEIGHT,
+    param: PARAM,
+    decay: DECAY,
+    canvas: CANVAS,
+    constrained: Recipe {
+        augment: CONSTRAINED_AUGMENT,
+        tv_weight: TV_WEIGHT,
+        keep: CONSTRAINED_KEEP,
+    },
+    unconstrained: Recipe {
+        augment: UNCONSTRAINED_AUGMENT,
+        tv_weight: UNCONSTRAINED_TV_WEIGHT,
+        keep: UNCONSTRAINED_KEEP,
+    },
 };

@@ -2,34 +2,32 @@
 //! number of prompts, with random weights and random text features (speed does not depend on
 //! their values), against the FLOP floor of a given peak throughput.
 //!
-//! Mirrors the timing of `shared/bench/seed_loops.py` (`timed`): warm-up steps first, untimed; the
+//! Mirrors the timing of `scripts/seed_loops.py`: warm-up steps first, untimed; the
 //! clock read after synchronising the device. Warm-up and timed steps are one [`optimize`] run
 //! with the experiment's read-back interval, as a real run does (on CUDA: eager warm-up, capture,
 //! replays); the clock starts at the read-back that ends the warm-up and stops at the last one
 //! (each read-back copies to the host, so waits for the device). The warm-up is rounded up to a
 //! multiple of the read-back interval for that, and covers the graph's warm-up and capture.
 
-use crate::app::experiment::READBACK_EVERY;
 use crate::clip::model::{Clip, ClipConfig, Layout, LoadedClip, PatchEmbedding, VisionTower};
-use crate::engine::augment::AugmentConfig;
-use crate::engine::optimize::{optimize, Execution, Mode, Settings};
+use crate::engine::augment::Augment;
+use crate::engine::draws::TorchDraws;
+use crate::engine::executor::Execution;
+use crate::engine::optimize::{optimize, EngineError, Preset, READBACK_EVERY};
+use crate::engine::param::Param;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
 /// The architectures `--arch all` runs: the three of the experiment.
 pub const ARCHS: [&str; 3] = crate::clip::released::SEED_MODELS;
 
-/// The H100's measured bf16 matmul throughput (`shared/GPU.md`), the default peak for the floor.
+/// The H100's measured bf16 matmul throughput (`docs/gpu.md`), the default peak for the floor.
 pub const DEFAULT_PEAK_TFLOPS: f64 = 763.0;
-
-/// The experiment's learning rate and TV weight (the same in the three model crates).
-const LEARNING_RATE: f64 = 0.05;
-const TV_WEIGHT: f64 = 1e-4;
 
 /// The warm-up steps a case runs for `requested`: rounded up to a multiple of the read-back
 /// interval, where the clock starts.
 pub fn warmup_steps(requested: usize) -> usize {
-    requested.div_ceil(READBACK_EVERY) * READBACK_EVERY
+    requested.div_ceil(READBACK_EVERY).saturating_mul(READBACK_EVERY)
 }
 
 /// FLOPs of one prompt-step (forward and gradient to the input image), in GFLOP, from the
@@ -39,7 +37,7 @@ pub fn gflop_per_prompt_step(arch: &str) -> Option<f64> {
 }
 
 /// What to time and how.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct BenchOptions {
     /// Timed steps per case.
     pub steps: usize,
@@ -49,6 +47,10 @@ pub struct BenchOptions {
     pub peak_tflops: f64,
     /// `--eager`: no CUDA graph, every step op by op.
     pub eager: bool,
+    /// `--param`: replaces the preset's parameterisation.
+    pub param: Option<Param>,
+    /// `--augment`: replaces the preset's pipeline.
+    pub augment: Option<Vec<Augment>>,
 }
 
 /// The process's peak memory, as far as it can be read.
@@ -133,8 +135,13 @@ pub fn reset_peak_memory(device: Device) {
 #[derive(Debug, Clone)]
 pub struct BenchResult {
     pub arch: String,
-    pub mode: Mode,
+    pub mode: Preset,
+    pub param: Param,
+    /// The pipeline's spec strings.
+    pub augment: Vec<String>,
     pub prompts: usize,
+    /// Images CLIP sees per step: prompts × views per image (cutouts).
+    pub views_per_step: usize,
     pub steps: usize,
     pub warmup: usize,
     pub device: Device,
@@ -142,10 +149,11 @@ pub struct BenchResult {
     pub dtype: Kind,
     pub ms_per_step: f64,
     pub prompt_steps_per_s: f64,
+    pub ms_per_view: f64,
     pub peak_memory: PeakMemory,
     pub gflop_per_prompt_step: Option<f64>,
     pub peak_tflops: f64,
-    /// The step time if every FLOP ran at `peak_tflops`.
+    /// The step time if every FLOP ran at `peak_tflops` (every view counts one prompt-step).
     pub floor_ms_per_step: Option<f64>,
     /// `ms_per_step / floor_ms_per_step`: how many times the floor the step takes.
     pub floor_ratio: Option<f64>,
@@ -162,7 +170,11 @@ impl BenchResult {
         serde_json::json!({
             "arch": self.arch,
             "mode": self.mode.as_str(),
+            "param": self.param.as_str(),
+            "augment": self.augment,
             "prompts": self.prompts,
+            "views_per_step": self.views_per_step,
+            "ms_per_view": self.ms_per_view,
             "steps": self.steps,
             "warmup": self.warmup,
             "device": format!("{:?}", self.device),
@@ -203,52 +215,61 @@ fn synchronize(device: Device) {
 }
 
 /// Times `options.steps` steps of [`optimize`] for `prompts` random text features on `device`
-/// (the model's), after the warm-up (see the module's header). `arch` labels the result and picks
-/// the FLOP count ([`gflop_per_prompt_step`]; none for other configurations).
+/// (the model's), after the warm-up (see the module's header), with `mode`'s preset and the
+/// options' parameterisation and pipeline. `arch` labels the result and picks the FLOP count
+/// ([`gflop_per_prompt_step`]; none for other configurations).
 pub fn run_case(
     model: &Clip,
     arch: &str,
     device: Device,
-    mode: Mode,
+    mode: Preset,
     prompts: usize,
     options: &BenchOptions,
-) -> BenchResult {
+) -> Result<BenchResult, EngineError> {
     tch::manual_seed(0);
     let text = Tensor::randn([prompts as i64, model.config.embed_dim], (Kind::Float, device));
     let warmup = warmup_steps(options.warmup);
     let steps = options.steps.max(1);
-    let settings = Settings {
-        mode,
-        steps: warmup + steps,
-        learning_rate: LEARNING_RATE,
-        tv_weight: TV_WEIGHT,
-        augment: AugmentConfig::SEED,
-        readback_every: READBACK_EVERY,
-        cuda_graph: !options.eager,
-    };
+    let mut settings = mode.settings();
+    if let Some(param) = options.param {
+        settings.param = param;
+    }
+    if let Some(augment) = &options.augment {
+        settings.augment = augment.clone();
+    }
+    settings.steps = warmup + steps;
+    settings.readback_every = READBACK_EVERY;
+    settings.cuda_graph = !options.eager;
+    let views = prompts * settings.views_per_image() as usize;
     synchronize(device);
     reset_peak_memory(device);
     let mut start = Instant::now();
     let mut end = start;
-    let outcome =
-        optimize(model, &text, &settings, &mut |chunk| match chunk.last().map(|s| s.step) {
-            Some(step) if step == warmup => start = Instant::now(),
-            Some(step) if step == warmup + steps => end = Instant::now(),
-            _ => {}
-        });
+    let outcome = optimize(model, &text, &settings, &mut TorchDraws, &mut |chunk| match chunk
+        .last()
+        .map(|s| s.step)
+    {
+        Some(step) if step == warmup => start = Instant::now(),
+        Some(step) if step == warmup + steps => end = Instant::now(),
+        _ => {}
+    })?;
     let ms_per_step = end.duration_since(start).as_secs_f64() * 1e3 / steps as f64;
     let gflop = gflop_per_prompt_step(arch);
-    let floor = gflop.map(|g| prompts as f64 * g * 1e9 / (options.peak_tflops * 1e12) * 1e3);
-    BenchResult {
+    let floor = gflop.map(|g| views as f64 * g * 1e9 / (options.peak_tflops * 1e12) * 1e3);
+    Ok(BenchResult {
         arch: arch.to_string(),
         mode,
+        param: settings.param,
+        augment: settings.augment.iter().map(|a| a.to_string()).collect(),
         prompts,
+        views_per_step: views,
         steps: outcome.steps_done - warmup,
         warmup,
         device,
         dtype: model.dtype(),
         ms_per_step,
         prompt_steps_per_s: prompts as f64 * 1e3 / ms_per_step,
+        ms_per_view: ms_per_step / views as f64,
         peak_memory: peak_memory(device),
         gflop_per_prompt_step: gflop,
         peak_tflops: options.peak_tflops,
@@ -257,12 +278,12 @@ pub fn run_case(
         eager: options.eager,
         execution: outcome.execution,
         layout: layout_label(model),
-    }
+    })
 }
 
 /// The header of [`table_row`]'s table.
 pub const TABLE_HEADER: &str =
-    "arch     | mode          | prompts | layout          | step  | ms/step  | prompt-steps/s | peak memory | floor ratio";
+    "arch     | mode          | param            | augment                         | prompts | views | layout          | graph | ms/step  | ms/view  | prompt-steps/s | peak memory | floor ratio";
 
 /// One human-readable line per case.
 pub fn table_row(r: &BenchResult) -> String {
@@ -271,18 +292,23 @@ pub fn table_row(r: &BenchResult) -> String {
         None => "n/a".to_string(),
     };
     let ratio = r.floor_ratio.map_or("n/a".to_string(), |x| format!("{x:.1}×"));
-    let step = match r.execution {
-        Execution::Graph { .. } => "graph",
-        Execution::Eager { .. } => "eager",
+    let graph = match r.execution {
+        Execution::Graph { .. } => "yes",
+        Execution::Eager { .. } => "no",
     };
+    let augment = if r.augment.is_empty() { "none".to_string() } else { r.augment.join(" ") };
     format!(
-        "{:8} | {:13} | {:7} | {:15} | {:5} | {:8.2} | {:14.2} | {:>11} | {}",
+        "{:8} | {:13} | {:16} | {:31} | {:7} | {:5} | {:15} | {:5} | {:8.2} | {:8.3} | {:14.2} | {:>11} | {}",
         r.arch,
         r.mode.as_str(),
+        r.param.as_str(),
+        augment,
         r.prompts,
+        r.views_per_step,
         r.layout,
-        step,
+        graph,
         r.ms_per_step,
+        r.ms_per_view,
         r.prompt_steps_per_s,
         memory,
         ratio

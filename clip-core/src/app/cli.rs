@@ -1,8 +1,8 @@
 //! Command-line pieces shared by the `clip` tool and the experiment binaries: where the weights come
-//! from (`--weights PATH` or `--model NAME`) and on which device the model runs.
+//! from (`--weights PATH` or `--model NAME`) and the model's precision (`--precision`).
 
 use crate::app::device::DeviceChoice;
-use crate::clip::model::LoadedClip;
+use crate::clip::model::{LoadedClip, Precision};
 use crate::clip::weights::download;
 use anyhow::Context;
 use std::path::PathBuf;
@@ -30,11 +30,33 @@ impl WeightsArgs {
         }
     }
 
-    /// Resolves the device and loads the model onto it.
-    pub fn load(&self, device: DeviceChoice) -> anyhow::Result<LoadedClip> {
+    /// Resolves the device and loads the model onto it, in `precision` (default: fp16 on CUDA,
+    /// fp32 on the CPU).
+    pub fn load(
+        &self,
+        device: DeviceChoice,
+        precision: Option<PrecisionArg>,
+    ) -> anyhow::Result<LoadedClip> {
         let device = device.resolve()?;
         let path = self.path()?;
-        LoadedClip::load(&path, device)
+        let precision = precision.map_or(Precision::for_device(device), Precision::from);
+        LoadedClip::load_with(&path, device, precision, &|| false)
             .with_context(|| format!("loading the CLIP model from {}", path.display()))
+    }
+}
+
+/// `--precision`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrecisionArg {
+    Fp16,
+    Fp32,
+}
+
+impl From<PrecisionArg> for Precision {
+    fn from(p: PrecisionArg) -> Self {
+        match p {
+            PrecisionArg::Fp16 => Precision::Fp16,
+            PrecisionArg::Fp32 => Precision::Fp32,
+        }
     }
 }

@@ -132,11 +132,17 @@ pub fn run_main(body: impl FnOnce() -> anyhow::Result<ExitCode>) -> ExitCode {
 /// Whether `err` or one of its causes is an [`Interrupted`] stop (a library error that stopped
 /// because its `stop` callback said so counts too).
 pub fn is_interrupted(err: &anyhow::Error) -> bool {
+    use crate::clip::model::LoadError;
+    use crate::clip::weights::WeightsError;
     err.chain().any(|cause| {
         cause.is::<Interrupted>()
             || matches!(
-                cause.downcast_ref::<crate::clip::weights::WeightsError>(),
-                Some(crate::clip::weights::WeightsError::Interrupted { .. })
+                cause.downcast_ref::<WeightsError>(),
+                Some(WeightsError::Interrupted { .. })
+            )
+            || matches!(
+                cause.downcast_ref::<LoadError>(),
+                Some(LoadError::Weights(WeightsError::Interrupted { .. }))
             )
     })
 }
@@ -176,6 +182,12 @@ mod tests {
     #[test]
     fn an_interrupted_stop_is_recognised_through_context() {
         let err = anyhow::Error::new(Interrupted { during: "while loading".into() })
+            .context("loading the CLIP model");
+        assert!(is_interrupted(&err));
+        let weights = || crate::clip::weights::WeightsError::Interrupted { path: "/x.pt".into() };
+        let err = anyhow::Error::new(weights()).context("getting the weights");
+        assert!(is_interrupted(&err));
+        let err = anyhow::Error::new(crate::clip::model::LoadError::Weights(weights()))
             .context("loading the CLIP model");
         assert!(is_interrupted(&err));
         assert!(!is_interrupted(&anyhow::anyhow!("other")));

@@ -1,12 +1,17 @@
-//! What a run leaves behind, per prompt: the image as an 8-bit RGB PNG (with the prompt and
-//! settings in tEXt chunks), a JSON record and a CSV of the logged steps, each written atomically.
+//! What a run leaves behind, per prompt, in `<out>/<model token>/`: the image as an 8-bit RGB PNG
+//! (its settings in text chunks, derived from the record), a JSON record and a CSV of the steps,
+//! each written atomically — and the rules that keep results from being lost: names that differ
+//! for different prompts, a refusal to overwrite another prompt's record, a lock per result while
+//! a run writes it, and the removal of temporary files that killed runs left.
 //!
 //! Mirrors the seed's saving (`results/<model>/<mode>_<model>_<prompt with spaces as
 //! underscores>.png`) and its 8-bit conversion as torchvision's `save_image` does it
 //! (`mul(255).add_(0.5).clamp_(0, 255)` then `uint8`).
 
-use crate::engine::optimize::{Mode, StepStats};
+use crate::clip::excerpt::excerpt;
+use crate::engine::optimize::StepStats;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
@@ -19,52 +24,93 @@ pub enum OutputError {
     Dir { path: PathBuf, source: std::io::Error },
     #[error("encoding {path}: {source}")]
     Png { path: PathBuf, source: png::EncodingError },
-    #[error("prompts {first:?} and {second:?} would both be saved as {name}: make them differ in letters or digits")]
+    #[error(
+        "prompts {} and {} would both be saved as {name}: make them differ in letters or digits",
+        excerpt(first),
+        excerpt(second)
+    )]
     SameName { first: String, second: String, name: String },
+    #[error(
+        "{path} is the record of prompt {}, not of {}: a run of this prompt would replace another \
+         prompt's result; use another --out (or --name)",
+        excerpt(recorded),
+        excerpt(prompt)
+    )]
+    OtherPrompt { path: PathBuf, recorded: String, prompt: String },
+    #[error("{path} exists but is not a run record ({reason}); move it away or use another --out")]
+    NotARecord { path: PathBuf, reason: String },
+    #[error(
+        "another run is writing {stem} in {dir} right now (it holds {lock}); wait for it, or use \
+         another --out (or --name)"
+    )]
+    Busy { stem: String, dir: PathBuf, lock: PathBuf },
 }
 
 /// Longest prompt part of a file name, in bytes: file names are limited to 255 bytes, and the stem
-/// also holds the mode, the model and an extension.
-const MAX_PROMPT_BYTES: usize = 180;
+/// also holds the name, the model, a hash, an extension and a temporary file's affixes.
+const MAX_PROMPT_BYTES: usize = 160;
 
-/// The prompt as a file-name part: spaces become underscores, as the seed does (an empty prompt,
-/// which the reference accepts, gives an empty part: `<mode>_<model>_.png`); characters that
-/// are unsafe in file names on Linux, macOS or Windows (`/ \ : * ? " < > |` and control
-/// characters) become `-`; a leading `.` becomes `_` (no hidden files, no `..`); the result is cut
-/// to 180 bytes at a character boundary. Other characters (letters of any script, digits,
-/// punctuation) are kept.
-pub fn prompt_file_part(prompt: &str) -> String {
+/// The seed's prompt part of a file name, and whether it stands for only this prompt. Spaces
+/// become underscores, as the seed does (an empty prompt, which the reference accepts, gives an
+/// empty part); characters that are unsafe in file names on Linux, macOS or Windows (`/ \ : * ? "
+/// < > |` and control characters) become `-`; a leading `.` becomes `_` (no hidden files, no
+/// `..`); the result is cut to 160 bytes at a character boundary. The mapping is one-to-one only
+/// for prompts without `_`, unsafe or control characters, a leading `.`, or a cut: for the others
+/// the second value is `false`.
+fn seed_file_part(prompt: &str) -> (String, bool) {
     let mut name = String::new();
+    let mut exact = true;
     for c in prompt.chars() {
         let mapped = match c {
             ' ' => '_',
-            '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|' => '-',
-            c if c.is_control() => '-',
+            '_' | '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|' => {
+                exact = false;
+                if c == '_' {
+                    '_'
+                } else {
+                    '-'
+                }
+            }
+            c if c.is_control() => {
+                exact = false;
+                '-'
+            }
             c => c,
         };
         if name.len() + mapped.len_utf8() > MAX_PROMPT_BYTES {
+            exact = false;
             break;
         }
         name.push(mapped);
     }
     if name.starts_with('.') {
         name.replace_range(..1, "_");
+        exact = false;
     }
-    name
+    (name, exact)
 }
 
-/// `<mode>_<model>_<prompt>`, the seed's file stem.
-pub fn file_stem(mode: Mode, results_token: &str, prompt: &str) -> String {
-    format!("{mode}_{results_token}_{}", prompt_file_part(prompt))
+/// The prompt as a file-name part: the seed's (spaces as underscores) when that names this prompt
+/// alone, else the seed's part followed by `~` and the first 8 hex digits of the prompt's SHA-256,
+/// so that `a/b` and `a-b`, or `.` and `_`, never share a file.
+pub fn prompt_file_part(prompt: &str) -> String {
+    let (name, exact) = seed_file_part(prompt);
+    if exact {
+        name
+    } else {
+        format!("{name}~{}", &sha256_hex(prompt.as_bytes())[..8])
+    }
 }
 
-/// The stems of all prompts of a run, refusing two prompts that map to the same file.
-pub fn file_stems(
-    mode: Mode,
-    results_token: &str,
-    prompts: &[String],
-) -> Result<Vec<String>, OutputError> {
-    let stems: Vec<String> = prompts.iter().map(|p| file_stem(mode, results_token, p)).collect();
+/// `<name>_<token>_<prompt>`: the seed's file stem (`<mode>_<model>_<prompt>`).
+pub fn file_stem(name: &str, token: &str, prompt: &str) -> String {
+    format!("{name}_{token}_{}", prompt_file_part(prompt))
+}
+
+/// The stems of all prompts of a run, refusing two prompts that map to the same file (the same
+/// prompt twice).
+pub fn file_stems(name: &str, token: &str, prompts: &[String]) -> Result<Vec<String>, OutputError> {
+    let stems: Vec<String> = prompts.iter().map(|p| file_stem(name, token, p)).collect();
     for (i, stem) in stems.iter().enumerate() {
         if let Some(j) = stems[..i].iter().position(|s| s == stem) {
             return Err(OutputError::SameName {
@@ -77,9 +123,14 @@ pub fn file_stems(
     Ok(stems)
 }
 
+/// Lower-case hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// An image [3, H, W] with values in [0, 1] as 8-bit RGB bytes (row-major, interleaved), rounded as
 /// torchvision's `save_image`.
-pub fn to_rgb8(image: &Tensor) -> (Vec<u8>, u32, u32) {
+pub fn to_rgb8(image: &Tensor) -> Result<(Vec<u8>, u32, u32), tch::TchError> {
     let size = image.size();
     let (h, w) = (size[1], size[2]);
     let bytes = (image.to_kind(Kind::Float) * 255.0 + 0.5)
@@ -87,8 +138,8 @@ pub fn to_rgb8(image: &Tensor) -> (Vec<u8>, u32, u32) {
         .to_kind(Kind::Uint8)
         .permute([1, 2, 0])
         .contiguous()
-        .to_device(tch::Device::Cpu);
-    (Vec::<u8>::try_from(bytes.flatten(0, -1)).unwrap_or_default(), w as u32, h as u32)
+        .f_to_device(tch::Device::Cpu)?;
+    Ok((Vec::<u8>::try_from(bytes.flatten(0, -1))?, w as u32, h as u32))
 }
 
 /// The directories a run created for its outputs. Dropped without [`keep`](Self::keep) — the run
@@ -97,13 +148,22 @@ pub fn to_rgb8(image: &Tensor) -> (Vec<u8>, u32, u32) {
 #[derive(Debug)]
 #[must_use = "dropping it removes the directories it created while they are empty"]
 pub struct NewDirs {
-    created: Vec<std::path::PathBuf>,
+    created: Vec<PathBuf>,
 }
 
 impl NewDirs {
     /// The run succeeded (or saved something): keep every directory.
     pub fn keep(mut self) {
         self.created.clear();
+    }
+
+    /// Adds what `other` created (removed, like ours, unless kept).
+    pub fn absorb(&mut self, mut other: NewDirs) {
+        self.created.append(&mut other.created);
+    }
+
+    pub fn none() -> Self {
+        Self { created: Vec::new() }
     }
 }
 
@@ -118,7 +178,7 @@ impl Drop for NewDirs {
 
 /// [`ensure_writable_dir`], remembering which directories it created.
 pub fn create_writable_dir(dir: &Path) -> Result<NewDirs, OutputError> {
-    let created: Vec<std::path::PathBuf> = dir
+    let created: Vec<PathBuf> = dir
         .ancestors()
         .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
         .map(Path::to_path_buf)
@@ -138,21 +198,131 @@ pub fn ensure_writable_dir(dir: &Path) -> Result<(), OutputError> {
     Ok(())
 }
 
+/// The prefix of [`write_atomic`]'s temporary file for `path`: `.tmp-<file name>.`, followed by
+/// tempfile's random suffix.
+fn temp_prefix(file_name: &str) -> String {
+    format!(".tmp-{file_name}.")
+}
+
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a
 /// reader never sees a half-written file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
     let io = |source| OutputError::Io { path: path.to_path_buf(), source };
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let file_name = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
     let mut builder = tempfile::Builder::new();
     // A temporary file is private (0600) by default; results are ordinary files, so ask for 0666
     // and let the user's umask decide, as `File::create` would.
     #[cfg(unix)]
     builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-    let mut file = builder.prefix(".tmp-").tempfile_in(dir).map_err(io)?;
+    let prefix = temp_prefix(&file_name);
+    let mut file = builder.prefix(&prefix).tempfile_in(dir).map_err(io)?;
     file.write_all(bytes).map_err(io)?;
     file.as_file().sync_all().map_err(io)?;
     file.persist(path).map_err(|e| io(e.error))?;
     Ok(())
+}
+
+/// The extensions a result's files have.
+pub const RESULT_EXTENSIONS: [&str; 3] = ["png", "json", "csv"];
+
+/// A result's lock: `.<stem>.lock` in its directory, held (an advisory `flock`) while a run
+/// writes that result, so that two runs never write the same result at once. The kernel releases
+/// it when the process ends, even when it is killed; a run that ends removes its lock file (a lock
+/// taken on a file that was removed meanwhile is noticed and taken again).
+#[derive(Debug)]
+pub struct ResultLock {
+    path: PathBuf,
+    _file: std::fs::File,
+}
+
+impl ResultLock {
+    /// Takes the lock of `stem` in `dir`, then removes the temporary files that killed runs left
+    /// for it (no live run can be writing them: it would hold the lock). Returns how many were
+    /// removed too.
+    pub fn take(dir: &Path, stem: &str) -> Result<(Self, usize), OutputError> {
+        let path = dir.join(format!(".{stem}.lock"));
+        let io = |source| OutputError::Io { path: path.clone(), source };
+        loop {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(io)?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(OutputError::Busy {
+                        stem: stem.to_string(),
+                        dir: dir.to_path_buf(),
+                        lock: path,
+                    })
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+            }
+            // The run that held it may have removed the file between our open and our lock.
+            if same_file(&file, &path) {
+                let removed = remove_stale_temporaries(dir, stem);
+                return Ok((Self { path, _file: file }, removed));
+            }
+        }
+    }
+}
+
+impl Drop for ResultLock {
+    fn drop(&mut self) {
+        // Removed while still held; the lock goes with the file handle after this.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Whether the open `file` is the file at `path` now.
+fn same_file(file: &std::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Removes `.tmp-<stem>.<ext>.XXXXXX` files (from [`write_atomic`]) of `stem`'s results.
+fn remove_stale_temporaries(dir: &Path, stem: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let stale = RESULT_EXTENSIONS.iter().any(|ext| {
+            name.strip_prefix(&temp_prefix(&format!("{stem}.{ext}"))).is_some_and(|suffix| {
+                !suffix.is_empty() && suffix.chars().all(|c| c.is_ascii_alphanumeric())
+            })
+        });
+        if stale && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Refuses to write `stem`'s results in `dir` when its record there belongs to another prompt.
+pub fn check_not_another_prompts(dir: &Path, stem: &str, prompt: &str) -> Result<(), OutputError> {
+    let path = dir.join(format!("{stem}.json"));
+    let text = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => return Err(OutputError::Io { path, source }),
+    };
+    let value: serde_json::Value = serde_json::from_slice(&text)
+        .map_err(|e| OutputError::NotARecord { path: path.clone(), reason: e.to_string() })?;
+    match value.get("prompt").and_then(|p| p.as_str()) {
+        Some(recorded) if recorded == prompt => Ok(()),
+        Some(recorded) => Err(OutputError::OtherPrompt {
+            path,
+            recorded: recorded.to_string(),
+            prompt: prompt.to_string(),
+        }),
+        None => Err(OutputError::NotARecord { path, reason: "it has no \"prompt\"".into() }),
+    }
 }
 
 /// Encodes 8-bit RGB pixels as a PNG with text chunks (tEXt for Latin-1 text, iTXt otherwise).
@@ -187,12 +357,29 @@ pub fn png_bytes(
 #[derive(Debug, Clone, Serialize)]
 pub struct RunRecord {
     pub prompt: String,
+    /// The released model's name (`ViT-B/32`), or for another architecture the token of its file.
     pub model: String,
+    /// The first part of the file names: the preset's name, or `--name`.
     pub mode: String,
+    /// The preset the settings started from, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
     /// The PNG's file name (next to this record).
     pub image: String,
+    /// The PNG's SHA-256: a PNG and a JSON that do not belong together are told apart.
+    pub image_sha256: String,
     pub weights: String,
     pub weights_sha256: String,
+    pub param: String,
+    /// The FFT parameterisations' decay power.
+    pub decay: f64,
+    /// The augmentations in order, as their spec strings.
+    pub augment: Vec<String>,
+    /// The canvas, `WxH`.
+    pub size: String,
+    pub keep: String,
+    /// Views per image and step (cutouts).
+    pub views_per_image: i64,
     pub steps: usize,
     /// The steps done: `steps`, or fewer when the run was interrupted.
     pub steps_done: usize,
@@ -203,10 +390,12 @@ pub struct RunRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub frozen_at_step: Option<usize>,
     pub learning_rate: f64,
-    /// Used only by the constrained mode.
     pub tv_weight: f64,
     pub seed: u64,
     pub device: String,
+    /// fp16 or fp32: the model's weights and activations.
+    pub precision: String,
+    /// The model's input resolution.
     pub resolution: i64,
     /// Prompts optimised together in the batch this one ran in.
     pub batch_size: usize,
@@ -215,14 +404,18 @@ pub struct RunRecord {
     /// The saved PNG re-loaded, preprocessed as CLIP's `preprocess` and scored: the seed's
     /// "Final Similarity".
     pub final_similarity: f64,
-    /// The result image before 8-bit quantisation, scored the same way.
+    /// The result image before 8-bit quantisation, scored (resampled to the model's resolution
+    /// where the canvas differs).
     pub final_similarity_unquantized: f64,
-    /// Constrained: the step whose augmented view had the lowest similarity loss (the saved image
-    /// is the image after that step's update) and that loss.
+    /// Keep best: the step whose view had the lowest similarity loss (the saved image is the
+    /// image after that step's update) and that loss.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub best_step: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub best_similarity_loss: Option<f64>,
+    /// The CSV holds the steps that are multiples of this (and the last): 1 unless the run was
+    /// longer than the history's bound.
+    pub history_every: usize,
     /// Optimisation steps per second (each step updates every prompt of the batch).
     pub steps_per_second: f64,
     pub loop_seconds: f64,
@@ -232,16 +425,50 @@ pub struct RunRecord {
     pub wall_seconds: f64,
 }
 
-/// The record as pretty JSON, newline-terminated.
-pub fn json_bytes(record: &RunRecord) -> Vec<u8> {
-    let mut text = serde_json::to_string_pretty(record).unwrap_or_default();
-    text.push('\n');
-    text.into_bytes()
+impl RunRecord {
+    /// The PNG's text chunks: the record's settings and outcome, without its timings or paths
+    /// (the same run gives the same PNG).
+    pub fn png_text(&self) -> Vec<(&'static str, String)> {
+        let mut text = vec![
+            ("Title", self.prompt.clone()),
+            ("Software", "clip-rs".to_string()),
+            ("prompt", self.prompt.clone()),
+            ("model", self.model.clone()),
+            ("mode", self.mode.clone()),
+        ];
+        if let Some(preset) = &self.preset {
+            text.push(("preset", preset.clone()));
+        }
+        text.extend([
+            ("param", self.param.clone()),
+            ("decay", self.decay.to_string()),
+            ("augment", self.augment.join(" ")),
+            ("size", self.size.clone()),
+            ("keep", self.keep.clone()),
+            ("steps", self.steps.to_string()),
+            ("steps_done", self.steps_done.to_string()),
+            ("interrupted", self.interrupted.to_string()),
+            ("learning_rate", self.learning_rate.to_string()),
+            ("tv_weight", self.tv_weight.to_string()),
+            ("seed", self.seed.to_string()),
+            ("device", self.device.clone()),
+            ("precision", self.precision.clone()),
+            ("weights_sha256", self.weights_sha256.clone()),
+        ]);
+        text
+    }
 }
 
-/// `step,similarity,tv` for prompt `index` of every step in `stats`: the step's view similarity and
-/// the un-weighted total variation of the un-augmented image.
-pub fn csv_bytes(stats: &[StepStats], index: usize) -> Vec<u8> {
+/// The record as pretty JSON, newline-terminated.
+pub fn json_bytes(record: &RunRecord) -> Result<Vec<u8>, serde_json::Error> {
+    let mut text = serde_json::to_string_pretty(record)?;
+    text.push('\n');
+    Ok(text.into_bytes())
+}
+
+/// `step,similarity,tv` for prompt `index` of every step in `stats`: the step's mean view
+/// similarity and the un-weighted total variation of the image.
+pub fn csv_bytes<'a>(stats: impl IntoIterator<Item = &'a StepStats>, index: usize) -> Vec<u8> {
     let mut text = String::from("step,similarity,tv\n");
     for s in stats {
         let (sim, tv) = (s.similarity.get(index), s.tv.get(index));
@@ -260,14 +487,22 @@ mod tests {
     fn prompt_names() {
         let part = prompt_file_part;
         assert_eq!(part("A cute golden retriever"), "A_cute_golden_retriever");
-        assert_eq!(part("AC/DC: a \"band\"?"), "AC-DC-_a_-band--");
-        assert_eq!(part("../etc"), "_.-etc");
+        assert_eq!(part("A snow-covered mountain peak"), "A_snow-covered_mountain_peak");
         assert_eq!(part(" café "), "_café_");
         assert_eq!(part(""), "");
-        assert_eq!(part(&"é".repeat(200)).len(), 180);
-        let prompts = vec!["a/b".to_string(), "a:b".to_string()];
+        // Lossy mappings carry the prompt's hash: different prompts, different names.
+        assert!(part("AC/DC: a \"band\"?").starts_with("AC-DC-_a_-band--~"));
+        assert!(part("../etc").starts_with("_.-etc~"));
+        for (a, b) in [("a/b", "a-b"), (".", "_"), ("a b", "a_b"), ("a:b", "a?b"), ("x\ny", "x-y")]
+        {
+            assert_ne!(part(a), part(b), "{a:?} and {b:?}");
+        }
+        let long = "é".repeat(200);
+        assert!(part(&long).len() <= MAX_PROMPT_BYTES + 9);
+        assert_ne!(part(&long), part(&"é".repeat(201)));
+        let prompts = vec!["a b".to_string(), "a b".to_string()];
         assert!(matches!(
-            file_stems(Mode::Constrained, "RN50", &prompts),
+            file_stems("constrained", "RN50", &prompts),
             Err(OutputError::SameName { .. })
         ));
     }
@@ -275,7 +510,7 @@ mod tests {
     #[test]
     fn rgb8_rounds_like_save_image() {
         let image = Tensor::from_slice(&[0.0f32, 0.5, 1.0, -0.1, 1.2, 0.002]).view([3, 1, 2]);
-        let (bytes, w, h) = to_rgb8(&image);
+        let (bytes, w, h) = to_rgb8(&image).unwrap();
         assert_eq!((w, h), (2, 1));
         // floor(x * 255 + 0.5), clamped: pixel 0 = (0, 255, 255), pixel 1 = (128, 0, 1).
         assert_eq!(bytes, vec![0, 255, 255, 128, 0, 1]);
@@ -299,5 +534,36 @@ mod tests {
         // Latin-1 text in tEXt, anything else in iTXt (UTF-8).
         assert_eq!(info.uncompressed_latin1_text[0].text, "constrained");
         assert_eq!(info.utf8_text[0].get_text().unwrap(), "un café ☕");
+    }
+
+    #[test]
+    fn a_lock_is_exclusive_and_clears_stale_temporaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let stale = dir.path().join(".tmp-s.png.Ab12Cd");
+        let other = dir.path().join(".tmp-s.png.png.Xy34Zw");
+        std::fs::write(&stale, b"half").unwrap();
+        std::fs::write(&other, b"another stem's").unwrap();
+        let (lock, removed) = ResultLock::take(dir.path(), "s").unwrap();
+        assert_eq!(removed, 1);
+        assert!(!stale.exists() && other.exists());
+        assert!(matches!(ResultLock::take(dir.path(), "s"), Err(OutputError::Busy { .. })));
+        drop(lock);
+        assert!(!dir.path().join(".s.lock").exists(), "the lock file goes with the run");
+        assert!(ResultLock::take(dir.path(), "s").is_ok());
+    }
+
+    #[test]
+    fn another_prompts_record_is_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(check_not_another_prompts(dir.path(), "s", "a").is_ok());
+        std::fs::write(dir.path().join("s.json"), br#"{"prompt": "a"}"#).unwrap();
+        assert!(check_not_another_prompts(dir.path(), "s", "a").is_ok());
+        let err = check_not_another_prompts(dir.path(), "s", "b").unwrap_err();
+        assert!(matches!(err, OutputError::OtherPrompt { .. }), "{err}");
+        std::fs::write(dir.path().join("s.json"), b"{").unwrap();
+        assert!(matches!(
+            check_not_another_prompts(dir.path(), "s", "a"),
+            Err(OutputError::NotARecord { .. })
+        ));
     }
 }

@@ -1,7 +1,9 @@
 //! A tiny random ViT CLIP (32 px), shared by the tests of the optimisation loop and of `clip bench`:
 //! their mechanics need no real model.
 
-use clip_core::clip::model::{ClipConfig, LoadedClip, VisionConfig};
+#![allow(dead_code)]
+
+use clip_core::clip::model::{ClipConfig, LoadedClip, Precision, VisionConfig};
 use tch::Device;
 
 pub fn tiny_model() -> LoadedClip {
@@ -10,6 +12,11 @@ pub fn tiny_model() -> LoadedClip {
 
 /// The same model on `device` (fp16 on CUDA, as `clip.load`).
 pub fn tiny_model_on(device: Device) -> LoadedClip {
+    tiny_model_with(device, Precision::for_device(device))
+}
+
+/// The same model on `device` in `precision`.
+pub fn tiny_model_with(device: Device, precision: Precision) -> LoadedClip {
     tch::manual_seed(0);
     let config = ClipConfig {
         embed_dim: 32,
@@ -20,5 +27,5 @@ pub fn tiny_model_on(device: Device) -> LoadedClip {
         transformer_width: 64,
         transformer_layers: 1,
     };
-    LoadedClip::random(&config, device)
+    LoadedClip::random_with(&config, device, precision)
 }

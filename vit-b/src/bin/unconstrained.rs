@@ -1,11 +1,11 @@
 //! `cargo run -p vit-b --bin unconstrained`: the seed's unconstrained run with ViT-B/32 — no augmentation, no penalty; keeps the final image.
-//! Outputs go to `results/ViT-B/`; the binary prints and records its model, since the three model
-//! crates' `unconstrained` binaries share one path in `target/<profile>/`.
+//! Outputs go to `results/ViT-B/`; the binary prints and records its model, since the three
+//! model crates' `unconstrained` binaries share one path in `target/<profile>/`.
 
-use clip_core::engine::optimize::Mode;
+use clip_core::engine::optimize::Preset;
 
-const MODE: Mode = Mode::Unconstrained;
+const PRESET: Preset = Preset::Unconstrained;
 
 fn main() -> std::process::ExitCode {
-    clip_core::app::experiment::main(&vit_b::EXPERIMENT, MODE)
+    clip_core::app::experiment::main(&vit_b::EXPERIMENT, PRESET)
 }

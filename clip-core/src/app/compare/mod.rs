@@ -18,7 +18,7 @@ use crate::clip::model::LoadedClip;
 use crate::clip::preprocess;
 use crate::clip::tokenizer::Tokenizer;
 use crate::clip::weights::download;
-use crate::engine::loss::cosine_similarity;
+use crate::engine::objective::cosine_similarity;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};

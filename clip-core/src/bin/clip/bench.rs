@@ -5,7 +5,10 @@ use anyhow::Context;
 use clip_core::app::bench::{self, BenchOptions};
 use clip_core::app::device::DeviceChoice;
 use clip_core::clip::model::PatchEmbedding;
-use clip_core::engine::optimize::{Execution, Mode};
+use clip_core::engine::augment::{parse_pipeline, Augment};
+use clip_core::engine::executor::Execution;
+use clip_core::engine::optimize::Preset;
+use clip_core::engine::param::Param;
 use std::io::Write;
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,12 +44,22 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value_t = BenchMode::Both)]
     pub mode: BenchMode,
     /// Timed steps per case (on the CPU use a few: ViT-L/14 takes ~10 s a step with 3 prompts).
-    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
     pub steps: u64,
     /// Untimed warm-up steps before them, rounded up to a multiple of 10 (the read-back interval,
     /// where the clock starts); on CUDA they include the graph's warm-up and capture.
-    #[arg(long, value_name = "N", default_value_t = 10)]
+    #[arg(long, value_name = "N", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     pub warmup: u64,
+    /// The parameterisation to time instead of the preset's (pixels): pixels, fft, decorrelated,
+    /// fft-decorrelated.
+    #[arg(long, value_name = "NAME", value_parser = parse_param)]
+    pub param: Option<Param>,
+    /// An augmentation to time instead of the preset's pipeline; repeat for a pipeline (`none`
+    /// clears it), e.g. --augment cutouts:32,0.5,1. Specs as `clip generate --augment`.
+    #[arg(long = "augment", value_name = "SPEC", value_parser = check_augment, allow_hyphen_values = true)]
+    pub augment: Vec<String>,
     /// Where the model runs: cpu (fp32), cuda (fp16, as clip.load) or auto.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
@@ -71,6 +84,14 @@ pub struct BenchArgs {
     pub json: bool,
 }
 
+fn parse_param(s: &str) -> Result<Param, String> {
+    s.parse()
+}
+
+fn check_augment(s: &str) -> Result<String, String> {
+    Augment::parse(s).map(|_| s.to_string())
+}
+
 fn parse_peak(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
         Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
@@ -85,10 +106,15 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     } else {
         args.arch.iter().map(String::as_str).collect()
     };
-    let modes: &[Mode] = match args.mode {
-        BenchMode::Constrained => &[Mode::Constrained],
-        BenchMode::Unconstrained => &[Mode::Unconstrained],
-        BenchMode::Both => &[Mode::Unconstrained, Mode::Constrained],
+    let modes: &[Preset] = match args.mode {
+        BenchMode::Constrained => &[Preset::Constrained],
+        BenchMode::Unconstrained => &[Preset::Unconstrained],
+        BenchMode::Both => &[Preset::Unconstrained, Preset::Constrained],
+    };
+    let augment = if args.augment.is_empty() {
+        None
+    } else {
+        Some(parse_pipeline(&args.augment).map_err(anyhow::Error::msg)?)
     };
     let device = args.device.resolve()?;
     let options = BenchOptions {
@@ -96,6 +122,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         warmup: args.warmup as usize,
         peak_tflops: args.peak_tflops,
         eager: args.eager,
+        param: args.param,
+        augment,
     };
     if !args.json {
         println!(
@@ -133,7 +161,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                         mode,
                         prompts as usize,
                         &options,
-                    );
+                    )
+                    .with_context(|| format!("--arch {arch}"))?;
                     if let Execution::Eager { reason } = &r.execution {
                         if !eager_reasons.contains(reason) {
                             eager_reasons.push(reason.clone());

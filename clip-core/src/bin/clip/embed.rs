@@ -1,7 +1,7 @@
 //! `clip embed`: raw `encode_image` / `encode_text` outputs as JSON.
 
 use anyhow::Context;
-use clip_core::app::cli::WeightsArgs;
+use clip_core::app::cli::{PrecisionArg, WeightsArgs};
 use clip_core::app::device::DeviceChoice;
 use clip_core::clip::preprocess;
 use clip_core::clip::tokenizer::Tokenizer;
@@ -12,9 +12,12 @@ use tch::{Kind, Tensor};
 pub struct EmbedArgs {
     #[command(flatten)]
     pub weights: WeightsArgs,
-    /// Where the model runs: cpu (fp32), cuda (fp16, as clip.load) or auto.
+    /// Where the model runs: cpu, cuda or auto.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
+    /// The model's precision (default: fp16 on CUDA, fp32 on the CPU, as clip.load).
+    #[arg(long, value_enum, value_name = "fp16|fp32")]
+    pub precision: Option<PrecisionArg>,
     /// An image to embed (repeatable; resized and centre-cropped like the reference's preprocess).
     #[arg(long = "image", value_name = "FILE")]
     pub images: Vec<PathBuf>,
@@ -39,7 +42,7 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<()> {
     } else {
         Some(Tokenizer::new()?.tokenize(&args.texts, false)?)
     };
-    let loaded = args.weights.load(args.device)?;
+    let loaded = args.weights.load(args.device, args.precision)?;
     let model = &loaded.model;
     let device = loaded.vs.device();
     let resolution = model.config.image_resolution as u32;

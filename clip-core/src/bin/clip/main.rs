@@ -4,16 +4,18 @@
 mod bench;
 mod compare;
 mod embed;
+mod generate;
 mod score;
 mod tokenize;
 
 use clap::{Parser, Subcommand};
+use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "clip",
     version,
-    about = "OpenAI's CLIP on libtorch: embed, score, tokenize, compare, bench"
+    about = "OpenAI's CLIP on libtorch: embed, score, tokenize, generate, compare, bench"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -31,23 +33,28 @@ enum Command {
     /// Score every result (and real photos) under every model; write transfer.csv, three
     /// pictures and report.md into the results directory.
     Compare(compare::CompareArgs),
+    /// Optimise images for prompts with any parameterisation, augmentation pipeline and canvas,
+    /// from the seed's presets; outputs as the experiment binaries'.
+    Generate(clip_core::app::generate::GenerateArgs),
     /// Time the optimisation step (random weights) per architecture, mode and number of prompts:
     /// ms per step, prompt-steps/s, peak memory, ratio to the FLOP floor.
     Bench(bench::BenchArgs),
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let done = |r: anyhow::Result<()>| r.map(|()| ExitCode::SUCCESS);
     match cli.command {
-        Command::Embed(args) => embed::run(&args),
-        Command::Score(args) => score::run(&args),
-        Command::Tokenize(args) => tokenize::run(&args),
-        Command::Compare(args) => compare::run(&args),
-        Command::Bench(args) => bench::run(&args),
+        Command::Embed(args) => done(embed::run(&args)),
+        Command::Score(args) => done(score::run(&args)),
+        Command::Tokenize(args) => done(tokenize::run(&args)),
+        Command::Compare(args) => done(compare::run(&args)),
+        Command::Generate(args) => generate::run(&args),
+        Command::Bench(args) => done(bench::run(&args)),
     }
 }
 
-fn main() -> std::process::ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     // libtorch errors (tch panics) become `error: …` lines too.
-    clip_core::app::interrupt::run_main(|| run(cli).map(|()| std::process::ExitCode::SUCCESS))
+    clip_core::app::interrupt::run_main(|| run(cli))
 }

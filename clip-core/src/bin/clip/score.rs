@@ -2,20 +2,23 @@
 //! it (the image preprocessed, both embeddings normalised).
 
 use anyhow::Context;
-use clip_core::app::cli::WeightsArgs;
+use clip_core::app::cli::{PrecisionArg, WeightsArgs};
 use clip_core::app::device::DeviceChoice;
 use clip_core::clip::preprocess;
 use clip_core::clip::tokenizer::Tokenizer;
-use clip_core::engine::loss::cosine_similarity;
+use clip_core::engine::objective::cosine_similarity;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct ScoreArgs {
     #[command(flatten)]
     pub weights: WeightsArgs,
-    /// Where the model runs: cpu (fp32), cuda (fp16, as clip.load) or auto.
+    /// Where the model runs: cpu, cuda or auto.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
+    /// The model's precision (default: fp16 on CUDA, fp32 on the CPU, as clip.load).
+    #[arg(long, value_enum, value_name = "fp16|fp32")]
+    pub precision: Option<PrecisionArg>,
     /// The image to score.
     #[arg(long, value_name = "FILE")]
     pub image: PathBuf,
@@ -26,7 +29,7 @@ pub struct ScoreArgs {
 
 pub fn run(args: &ScoreArgs) -> anyhow::Result<()> {
     let tokens = Tokenizer::new()?.tokenize(&[&args.text], false)?;
-    let loaded = args.weights.load(args.device)?;
+    let loaded = args.weights.load(args.device, args.precision)?;
     let model = &loaded.model;
     let device = loaded.vs.device();
     let pixels = preprocess::preprocess_path(&args.image, model.config.image_resolution as u32)

@@ -4,7 +4,7 @@
 //! Mirrors `CLIP`, `convert_weights` and `build_model` in `clip/model.py` and the model set-up of
 //! `clip.load` in `clip/clip.py` (openai-clip 1.0.1, `jit=False`): the architecture is inferred from
 //! the checkpoint's shapes, the weights are loaded strictly, and the model runs in fp32 on the CPU
-//! and in the reference's mixed fp16 on CUDA (convolution, linear and attention weights and the two
+//! and in the reference's mixed fp16 on CUDA or on request (`Precision`; convolution, linear and attention weights and the two
 //! projections in fp16; LayerNorm, BatchNorm and the embeddings in fp32, as `convert_weights` leaves
 //! them). Variable paths are OpenAI's state-dict keys.
 
@@ -173,6 +173,40 @@ impl Layout {
     }
 }
 
+/// The precision a model computes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// `convert_weights`' mixed fp16: convolution, linear and attention weights and the two
+    /// projections in fp16; LayerNorm (computed in fp32), BatchNorm and embeddings in fp32.
+    Fp16,
+    /// Everything in fp32 (`clip.load` on the CPU calls `model.float()`).
+    Fp32,
+}
+
+impl Precision {
+    /// `clip.load`'s choice: fp16 on CUDA, fp32 on the CPU.
+    pub fn for_device(device: Device) -> Self {
+        if device.is_cuda() {
+            Self::Fp16
+        } else {
+            Self::Fp32
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fp16 => "fp16",
+            Self::Fp32 => "fp32",
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Everything that can go wrong when loading a model.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -190,29 +224,32 @@ pub struct LoadedClip {
 
 impl LoadedClip {
     /// `clip.load(path, device, jit=False)`: reads any supported checkpoint format, infers the
-    /// architecture, loads every weight strictly, and sets the precision for the device.
+    /// architecture, loads every weight strictly, and sets the precision for the device (fp16 on
+    /// CUDA, fp32 on the CPU).
     pub fn load(path: &Path, device: Device) -> Result<Self, LoadError> {
-        Self::load_with(path, device, &|| false)
+        Self::load_with(path, device, Precision::for_device(device), &|| false)
     }
 
-    /// [`load`](Self::load), asking `stop` between tensors whether to give up
-    /// (`WeightsError::Interrupted`).
+    /// [`load`](Self::load) in the given precision, asking `stop` between tensors whether to give
+    /// up (`WeightsError::Interrupted`).
     pub fn load_with(
         path: &Path,
         device: Device,
+        precision: Precision,
         stop: &dyn Fn() -> bool,
     ) -> Result<Self, LoadError> {
         let state_dict = StateDict::load_with(path, stop)?;
-        Self::from_state_dict_with(&state_dict, device, stop)
+        Self::from_state_dict_with(&state_dict, device, precision, stop)
     }
 
     pub fn from_state_dict(state_dict: &StateDict, device: Device) -> Result<Self, LoadError> {
-        Self::from_state_dict_with(state_dict, device, &|| false)
+        Self::from_state_dict_with(state_dict, device, Precision::for_device(device), &|| false)
     }
 
     fn from_state_dict_with(
         state_dict: &StateDict,
         device: Device,
+        precision: Precision,
         stop: &dyn Fn() -> bool,
     ) -> Result<Self, LoadError> {
         let shapes: BTreeMap<String, Vec<i64>> =
@@ -222,7 +259,7 @@ impl LoadedClip {
         let mut vs = nn::VarStore::new(device);
         let mut model = tch::no_grad(|| Clip::new(&vs.root(), &config));
         state_dict.load_into_with(&vs, &METADATA_KEYS, stop)?;
-        if device.is_cuda() {
+        if precision == Precision::Fp16 {
             convert_weights(&vs);
         }
         vs.freeze();
@@ -230,11 +267,17 @@ impl LoadedClip {
         Ok(Self { vs, model })
     }
 
-    /// A randomly initialised model of a given configuration (benchmarks, tests).
+    /// A randomly initialised model of a given configuration (benchmarks, tests), in the
+    /// device's default precision.
     pub fn random(config: &ClipConfig, device: Device) -> Self {
+        Self::random_with(config, device, Precision::for_device(device))
+    }
+
+    /// [`random`](Self::random) in the given precision.
+    pub fn random_with(config: &ClipConfig, device: Device, precision: Precision) -> Self {
         let mut vs = nn::VarStore::new(device);
         let mut model = tch::no_grad(|| Clip::new(&vs.root(), config));
-        if device.is_cuda() {
+        if precision == Precision::Fp16 {
             convert_weights(&vs);
         }
         vs.freeze();

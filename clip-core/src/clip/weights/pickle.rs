@@ -397,7 +397,7 @@ impl Unpickler<'_> {
     }
 
     fn dict(&self, items: Vec<Value>) -> Result<Value, PickleError> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.malformed("odd number of items for a dict"));
         }
         let mut pairs = Vec::with_capacity(items.len() / 2);
