@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Issue 5's checks on a GPU machine, from what scripts/gpu_prepare.sh packed into .gpu/.
 #
-#   bash scripts/gpu_check.sh [PART...]        PART: test bench layouts seed runs (default: test bench seed)
+#   bash scripts/gpu_check.sh [PART...]   PART: test bench engine layouts seed runs (default: test bench engine seed)
 #
-#   test     the CUDA-graph test (graph replay against eager, 20 steps, RN50/ViT-B/32/tiny, both modes)
+#   test     the CUDA-graph test (graph replay against eager, 20 steps, RN50/ViT-B/32/tiny, both
+#            presets and an fft-decorrelated + Lucent transforms + cutouts pipeline)
 #   bench    clip bench --arch all --prompts 1,3,32 --mode both, graphs; and 3 prompts --eager
+#   engine   clip bench --param fft-decorrelated --augment cutouts:32,0.5,1, 3 prompts (96 views a
+#            step), graph and eager: the issue's "within 3x of the FLOP floor"
 #   layouts  ViT patch embedding conv vs matmul, ResNet NCHW vs channels-last (1 and 3 prompts, eager
 #            and graph)
 #   seed     scripts/bench_side_by_side.sh: the seed's loops and clip bench, ratios
@@ -25,7 +28,7 @@ bench_steps=${BENCH_STEPS:-}
 out=$(mktemp -d)
 mkdir -p "$final"
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(test bench seed)
+[ ${#parts[@]} -gt 0 ] || parts=(test bench engine seed)
 want() { local p; for p in "${parts[@]}"; do [ "$p" = "$1" ] && return 0; done; return 1; }
 
 torch_lib=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
@@ -57,8 +60,10 @@ rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 for r in rows:
     mem = r["peak_memory_bytes"]
     mem = "n/a" if mem is None else f"{mem / 2**20:.0f} MiB"
-    print(f"{r['arch']:8} {r['mode']:13} {r['prompts']:3} {r['layout']:16} {'graph' if r['graph'] else 'eager':5} "
-          f"{r['ms_per_step']:8.3f} ms/step {r['prompt_steps_per_s']:9.1f} prompt-steps/s  {mem:>9}  "
+    parts = f"{r.get('param', 'pixels')} {' '.join(r.get('augment', [])) or 'none'}"
+    print(f"{r['arch']:8} {r['mode']:13} {r['prompts']:3} {r.get('views_per_step', r['prompts']):4} views "
+          f"{r['layout']:16} {'graph' if r['graph'] else 'eager':5} {parts:40} "
+          f"{r['ms_per_step']:8.3f} ms/step {r.get('ms_per_view', float('nan')):7.3f} ms/view  {mem:>9}  "
           f"floor x{r['floor_ratio'] or float('nan'):.1f}")
 PY
 }
@@ -72,6 +77,16 @@ if want bench; then
     "$bin/clip" bench --device "$device" --arch all --prompts 3 --mode both --steps "${bench_steps:-50}" --eager --json \
         >"$out/bench-eager.jsonl" 2>"$out/bench-eager.err"
     bench_table "$out/bench-eager.jsonl"
+fi
+
+if want engine; then
+    note "-- engine: fft-decorrelated + 32 cutouts, 3 prompts (graph, then --eager):"
+    for eager in "" --eager; do
+        "$bin/clip" bench --device "$device" --arch all --prompts 3 --mode unconstrained \
+            --param fft-decorrelated --augment cutouts:32,0.5,1 --steps "${bench_steps:-50}" $eager --json \
+            >>"$out/engine.jsonl" 2>>"$out/engine.err"
+    done
+    bench_table "$out/engine.jsonl"
 fi
 
 if want layouts; then

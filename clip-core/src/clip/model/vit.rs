@@ -9,7 +9,7 @@
 //! [width, 3·P·P] ([`PatchEmbedding::MatMul`], the default): the same function with another
 //! summation order. cuDNN picks a pathological algorithm for ViT-L/14's 14×14, stride-14
 //! convolution at small batches (70–480 ms per forward + input gradient on an H100 for 1–8 images,
-//! against 0.3–0.8 ms as a matrix product: `shared/GPU.md`).
+//! against 0.3–0.8 ms as a matrix product: `docs/gpu.md`).
 
 use super::transformer::{LayerNorm, Transformer};
 use tch::nn::{self, Module};
