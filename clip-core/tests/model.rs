@@ -7,8 +7,8 @@
 
 use clip_core::clip::model::{
     converted_to_fp16, ClipConfig, Layout, LoadedClip, PatchEmbedding, Precision, VisionConfig,
-    MODEL_NAMES,
 };
+use clip_core::clip::released::{self, MODEL_NAMES};
 use clip_core::clip::{preprocess, tokenizer::Tokenizer};
 use clip_core::engine::objective::cosine_similarity;
 use serde_json::Value;
@@ -201,7 +201,7 @@ fn configuration_is_inferred_from_shapes_like_build_model() {
 fn nine_released_configurations_have_the_reference_keys_shapes_and_counts() {
     let configs = read_json("configs.json");
     for name in MODEL_NAMES {
-        let config = ClipConfig::by_name(name).unwrap();
+        let config = released::by_name(name).unwrap().config;
         let loaded = LoadedClip::random(&config, Device::Cpu);
         let variables = loaded.vs.variables();
         let ours: BTreeMap<String, Vec<i64>> =

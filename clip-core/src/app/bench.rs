@@ -9,7 +9,8 @@
 //! (each read-back copies to the host, so waits for the device). The warm-up is rounded up to a
 //! multiple of the read-back interval for that, and covers the graph's warm-up and capture.
 
-use crate::clip::model::{Clip, ClipConfig, Layout, LoadedClip, PatchEmbedding, VisionTower};
+use crate::clip::model::{Clip, Layout, LoadedClip, PatchEmbedding, VisionTower};
+use crate::clip::released;
 use crate::engine::augment::Augment;
 use crate::engine::draws::TorchDraws;
 use crate::engine::executor::Execution;
@@ -33,7 +34,7 @@ pub fn warmup_steps(requested: usize) -> usize {
 /// FLOPs of one prompt-step (forward and gradient to the input image), in GFLOP, from the
 /// released models' table; `None` for architectures it has no count for.
 pub fn gflop_per_prompt_step(arch: &str) -> Option<f64> {
-    crate::clip::released::by_name(arch).ok().and_then(|m| m.gflop_per_prompt_step)
+    released::by_name(arch).ok().and_then(|m| m.gflop_per_prompt_step)
 }
 
 /// What to time and how.
@@ -201,11 +202,8 @@ impl BenchResult {
 }
 
 /// Builds a random-weight model of a released architecture (fp16 on CUDA, as `clip.load`).
-pub fn random_model(
-    arch: &str,
-    device: Device,
-) -> Result<LoadedClip, crate::clip::model::ConfigError> {
-    Ok(LoadedClip::random(&ClipConfig::by_name(arch)?, device))
+pub fn random_model(arch: &str, device: Device) -> Result<LoadedClip, released::UnknownModel> {
+    Ok(LoadedClip::random(&released::by_name(arch)?.config, device))
 }
 
 fn synchronize(device: Device) {

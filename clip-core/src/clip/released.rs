@@ -7,7 +7,7 @@
 //! download, `ClipConfig::by_name`, `clip bench`, `clip compare`, the model crates — looks it up
 //! here, so a name or token is spelled once.
 
-use super::model::ClipConfig;
+use super::model::config::ClipConfig;
 
 /// The prefix of every checkpoint URL; `CLIP_DOWNLOAD_BASE_URL` replaces it (`weights::download`).
 pub const DEFAULT_BASE_URL: &str = "https://openaipublic.azureedge.net/clip/models";

@@ -1,5 +1,6 @@
-//! CLIP's hyper-parameters: the nine released configurations by name, and inference from a
-//! checkpoint's shapes exactly as the reference `build_model` does.
+//! CLIP's hyper-parameters: the nine released configurations (named constructors; by model name in
+//! `clip::released`), and inference from a checkpoint's shapes exactly as the reference
+//! `build_model` does.
 //!
 //! Mirrors `CLIP.__init__` and `build_model` in `clip/model.py` (openai-clip 1.0.1). Head counts are
 //! derived, not stored: `width / 64` for transformers, `width * 32 / 64` for the ResNet's attention pool.
@@ -34,11 +35,7 @@ pub enum ConfigError {
     MissingKey(String),
     #[error("key '{key}' has shape {shape:?}, which no CLIP model has ({why})")]
     BadShape { key: String, shape: Vec<i64>, why: &'static str },
-    #[error("unknown model '{name}'; valid names: {}", MODEL_NAMES.join(", "))]
-    UnknownModel { name: String },
 }
-
-pub use crate::clip::released::MODEL_NAMES;
 
 const TEXT_CONTEXT: i64 = 77;
 const VOCAB: i64 = 49408;
@@ -107,13 +104,6 @@ impl ClipConfig {
     }
     pub const fn vit_l_14_336() -> Self {
         Self::vit(768, 336, 14, 1024, 24, 768)
-    }
-
-    /// The configuration of a released model, by its `clip.available_models()` name.
-    pub fn by_name(name: &str) -> Result<Self, ConfigError> {
-        crate::clip::released::by_name(name)
-            .map(|m| m.config)
-            .map_err(|_| ConfigError::UnknownModel { name: name.to_string() })
     }
 
     pub fn vision_heads(&self) -> i64 {

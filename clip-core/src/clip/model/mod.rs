@@ -14,7 +14,7 @@ pub mod text;
 pub mod transformer;
 pub mod vit;
 
-pub use config::{ClipConfig, ConfigError, VisionConfig, MODEL_NAMES};
+pub use config::{ClipConfig, ConfigError, VisionConfig};
 pub use vit::PatchEmbedding;
 
 use crate::clip::weights::{StateDict, WeightsError};
