@@ -12,13 +12,19 @@
 mod binaries;
 #[path = "../../clip-core/tests/common/checkpoints.rs"]
 mod checkpoints;
+#[path = "../../clip-core/tests/common/processes.rs"]
+mod processes;
+#[path = "../../clip-core/tests/common/tree.rs"]
+mod tree;
+use processes::{kill, spawn_until_first_step, wait};
+use tree::files;
 #[path = "../../clip-core/tests/common/hostile_files.rs"]
 mod hostile_files;
 use hostile_files::{
     deeply_nested_pickle, huge_length_pickle, reduce_pickle, tensor_pickle, write_zip,
 };
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::LazyLock;
@@ -93,25 +99,6 @@ fn assert_clean_failure(output: &Output, needles: &[&str]) {
     for needle in needles {
         assert!(err.contains(needle), "stderr lacks {needle:?}: {err}");
     }
-}
-
-/// Every file under `dir`, relative, sorted.
-fn files(dir: &Path) -> Vec<String> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(root, &path, out);
-            } else {
-                out.push(path.strip_prefix(root).unwrap().display().to_string());
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, dir, &mut out);
-    out.sort();
-    out
 }
 
 fn outputs(dir: &Path) -> Vec<String> {
@@ -386,46 +373,16 @@ fn a_full_disk_is_an_error_and_earlier_results_survive() {
 fn interrupt_with(signal: &str) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let mut child = command(constrained(), dir.path())
-        .args(["--device", "cpu", "--seed", "3", "--steps", "1000000", "--log-every", "10"])
+    let mut cmd = command(constrained(), dir.path());
+    cmd.args(["--device", "cpu", "--seed", "3", "--steps", "1000000", "--log-every", "10"])
         .args(["--prompt", "a red tomato", "--prompt", "a snowy peak", "--out"])
         .arg(&out)
         .arg("--weights")
-        .arg(&*RN50)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.starts_with("Step ") {
-                let _ = tx.send(());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    rx.recv_timeout(Duration::from_secs(60)).expect("a first log line");
-    let status = Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    let sent = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        // A guard against a hang, not a timing: the run stops after its current step and saves.
-        if sent.elapsed() > Duration::from_secs(180) {
-            let _ = child.kill();
-            panic!("still running 180 s after {signal}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        .arg(&*RN50);
+    let (child, reader) = spawn_until_first_step(cmd);
+    kill(&child, signal);
+    // A guard against a hang, not a timing: the run stops after its current step and saves.
+    let (status, err) = wait(child, Duration::from_secs(180));
     let stdout = reader.join().unwrap();
     assert_eq!(status.code(), Some(130), "{signal}: {status:?}\n{err}");
     assert!(!err.contains("panicked") && err.contains("interrupted"), "{err}");

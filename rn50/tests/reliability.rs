@@ -7,13 +7,18 @@
 mod binaries;
 #[path = "../../clip-core/tests/common/checkpoints.rs"]
 mod checkpoints;
+#[path = "../../clip-core/tests/common/processes.rs"]
+mod processes;
+#[path = "../../clip-core/tests/common/tree.rs"]
+mod tree;
+use processes::{kill, spawn_until_first_step, wait};
+use tree::files;
 
-use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::LazyLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 static CONSTRAINED: LazyLock<PathBuf> = LazyLock::new(|| {
     binaries::own_binary(env!("CARGO_BIN_EXE_constrained"), "constrained", "RN50")
@@ -35,70 +40,6 @@ fn command(bin: &Path, dir: &Path) -> Command {
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Every file under `dir`, relative, sorted.
-fn files(dir: &Path) -> Vec<String> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(root, &path, out);
-            } else {
-                out.push(path.strip_prefix(root).unwrap().display().to_string());
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, dir, &mut out);
-    out.sort();
-    out
-}
-
-/// Spawns `cmd` with piped output; returns once its stdout printed a line starting with `Step`.
-fn spawn_until_first_step(mut cmd: Command) -> (Child, std::thread::JoinHandle<String>) {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.starts_with("Step ") {
-                let _ = tx.send(());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    rx.recv_timeout(Duration::from_secs(120)).expect("a first log line");
-    (child, reader)
-}
-
-fn kill(child: &Child, signal: &str) {
-    let status = Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-}
-
-/// Waits at most `limit` for `child`; its status and stderr.
-fn wait(mut child: Child, limit: Duration) -> (std::process::ExitStatus, String) {
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        e.read_to_string(&mut err).unwrap();
-    }
-    (status, err)
 }
 
 // --- weights of another architecture (fault 5) --------------------------------------------------

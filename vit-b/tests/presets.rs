@@ -6,42 +6,7 @@ mod binaries;
 #[path = "../../clip-core/tests/common/checkpoints.rs"]
 mod checkpoints;
 #[path = "../../clip-core/tests/common/presets.rs"]
+#[macro_use]
 mod presets;
 
-use clip_core::engine::optimize::Preset;
-
-#[test]
-fn the_constants_as_shipped_are_the_seeds_presets() {
-    presets::constants_are_the_presets(&vit_b::EXPERIMENT);
-}
-
-#[test]
-fn constrained_equals_clip_generate() {
-    let binary = binaries::own_binary(env!("CARGO_BIN_EXE_constrained"), "constrained", "ViT-B/32");
-    let clip = presets::clip_binary(env!("CARGO_BIN_EXE_constrained"));
-    let weights = checkpoints::random_checkpoint("ViT-B/32");
-    presets::binary_equals_clip_generate(
-        &binary,
-        &clip,
-        &weights,
-        "ViT-B",
-        Preset::Constrained,
-        "3",
-    );
-}
-
-#[test]
-fn unconstrained_equals_clip_generate() {
-    let binary =
-        binaries::own_binary(env!("CARGO_BIN_EXE_unconstrained"), "unconstrained", "ViT-B/32");
-    let clip = presets::clip_binary(env!("CARGO_BIN_EXE_unconstrained"));
-    let weights = checkpoints::random_checkpoint("ViT-B/32");
-    presets::binary_equals_clip_generate(
-        &binary,
-        &clip,
-        &weights,
-        "ViT-B",
-        Preset::Unconstrained,
-        "3",
-    );
-}
+preset_tests!(vit_b::EXPERIMENT, "ViT-B/32", "ViT-B", "3");

@@ -6,42 +6,7 @@ mod binaries;
 #[path = "../../clip-core/tests/common/checkpoints.rs"]
 mod checkpoints;
 #[path = "../../clip-core/tests/common/presets.rs"]
+#[macro_use]
 mod presets;
 
-use clip_core::engine::optimize::Preset;
-
-#[test]
-fn the_constants_as_shipped_are_the_seeds_presets() {
-    presets::constants_are_the_presets(&vit_l14::EXPERIMENT);
-}
-
-#[test]
-fn constrained_equals_clip_generate() {
-    let binary = binaries::own_binary(env!("CARGO_BIN_EXE_constrained"), "constrained", "ViT-L/14");
-    let clip = presets::clip_binary(env!("CARGO_BIN_EXE_constrained"));
-    let weights = checkpoints::random_checkpoint("ViT-L/14");
-    presets::binary_equals_clip_generate(
-        &binary,
-        &clip,
-        &weights,
-        "ViT-L-14",
-        Preset::Constrained,
-        "1",
-    );
-}
-
-#[test]
-fn unconstrained_equals_clip_generate() {
-    let binary =
-        binaries::own_binary(env!("CARGO_BIN_EXE_unconstrained"), "unconstrained", "ViT-L/14");
-    let clip = presets::clip_binary(env!("CARGO_BIN_EXE_unconstrained"));
-    let weights = checkpoints::random_checkpoint("ViT-L/14");
-    presets::binary_equals_clip_generate(
-        &binary,
-        &clip,
-        &weights,
-        "ViT-L-14",
-        Preset::Unconstrained,
-        "1",
-    );
-}
+preset_tests!(vit_l14::EXPERIMENT, "ViT-L/14", "ViT-L-14", "1");

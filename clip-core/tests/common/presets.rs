@@ -115,3 +115,41 @@ pub fn binary_equals_clip_generate(
         assert_eq!(ra[key], rb[key], "{preset}: {key} differs");
     }
 }
+
+/// The three tests of a model crate's `tests/presets.rs`: its constants are the presets, and each
+/// binary equals `clip generate` (`$steps` steps; fewer for the big models).
+#[macro_export]
+macro_rules! preset_tests {
+    ($experiment:expr, $model:literal, $token:literal, $steps:literal) => {
+        #[test]
+        fn the_constants_as_shipped_are_the_seeds_presets() {
+            presets::constants_are_the_presets(&$experiment);
+        }
+
+        fn equals_clip_generate(preset: clip_core::engine::optimize::Preset) {
+            let name = preset.as_str();
+            let exe = match preset {
+                clip_core::engine::optimize::Preset::Constrained => {
+                    env!("CARGO_BIN_EXE_constrained")
+                }
+                clip_core::engine::optimize::Preset::Unconstrained => {
+                    env!("CARGO_BIN_EXE_unconstrained")
+                }
+            };
+            let binary = binaries::own_binary(exe, name, $model);
+            let clip = presets::clip_binary(exe);
+            let weights = checkpoints::random_checkpoint($model);
+            presets::binary_equals_clip_generate(&binary, &clip, &weights, $token, preset, $steps);
+        }
+
+        #[test]
+        fn constrained_equals_clip_generate() {
+            equals_clip_generate(clip_core::engine::optimize::Preset::Constrained);
+        }
+
+        #[test]
+        fn unconstrained_equals_clip_generate() {
+            equals_clip_generate(clip_core::engine::optimize::Preset::Unconstrained);
+        }
+    };
+}
