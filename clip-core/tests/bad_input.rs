@@ -169,3 +169,32 @@ fn a_download_with_the_wrong_checksum_is_refused_and_not_kept() {
     let left: Vec<_> = std::fs::read_dir(&cache).map(|d| d.flatten().collect()).unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// A 120 KB text is named by an excerpt in every message, never echoed whole: `clip tokenize`,
+/// `clip embed` and `clip score` (too long), and clap's flag errors.
+#[test]
+fn a_huge_text_is_not_echoed_whole() {
+    let weights = fixture("tiny-rn.pt");
+    let w = weights.to_str().unwrap();
+    let image = fixture("images/square32.png");
+    let image = image.to_str().unwrap();
+    let huge = "word ".repeat(24_000);
+    let unspaced = "x".repeat(120_000);
+    for text in [&huge, &unspaced] {
+        let runs: [&[&str]; 5] = [
+            &["tokenize", text],
+            &["embed", "--weights", w, "--device", "cpu", "--text", text],
+            &["score", "--weights", w, "--device", "cpu", "--image", image, "--text", text],
+            &["compare", ".", "--weights", text],
+            &["compare", ".", "--real", text],
+        ];
+        for args in runs {
+            let output = clip(args);
+            let err = String::from_utf8_lossy(&output.stderr);
+            assert!(!output.status.success(), "{}: succeeded", args[0]);
+            assert!(!err.contains("panicked"), "panic: {err}");
+            assert!(err.len() < 2048, "{}: stderr holds {} bytes", args[0], err.len());
+            assert!(err.contains("characters)"), "{}: {err}", args[0]);
+        }
+    }
+}
