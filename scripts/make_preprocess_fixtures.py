@@ -72,6 +72,27 @@ def make_images() -> list[Path]:
     return paths
 
 
+def thin_pattern(w: int, h: int, seed: int) -> np.ndarray:
+    """Noise with full black and white (the filter clips) for shapes too thin for `pattern`."""
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 256, size=(h, w, 3))
+    img[rng.random((h, w)) < 0.2] = 0
+    img[rng.random((h, w)) < 0.2] = 255
+    return img.astype(np.uint8)
+
+
+def make_thin_images() -> list[Path]:
+    """Extreme aspect ratios, where the Rust side resizes only what the centre crop keeps."""
+    images = [
+        (Image.fromarray(thin_pattern(1500, 2, 13)), "thin_1500x2.png"),  # 168000 x 224 at n = 224
+        (Image.fromarray(thin_pattern(2, 1500, 14)), "thin_2x1500.png"),
+        (Image.fromarray(thin_pattern(997, 13, 15)).quantize(16), "thin_palette_997x13.png"),  # NEAREST
+    ]
+    for im, name in images:
+        im.save(OUT / name)
+    return [OUT / name for _, name in images]
+
+
 def make_mode_images() -> list[Path]:
     """Small files whose PIL mode is read from the header (n = 32 references only)."""
     small = pattern(64, 48, 12)
@@ -93,7 +114,7 @@ def main() -> None:
         old.unlink()
     refs = {}
     to_float = Compose([ToTensor(), Normalize((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))])
-    for p in make_images():
+    for p in make_images() + make_thin_images():
         stem = p.stem
         refs[f"{stem}.n64"] = _transform(64)(Image.open(p)).contiguous()
         # The 8-bit image the reference normalises, and a check that it stands for the float output.

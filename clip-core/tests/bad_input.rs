@@ -6,6 +6,7 @@
 mod hostile_files;
 use hostile_files::{deeply_nested_pickle, huge_length_pickle, reduce_pickle, write_zip};
 
+use clip_core::clip::excerpt::excerpt;
 use clip_core::clip::weights::StateDict;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -100,7 +101,8 @@ fn bad_flags_are_refused() {
     let w = weights.to_str().unwrap();
     let long = "word ".repeat(100);
     let output = clip(&["embed", "--weights", w, "--device", "cpu", "--text", &long]);
-    assert_clean_failure(&output, &["too long for context length 77", long.trim_end()]);
+    // The prompt is named by an excerpt (its first 80 characters and its length).
+    assert_clean_failure(&output, &["too long for context length 77", &excerpt(&long)]);
     let output = clip(&["tokenize", &long]);
     assert_clean_failure(&output, &["too long"]);
     let output = clip(&["embed", "--weights", w, "--device", "npu"]);
@@ -166,4 +168,33 @@ fn a_download_with_the_wrong_checksum_is_refused_and_not_kept() {
     let cache = home.path().join(".cache/clip");
     let left: Vec<_> = std::fs::read_dir(&cache).map(|d| d.flatten().collect()).unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// A 120 KB text is named by an excerpt in every message, never echoed whole: `clip tokenize`,
+/// `clip embed` and `clip score` (too long), and clap's flag errors.
+#[test]
+fn a_huge_text_is_not_echoed_whole() {
+    let weights = fixture("tiny-rn.pt");
+    let w = weights.to_str().unwrap();
+    let image = fixture("images/square32.png");
+    let image = image.to_str().unwrap();
+    let huge = "word ".repeat(24_000);
+    let unspaced = "x".repeat(120_000);
+    for text in [&huge, &unspaced] {
+        let runs: [&[&str]; 5] = [
+            &["tokenize", text],
+            &["embed", "--weights", w, "--device", "cpu", "--text", text],
+            &["score", "--weights", w, "--device", "cpu", "--image", image, "--text", text],
+            &["compare", ".", "--weights", text],
+            &["compare", ".", "--real", text],
+        ];
+        for args in runs {
+            let output = clip(args);
+            let err = String::from_utf8_lossy(&output.stderr);
+            assert!(!output.status.success(), "{}: succeeded", args[0]);
+            assert!(!err.contains("panicked"), "panic: {err}");
+            assert!(err.len() < 2048, "{}: stderr holds {} bytes", args[0], err.len());
+            assert!(err.contains("characters)"), "{}: {err}", args[0]);
+        }
+    }
 }

@@ -3,12 +3,17 @@
 //! content, scores equal to `clip score`'s and to the runs' own `final_similarity`, and clear
 //! messages (with the report still written) for stray files, PNGs without JSON and missing models.
 
+#[path = "common/hostile_files.rs"]
+mod hostile_files;
+
 use clip_core::app::device::DeviceChoice;
 use clip_core::app::run::{run, ModelSource, RunSpec};
 use clip_core::engine::optimize::{Preset, Settings};
 use std::collections::HashSet;
+use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 const PROMPTS: &[&str] = &["A cute golden retriever", "A bright red tomato"];
 
@@ -257,3 +262,557 @@ fn nothing_to_score_is_an_error() {
     assert!(stderr.contains("error: no scoring model could be loaded"), "{stderr}");
     assert!(stderr.contains("missing.pt"), "{stderr}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hostile results trees. The results are made by hand (a fixture PNG, a JSON record, a CSV), and
+// every run of the binary has a deadline: a hang fails the test instead of the suite.
+
+/// How long one `clip compare` on a handful of tiny results may take, hang included.
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// Runs `clip` and kills it (failing the test) when it outlives `deadline`.
+fn clip_within(args: &[&str], deadline: Duration) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_clip"))
+        .args(args)
+        .env("CLIP_DOWNLOAD_BASE_URL", "http://127.0.0.1:9/none")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("clip starts");
+    // Drained on their own threads, so a chatty child never blocks on a full pipe.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("clip is waited for") {
+            break status;
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = text(&stderr.join().unwrap_or_default());
+            panic!("clip {args:?} still running after {deadline:?} (hung?); stderr:\n{err}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
+}
+
+/// A hand-made result `<stem>.png` (a copy of `image`) with its JSON `record` and, when given, its
+/// step history CSV.
+fn hand_result(dir: &Path, stem: &str, image: &Path, record: &str, csv: Option<&str>) {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    std::fs::copy(image, dir.join(format!("{stem}.png"))).expect("copy");
+    std::fs::write(dir.join(format!("{stem}.json")), record).expect("write");
+    if let Some(csv) = csv {
+        std::fs::write(dir.join(format!("{stem}.csv")), csv).expect("write");
+    }
+}
+
+fn record(prompt: &str, model: &str) -> String {
+    serde_json::json!({ "prompt": prompt, "model": model, "mode": "constrained" }).to_string()
+}
+
+fn square64() -> PathBuf {
+    fixture("images/square64.png")
+}
+
+/// `clip compare DIR` with the tiny ResNet, on the CPU, within [`DEADLINE`].
+fn compare_tiny(dir: &Path, extra: &[&str]) -> Output {
+    let rn = weights_flag("tiny-rn", "tiny-rn.pt");
+    let mut args = vec!["compare", dir.to_str().expect("UTF-8"), "--weights", &rn];
+    args.extend(["--device", "cpu"]);
+    args.extend(extra);
+    clip_within(&args, DEADLINE)
+}
+
+fn report(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("report.md")).expect("report.md written")
+}
+
+/// A frozen prompt's history (NaN from step 1) made `compare` hang for ever in plotters' tick
+/// search. Every kind of unplottable history, each alone in its panel next to a healthy run: the
+/// report is written, the healthy curve drawn, and the report says, per run, where its curve stops.
+#[test]
+fn histories_that_are_not_finite_do_not_hang_and_are_reported() {
+    let healthy = "step,similarity,tv\n1,0.1,0\n2,0.2,0\n3,0.3,0\n";
+    let cases: [(&str, &str, &[&str]); 12] = [
+        (
+            "repro",
+            "step,similarity,tv\n1,NaN,0\n",
+            &["\"NaN\" at line 2", "before any finite point"],
+        ),
+        (
+            "nanafter",
+            "step,similarity,tv\n1,0.1,0\n2,0.2,0\n3,NaN,0\n4,NaN,0\n",
+            &["\"NaN\" at line 4", "ends at step 2", "1 later row(s)"],
+        ),
+        ("inf", "step,similarity,tv\n1,0.1,0\n2,inf,0\n", &["\"inf\"", "ends at step 1"]),
+        ("neginf", "step,similarity,tv\n1,0.1,0\n2,-inf,0\n", &["\"-inf\"", "ends at step 1"]),
+        ("allbad", "step,similarity,tv\n1,NaN,0\n2,inf,0\n3,-inf,0\n", &["before any finite"]),
+        ("huge", "step,similarity,tv\n1,0.5,0\n2,1e308,0\n3,-1e308,0\n", &["\"1e308\"", "step 1"]),
+        ("hugefirst", "step,similarity,tv\n1,1e308,0\n2,-1e308,0\n", &["before any finite"]),
+        ("badstep", "step,similarity,tv\n1,0.5,0\ninf,0.6,0\n", &["its step is \"inf\""]),
+        ("single", "step,similarity,tv\n7,0.25,0\n", &[]),
+        ("headeronly", "step,similarity,tv\n", &["holds no steps"]),
+        ("garbage", "step,similarity,tv\nx,y,z\n1;2;3\n\n1,0.5,0\n", &["3 line(s)"]),
+        ("empty", "", &["holds no steps"]),
+    ];
+    for (stem, csv, needles) in cases {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        // In a panel of its own (another generating model): the unplottable run is alone in its
+        // panel, where nothing finite bounds the axis.
+        hand_result(dir.path(), "healthy", &square64(), &record("a dog", "other"), Some(healthy));
+        hand_result(dir.path(), stem, &square64(), &record("a cat", "tiny-rn"), Some(csv));
+        let output = compare_tiny(dir.path(), &[]);
+        let stderr = text(&output.stderr);
+        assert!(output.status.success(), "{stem}: {stderr}");
+        let report = report(dir.path());
+        let line = report.lines().find(|l| l.starts_with(&format!("- {stem}.png:")));
+        match needles {
+            [] => assert!(line.is_none(), "{stem}: {report}"),
+            _ => {
+                let line = line.unwrap_or_else(|| panic!("{stem}: no line in\n{report}"));
+                for needle in needles {
+                    assert!(line.contains(needle), "{stem}: {needle:?} not in {line:?}");
+                }
+            }
+        }
+        assert!(!report.contains("- healthy.png:"), "{report}");
+        assert!(png_stats(&dir.path().join("curves.png")).2 > 20, "{stem}: curves.png is blank");
+    }
+}
+
+/// Non-finite or missing numbers in the record (Python's `json` writes `NaN` and `Infinity`),
+/// and numbers of the wrong type, read as missing; the result is still compared.
+#[test]
+fn records_with_non_finite_or_missing_numbers_are_compared() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let records = [
+        r#"{"prompt": "a dog", "model": "tiny-rn", "mode": "constrained", "final_similarity": NaN,
+            "initial_similarity": -Infinity, "steps_per_second": Infinity, "steps": "many"}"#,
+        r#"{"prompt": "a cat", "model": "tiny-rn", "mode": "unconstrained"}"#,
+        r#"{"prompt": "a cow", "model": "tiny-rn", "mode": "constrained", "final_similarity": 1e308,
+            "frozen_at_step": 1, "seed": -1, "learning_rate": null}"#,
+    ];
+    for (i, r) in records.iter().enumerate() {
+        hand_result(dir.path(), &format!("r{i}"), &square64(), r, Some("step,similarity\n1,NaN\n"));
+    }
+    // The model that made them does not score here: "own" falls back to the records' numbers.
+    let vit = weights_flag("tiny-vit", "tiny-vit.pt");
+    let output = clip_within(
+        &["compare", dir.path().to_str().expect("UTF-8"), "--weights", &vit, "--device", "cpu"],
+        DEADLINE,
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(csv_rows(&dir.path().join("transfer.csv")).len(), 3);
+    let report = report(dir.path());
+    assert!(report.contains("- r2.png: the run froze at step 1 (its record)"), "{report}");
+    assert!(!report.contains("NaN |") && !report.contains("inf |"), "{report}");
+}
+
+/// A PNG of `width` x `height` RGB pixels (a repeating ramp: a few kilobytes compressed).
+fn thin_png(path: &Path, width: u32, height: u32) {
+    let file = std::io::BufWriter::new(std::fs::File::create(path).expect("create"));
+    let mut encoder = png::Encoder::new(file, width, height);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().expect("header");
+    let data: Vec<u8> =
+        (0..width as usize * height as usize * 3).map(|i| (i % 251) as u8).collect();
+    writer.write_image_data(&data).expect("data");
+    writer.finish().expect("finish");
+}
+
+/// CLIP resizes the shorter side to its resolution: a 5 000 000 x 1 PNG of 15 KB would become
+/// 1 120 000 000 x 224 (45 GB of filter weights; the process aborted). Only what the centre crop
+/// keeps is resized now: `clip score` gives a finite similarity on each, and `compare` writes its
+/// report, with a warning for an image too elongated for Pillow's sizes.
+#[test]
+fn extremely_thin_images_are_scored_and_compared() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let shapes = [(5_000_000, 1), (1, 5_000_000), (100_000, 1), (1, 100_000)];
+    for (w, h) in shapes {
+        let path = dir.path().join(format!("thin_{w}x{h}.png"));
+        thin_png(&path, w, h);
+        assert!(std::fs::metadata(&path).expect("written").len() < 1 << 20);
+        std::fs::write(path.with_extension("json"), record(&format!("{w} by {h}"), "tiny-rn"))
+            .expect("write");
+        for weights in ["tiny-rn.pt", "tiny-vit.pt"] {
+            let output = clip_within(
+                &[
+                    "score",
+                    "--weights",
+                    fixture(weights).to_str().expect("UTF-8"),
+                    "--device",
+                    "cpu",
+                    "--image",
+                    path.to_str().expect("UTF-8"),
+                    "--text",
+                    "a line",
+                ],
+                DEADLINE,
+            );
+            assert!(output.status.success(), "{w}x{h}: {}", text(&output.stderr));
+            let last = text(&output.stdout).lines().last().map(str::to_string).unwrap_or_default();
+            let score: f64 = last.trim().parse().expect("a number");
+            assert!(score.is_finite() && score.abs() <= 1.0, "{w}x{h}: {score}");
+        }
+    }
+    // Beyond what Pillow can make (2 240 000 000 wide at n = 224; 320 000 000 at the tiny
+    // models' 32 and 64 would still fit), so only at the real resolution: not here.
+    let rn = weights_flag("tiny-rn", "tiny-rn.pt");
+    let vit = weights_flag("tiny-vit", "tiny-vit.pt");
+    let d = dir.path().to_str().expect("UTF-8");
+    let output = clip_within(
+        &["compare", d, "--weights", &rn, "--weights", &vit, "--device", "cpu"],
+        DEADLINE,
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(csv_rows(&dir.path().join("transfer.csv")).len(), 4 * 2);
+    assert!(png_stats(&dir.path().join("contact_sheet.png")).2 > 20);
+}
+
+/// An image that cannot be preprocessed (here: claims 100 000 x 100 000 pixels) is a warning,
+/// not the end of the report.
+#[test]
+fn an_image_too_large_to_decode_is_a_warning() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    hand_result(dir.path(), "fine", &square64(), &record("a dog", "tiny-rn"), None);
+    let bomb = dir.path().join("bomb.png");
+    // The header alone: the size is checked before anything is decoded.
+    std::fs::write(&bomb, hostile_files::png_header_only(100_000, 100_000)).expect("write");
+    std::fs::write(bomb.with_extension("json"), record("a cat", "tiny-rn")).expect("write");
+    let output = compare_tiny(dir.path(), &[]);
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("bomb.png is 100000x100000 pixels"), "{stderr}");
+    assert_eq!(csv_rows(&dir.path().join("transfer.csv")).len(), 1);
+    assert!(report(dir.path()).contains("bomb.png is 100000x100000 pixels"));
+}
+
+fn sha256_hex(path: &Path) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(std::fs::read(path).expect("read"));
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A JSON whose `image_sha256` is not its PNG's (a run killed between writing the two, or a file
+/// replaced) is skipped with a warning; temporary and lock files of killed runs are noted.
+#[test]
+fn records_that_do_not_belong_to_their_png_and_leftovers_of_killed_runs() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let d = dir.path();
+    let with_sha = |prompt: &str, sha: &str| {
+        serde_json::json!({
+            "prompt": prompt, "model": "tiny-rn", "mode": "constrained", "image_sha256": sha
+        })
+        .to_string()
+    };
+    let right = sha256_hex(&square64());
+    let other = sha256_hex(&fixture("images/square32.png"));
+    hand_result(d, "matches", &square64(), &with_sha("a dog", &right), None);
+    hand_result(d, "upper", &square64(), &with_sha("a cow", &right.to_uppercase()), None);
+    hand_result(d, "replaced", &square64(), &with_sha("a cat", &other), None);
+    hand_result(d, "garbage_sha", &square64(), &with_sha("a pig", "not a hash"), None);
+    hand_result(d, "no_sha", &square64(), &record("a hen", "tiny-rn"), None);
+    std::fs::create_dir_all(d.join("sub")).expect("mkdir");
+    for leftover in [".tmp-a1B2c3", ".tmp-XyZ.png", ".results.lock", "sub/.tmp-9"] {
+        std::fs::write(d.join(leftover), b"half a file").expect("write");
+    }
+    let output = compare_tiny(d, &[]);
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    for stem in ["replaced", "garbage_sha"] {
+        let needle = format!("{stem}.png and {stem}.json do not belong together");
+        assert!(stderr.contains(&needle), "{needle}: {stderr}");
+    }
+    let mut images: Vec<String> =
+        csv_rows(&d.join("transfer.csv")).into_iter().map(|r| r[0].clone()).collect();
+    images.sort();
+    assert_eq!(images, ["matches.png", "no_sha.png", "upper.png"]);
+    let report = report(d);
+    assert!(report.contains("do not belong together"), "{report}");
+    for leftover in [".tmp-a1B2c3", ".tmp-XyZ.png", ".results.lock", "sub/.tmp-9"] {
+        let line = report.lines().find(|l| l.contains(leftover)).unwrap_or_else(|| {
+            panic!("{leftover} not in the report:\n{report}");
+        });
+        assert!(line.contains("left by a run that was killed"), "{line}");
+    }
+    assert!(
+        !stderr.contains("warning: .tmp-") && !stderr.contains("warning: sub/.tmp"),
+        "{stderr}"
+    );
+}
+
+/// A minimal RFC 4180 reader: quoted fields with doubled quotes, commas and line breaks.
+fn parse_csv(text: &str) -> Vec<Vec<String>> {
+    let (mut rows, mut row, mut field) = (Vec::new(), Vec::new(), String::new());
+    let (mut quoted, mut chars) = (false, text.chars().peekable());
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            (true, '"') => quoted = false,
+            (true, c) => field.push(c),
+            (false, '"') => quoted = true,
+            (false, ',') => row.push(std::mem::take(&mut field)),
+            (false, '\n') => {
+                row.push(std::mem::take(&mut field));
+                rows.push(std::mem::take(&mut row));
+            }
+            (false, c) => field.push(c),
+        }
+    }
+    rows
+}
+
+/// Prompts, model names and file names that a spreadsheet would run as formulas are escaped in
+/// `transfer.csv`: prefixed with `'` and quoted.
+#[test]
+fn csv_cells_that_spreadsheets_would_run_are_escaped() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let prompts = ["=1+2", "+1", "-1", "@SUM(A1)", "\t=1+2", "\r=1+2", "=HYPERLINK(\"x\",\"y\")"];
+    for (i, p) in prompts.iter().enumerate() {
+        hand_result(dir.path(), &format!("p{i}"), &square64(), &record(p, "@evil"), None);
+    }
+    hand_result(dir.path(), "=cmd", &square64(), &record("a dog", "@evil"), None);
+    let evil = weights_flag("@evil", "tiny-rn.pt");
+    let output = clip_within(
+        &["compare", dir.path().to_str().expect("UTF-8"), "--weights", &evil, "--device", "cpu"],
+        DEADLINE,
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let csv = std::fs::read_to_string(dir.path().join("transfer.csv")).expect("transfer.csv");
+    let rows = parse_csv(&csv);
+    assert_eq!(rows.len(), 1 + prompts.len() + 1, "{csv}");
+    for row in &rows[1..] {
+        assert_eq!(row.len(), 6, "{row:?}");
+        for cell in &row[..5] {
+            assert!(!cell.starts_with(['=', '+', '-', '@', '\t', '\r']), "unescaped {cell:?}");
+        }
+        row[5].parse::<f64>().expect("the similarity stays a number");
+        assert_eq!((row[2].as_str(), row[4].as_str()), ("'@evil", "'@evil"));
+    }
+    let shown: Vec<&str> = rows[1..].iter().map(|r| r[1].as_str()).collect();
+    for p in prompts {
+        assert!(shown.contains(&format!("'{p}").as_str()), "{p:?} not in {shown:?}");
+    }
+    assert!(rows.iter().any(|r| r[0] == "'=cmd.png"), "{csv}");
+    // Each escaped cell is a quoted field in the file itself.
+    assert!(csv.contains("\"'=1+2\"") && csv.contains("\"'@evil\""), "{csv}");
+}
+
+/// A 1 MB prompt without a space: the contact sheet wrapped it in quadratic time (minutes), and
+/// every message echoed it whole. Now: seconds, and every message and the report show an excerpt.
+#[test]
+fn a_huge_prompt_is_shown_cut_and_quickly() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let prompt = "x".repeat(1 << 20);
+    hand_result(dir.path(), "huge", &square64(), &record(&prompt, "tiny-rn"), None);
+    let start = Instant::now();
+    let output = clip_within(
+        &[
+            "compare",
+            dir.path().to_str().expect("UTF-8"),
+            "--weights",
+            &weights_flag("tiny-rn", "tiny-rn.pt"),
+            "--device",
+            "cpu",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(start.elapsed() < Duration::from_secs(30), "{:?}", start.elapsed());
+    assert!(output.stderr.len() < 4096, "stderr holds {} bytes", output.stderr.len());
+    assert!(text(&output.stderr).contains("(1048576 characters)"));
+    let report = report(dir.path());
+    assert!(report.len() < 16 << 10, "report.md is {} bytes", report.len());
+    // The data keeps the prompt whole.
+    let csv = std::fs::read_to_string(dir.path().join("transfer.csv")).expect("transfer.csv");
+    assert!(csv.contains(&prompt));
+}
+
+/// A subdirectory that cannot be read (its path is longer than the system allows; a directory
+/// without read permission where the tests do not run as root) is a warning; the other results
+/// are compared.
+#[test]
+fn an_unreadable_subdirectory_is_a_warning() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    hand_result(dir.path(), "fine", &square64(), &record("a dog", "tiny-rn"), None);
+    // 17 levels of 250-byte names: over PATH_MAX (4096), made a level at a time with relative
+    // paths (the absolute path cannot be used, which is the point).
+    let name = "d".repeat(250);
+    let script = format!(
+        "for i in $(seq 17); do mkdir {name} && cd -P {name} || exit 1; done; \
+         cp '{}' deep.png && echo '{}' > deep.json",
+        square64().display(),
+        record("a cat", "tiny-rn")
+    );
+    let made =
+        Command::new("sh").current_dir(dir.path()).args(["-c", &script]).status().expect("sh runs");
+    assert!(made.success());
+    // SAFETY: `geteuid` has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let locked = dir.path().join("locked");
+    if !root {
+        hand_result(&locked, "hidden", &square64(), &record("a cow", "tiny-rn"), None);
+        std::fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o000))
+            .expect("chmod");
+    }
+    let output = compare_tiny(dir.path(), &[]);
+    if !root {
+        let _ =
+            std::fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o755));
+    }
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("cannot be read") && stderr.contains("the results in it are skipped"));
+    if !root {
+        assert!(stderr.contains("locked: cannot be read"), "{stderr}");
+    }
+    assert_eq!(csv_rows(&dir.path().join("transfer.csv")).len(), 1);
+    assert!(report(dir.path()).contains("cannot be read"));
+}
+
+/// `--weights RN50=A --weights RN50=B` kept B silently: now an error naming the name and both
+/// files, before anything is loaded or written.
+#[test]
+fn a_model_name_given_twice_is_refused() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    hand_result(dir.path(), "fine", &square64(), &record("a dog", "tiny-rn"), None);
+    let first = weights_flag("tiny-rn", "tiny-rn.pt");
+    let second = weights_flag("tiny-rn", "tiny-vit.pt");
+    let d = dir.path().to_str().expect("UTF-8");
+    let output = clip_within(
+        &["compare", d, "--weights", &first, "--weights", &second, "--device", "cpu"],
+        DEADLINE,
+    );
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: --weights \"tiny-rn\" is given twice"), "{stderr}");
+    assert!(stderr.contains("tiny-rn.pt") && stderr.contains("tiny-vit.pt"), "{stderr}");
+    assert!(!dir.path().join("transfer.csv").exists() && output.stdout.is_empty());
+}
+
+/// A results directory that cannot be written to is an error at once — before the results are
+/// read or a model loaded — not after scoring. (`/proc` refuses new files even to root.)
+#[test]
+fn an_unwritable_results_directory_is_refused_first() {
+    let proc = Path::new("/proc/self/fdinfo");
+    if !proc.is_dir() {
+        return;
+    }
+    let output = clip_within(
+        &[
+            "compare",
+            "/proc/self/fdinfo",
+            "--weights",
+            "tiny-rn=/nonexistent.pt",
+            "--device",
+            "cpu",
+        ],
+        DEADLINE,
+    );
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot be created or written to"), "{stderr}");
+    assert!(!stderr.contains("nothing to score") && !stderr.contains("scoring"), "{stderr}");
+}
+
+/// Ctrl-C stops `compare` between batches: exit status 130 within a bounded time, nothing written
+/// and no temporary file left.
+#[test]
+fn ctrl_c_stops_compare_with_status_130_and_writes_nothing() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    // 400 results sharing one 1500 x 1500 PNG (hard links): preprocessing each takes a while.
+    let big = dir.path().join("big.source");
+    thin_png(&big, 1500, 1500);
+    for i in 0..400 {
+        let png = dir.path().join(format!("r{i:03}.png"));
+        std::fs::hard_link(&big, &png)
+            .or_else(|_| std::fs::copy(&big, &png).map(|_| ()))
+            .expect("link");
+        std::fs::write(png.with_extension("json"), record(&format!("prompt {i}"), "tiny-rn"))
+            .expect("write");
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_clip"))
+        .args([
+            "compare",
+            dir.path().to_str().expect("UTF-8"),
+            "--device",
+            "cpu",
+            "--batch-size",
+            "4",
+        ])
+        .args(["--weights", &weights_flag("tiny-rn", "tiny-rn.pt")])
+        .args(["--weights", &weights_flag("tiny-vit", "tiny-vit.pt")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("clip starts");
+    let stderr = child.stderr.take().expect("piped");
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.starts_with("scoring ")) {
+        match lines.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => seen.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("no scoring started: {seen:?}");
+            }
+        }
+    }
+    // A moment into the scoring, then SIGINT, as Ctrl-C sends it.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(child.try_wait().expect("waited").is_none(), "finished before the signal: {seen:?}");
+    // SAFETY: `kill` takes a pid and a signal number.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let signalled = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waited") {
+            break status;
+        }
+        if signalled.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("still running 60 s after SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    seen.extend(lines.try_iter());
+    assert_eq!(status.code(), Some(130), "{seen:?}");
+    assert!(seen.iter().any(|l| l.contains("interrupted while scoring")), "{seen:?}");
+    eprintln!("stopped {:?} after the signal ({:?} in all)", signalled.elapsed(), start.elapsed());
+    let left: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("readable")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.') || OUTPUTS.contains(&n.as_str()))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+const OUTPUTS: [&str; 5] =
+    ["transfer.csv", "transfer.png", "contact_sheet.png", "curves.png", "report.md"];

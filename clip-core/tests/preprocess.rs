@@ -2,6 +2,10 @@
 //! and the script that made them: `scripts/make_preprocess_fixtures.py`.
 use std::path::{Path, PathBuf};
 
+#[path = "common/hostile_files.rs"]
+mod hostile_files;
+use hostile_files::png_header_only;
+
 use clip_core::clip::preprocess::{
     center_crop, load_rgb, normalize, preprocess_image, preprocess_path, to_tensor,
     PreprocessError, CLIP_MEAN, CLIP_STD,
@@ -108,6 +112,52 @@ fn matches_reference_transform_n224() {
         let (max, mean, max_levels, mean_levels) = diff(&ours, &reference);
         println!("n=224 {name:22} max {max:.6} mean {mean:.2e} | 8-bit levels max {max_levels} mean {mean_levels:.4}");
         assert!(max <= bound(name), "{name}: max abs difference {max} > {}", bound(name));
+    }
+}
+
+/// Extreme aspect ratios (1500 x 2 becomes 168 000 x 224 at n = 224): only what the crop keeps is
+/// resized, and the result is still Pillow's bit for bit, for bicubic and for NEAREST ("P").
+const THIN_IMAGES: [&str; 3] = ["thin_1500x2.png", "thin_2x1500.png", "thin_palette_997x13.png"];
+
+// Reference, per image p, in scripts/make_preprocess_fixtures.py:
+//     clip.clip._transform(64)(PIL.Image.open(p))   -> reference.safetensors["<stem>.n64"]
+//     CenterCrop(224)(Resize(224, interpolation=BICUBIC)(PIL.Image.open(p))).convert("RGB")
+//         -> "<stem>.n224.png"
+#[test]
+fn matches_reference_transform_on_thin_images() {
+    let refs: std::collections::HashMap<String, Tensor> =
+        Tensor::read_safetensors(fixture("reference.safetensors")).unwrap().into_iter().collect();
+    for name in THIN_IMAGES {
+        let stem = name.rsplit_once('.').unwrap().0;
+        let ours = preprocess_path(&fixture(name), 64).unwrap();
+        assert_eq!(diff(&ours, &refs[&format!("{stem}.n64")]).0, 0.0, "{name}, n = 64");
+        let reference =
+            normalize(&to_tensor(&load_rgb(&fixture(&format!("{stem}.n224.png"))).unwrap()));
+        let ours = preprocess_path(&fixture(name), 224).unwrap();
+        assert_eq!(diff(&ours, &reference).0, 0.0, "{name}, n = 224");
+        // The RGB path (`preprocess_image`) too, where the file is RGB.
+        if !name.contains("palette") {
+            let img = load_rgb(&fixture(name)).unwrap();
+            assert_eq!(diff(&preprocess_image(&img, 224), &reference).0, 0.0, "{name}");
+        }
+    }
+}
+
+/// What decoding would allocate is checked from the header before anything is decoded: a small
+/// file claiming 100 000 x 100 000 pixels (30 GB) is refused naming the file and its size.
+#[test]
+fn images_too_large_to_decode_are_refused_before_decoding() {
+    let dir = tempfile::tempdir().unwrap();
+    for (w, h) in
+        [(100_000u32, 100_000u32), (2_000_000_000, 1), (1, 2_000_000_000), (20_000, 10_000)]
+    {
+        let path = dir.path().join(format!("claims_{w}x{h}.png"));
+        std::fs::write(&path, png_header_only(w, h)).unwrap();
+        let err = preprocess_path(&path, 224).unwrap_err();
+        assert!(matches!(err, PreprocessError::TooLarge { .. }), "{w}x{h}: {err}");
+        let message = err.to_string();
+        assert!(message.contains(&format!("claims_{w}x{h}.png")), "{message}");
+        assert!(message.contains(&format!("{w}x{h} pixels")), "{message}");
     }
 }
 

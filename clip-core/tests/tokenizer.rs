@@ -89,7 +89,9 @@ fn too_long_error_names_the_prompt_and_count() {
     let text = "a ".repeat(100);
     let err = tokenizer().encode(&text, false).expect_err("100 words are too long");
     let message = err.to_string();
-    assert!(message.contains(&text), "{message}");
+    // Named by an excerpt: its first 80 characters and its length.
+    assert!(message.contains(&format!("\"{}\"… (200 characters)", &text[..80])), "{message}");
+    assert!(!message.contains(&text), "echoed whole: {message}");
     assert!(message.contains("102 tokens"), "{message}");
     let ids = tokenizer().encode(&text, true).expect("truncation never fails");
     assert_eq!(ids[0], START_OF_TEXT);
@@ -188,7 +190,8 @@ fn cli_too_long_fails_naming_the_prompt() {
     let out = clip_tokenize(&["a photo of a dog", &long]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains(long.trim_end()), "{stderr}");
+    assert!(stderr.contains(&format!("\"{}\"… (570 characters)", &long[..80])), "{stderr}");
+    assert!(!stderr.contains(long.trim_end()), "echoed whole: {stderr}");
     assert!(stderr.contains("too long"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(

@@ -31,6 +31,7 @@ mod ftfy;
 #[rustfmt::skip]
 mod tables;
 
+use crate::clip::excerpt::excerpt;
 use regex::Regex;
 use std::io::Read;
 use std::sync::Arc;
@@ -55,14 +56,21 @@ const MERGES: usize = 49152 - 256 - 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizeError {
+    /// `prompt` is the whole text; the message shows an excerpt of it, so that a 120 KB text
+    /// does not flood a terminal or a report.
     #[error(
-        "Input \"{prompt}\" is too long for context length {context_length} (it has {tokens} \
-         tokens); shorten it or tokenize with truncation"
+        "Input {} is too long for context length {context_length} (it has {tokens} tokens); \
+         shorten it or tokenize with truncation",
+        excerpt(prompt)
     )]
     TooLong { prompt: String, tokens: usize, context_length: usize },
     #[error("CLIP vocabulary (bpe_simple_vocab_16e6.txt.gz): {0}")]
     Vocabulary(String),
-    #[error("no BPE token for the piece {piece:?} of input \"{prompt}\": {reason}")]
+    #[error(
+        "no BPE token for the piece {} of input {}: {reason}",
+        excerpt(piece),
+        excerpt(prompt)
+    )]
     Bpe { prompt: String, piece: String, reason: String },
 }
 

@@ -1,5 +1,6 @@
-//! Builders of hand-made checkpoint files, shared by the tests of clip-core (`weights.rs`,
-//! `bad_input.rs`) and of the experiment binaries (`rn50/tests/bad_input.rs`, through `#[path]`).
+//! Builders of hand-made checkpoint files (and a PNG header), shared by the tests of clip-core
+//! (`weights.rs`, `bad_input.rs`, `preprocess.rs`, `compare.rs`) and of the experiment binaries
+//! (`rn50/tests/bad_input.rs`, through `#[path]`).
 #![allow(dead_code)] // each test file uses its own subset
 
 use std::io::Write;
@@ -70,4 +71,36 @@ pub fn huge_length_pickle() -> Vec<u8> {
     let mut claim = vec![0x80, 4, 0x8e];
     claim.extend_from_slice(&(1u64 << 60).to_le_bytes());
     claim
+}
+
+/// A PNG whose header claims `width` x `height` RGB pixels, with one (empty) IDAT: enough for a
+/// decoder to read the size, nothing to decode.
+pub fn png_header_only(width: u32, height: u32) -> Vec<u8> {
+    fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+        out.extend((data.len() as u32).to_be_bytes());
+        let start = out.len();
+        out.extend(kind);
+        out.extend(data);
+        let crc = crc32(&out[start..]);
+        out.extend(crc.to_be_bytes());
+    }
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend(width.to_be_bytes());
+    ihdr.extend(height.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]);
+    chunk(&mut out, b"IHDR", &ihdr);
+    chunk(&mut out, b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
+    chunk(&mut out, b"IEND", &[]);
+    out
 }

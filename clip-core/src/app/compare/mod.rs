@@ -7,19 +7,24 @@
 //! all images in batches. Discovery (`results.rs`), pictures (`plots.rs`) and the Markdown
 //! (`report.rs`) live in their own files.
 
+mod history;
 mod plots;
 mod report;
 mod results;
 
-pub use results::{find_results, Discovery, RealPhoto, ResultEntry, RunInfo, REAL_PHOTO};
+pub use history::{Cut, History};
+pub use results::{
+    find_results, find_results_with, Discovery, RealPhoto, ResultEntry, RunInfo, REAL_PHOTO,
+};
 
+use crate::app::interrupt::Interrupted;
 use crate::app::output::{self, OutputError};
-use crate::clip::model::LoadedClip;
+use crate::clip::model::{LoadedClip, Precision};
 use crate::clip::preprocess;
 use crate::clip::tokenizer::Tokenizer;
 use crate::clip::weights::download;
 use crate::engine::objective::cosine_similarity;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
@@ -48,6 +53,15 @@ pub enum CompareError {
     Output(#[from] OutputError),
     #[error(transparent)]
     Tokenize(#[from] crate::clip::tokenizer::TokenizeError),
+    /// [`CompareOptions::stop`] asked to stop; nothing was written (the outputs are written only
+    /// once all are drawn). The binary turns it into [`Interrupted`], exit status 130.
+    #[error(transparent)]
+    Interrupted(#[from] Interrupted),
+}
+
+/// The stop of a run that `stop` interrupted.
+fn interrupted(during: &str) -> CompareError {
+    CompareError::Interrupted(Interrupted { during: during.to_string() })
 }
 
 /// What to compare and how.
@@ -61,10 +75,30 @@ pub struct CompareOptions {
     pub weights: BTreeMap<String, PathBuf>,
     pub real: Vec<RealPhoto>,
     pub device: Device,
-    /// Images per forward pass.
+    /// Images per forward pass; also the images preprocessed and held at a time.
     pub batch_size: usize,
     /// Side of an image in the contact sheet, in pixels.
     pub cell_size: u32,
+    /// Asked between files, batches and pictures whether to give up
+    /// ([`CompareError::Interrupted`]); the binary passes `interrupt::requested` (Ctrl-C).
+    pub stop: fn() -> bool,
+}
+
+impl Default for CompareOptions {
+    /// The results in `results`, the seed's models, batches of 16, cells of 160 pixels, on the
+    /// CPU, never stopping.
+    fn default() -> Self {
+        Self {
+            results_dir: PathBuf::from("results"),
+            models: DEFAULT_MODELS.iter().map(|m| m.to_string()).collect(),
+            weights: BTreeMap::new(),
+            real: Vec::new(),
+            device: Device::Cpu,
+            batch_size: 16,
+            cell_size: 160,
+            stop: || false,
+        }
+    }
 }
 
 /// One scoring model: loaded, or why not.
@@ -89,7 +123,10 @@ pub struct Scored {
     pub run: Option<RunInfo>,
     /// The step history CSV next to the result, if any.
     pub history: Option<PathBuf>,
-    /// Similarity per scoring model (only models that scored).
+    /// That history as `curves.png` draws it (read once the scores are in; `None` without a CSV
+    /// or when it cannot be read).
+    pub curve: Option<History>,
+    /// Similarity per scoring model (only models that scored, only finite values).
     pub scores: BTreeMap<String, f64>,
 }
 
@@ -125,10 +162,11 @@ impl Comparison {
 
     /// Rows of the transfer table: (generating model, mode) in first-seen order, real photos last.
     pub fn groups(&self) -> Vec<(String, String)> {
+        let mut seen = HashSet::new();
         let mut groups: Vec<(String, String)> = Vec::new();
         for s in self.images.iter().filter(|s| s.generated_by != REAL_PHOTO) {
             let key = (s.generated_by.clone(), s.mode.clone());
-            if !groups.contains(&key) {
+            if seen.insert(key.clone()) {
                 groups.push(key);
             }
         }
@@ -158,13 +196,8 @@ impl Comparison {
 }
 
 fn distinct_prompts(images: &[Scored]) -> Vec<String> {
-    let mut prompts: Vec<String> = Vec::new();
-    for s in images {
-        if !prompts.contains(&s.prompt) {
-            prompts.push(s.prompt.clone());
-        }
-    }
-    prompts
+    let mut seen = HashSet::new();
+    images.iter().filter(|s| seen.insert(s.prompt.as_str())).map(|s| s.prompt.clone()).collect()
 }
 
 /// The seed's models first, in their order, then anything else alphabetically.
@@ -179,14 +212,18 @@ fn warn(warnings: &mut Vec<String>, message: String) {
 }
 
 /// Finds the results, scores them under every model, and writes the five output files. Warnings
-/// (skipped files, unavailable models) are printed, kept in the report, and do not stop it; it
-/// fails only when nothing at all could be scored or an output cannot be written.
+/// (skipped files, unavailable models, unreadable images) are printed, kept in the report, and do
+/// not stop it; it fails only when nothing at all could be scored, an output cannot be written,
+/// or `options.stop` asks it to (then nothing is written).
 pub fn run(options: &CompareOptions) -> Result<Comparison, CompareError> {
     let dir = &options.results_dir;
     if !dir.is_dir() {
         return Err(CompareError::NotADirectory { path: dir.clone() });
     }
-    let Discovery { results, mut warnings, notes } = find_results(dir)?;
+    // Before any model is loaded: a directory the report cannot be written to is known at once.
+    output::ensure_writable_dir(dir)?;
+    let stop = options.stop;
+    let Discovery { results, mut warnings, notes } = find_results_with(dir, &stop)?;
     let mut images: Vec<Scored> = results
         .into_iter()
         .map(|r| Scored {
@@ -195,6 +232,7 @@ pub fn run(options: &CompareOptions) -> Result<Comparison, CompareError> {
             generated_by: r.run.model.clone(),
             mode: r.run.mode.clone(),
             history: r.csv,
+            curve: None,
             run: Some(r.run),
             scores: BTreeMap::new(),
         })
@@ -208,6 +246,7 @@ pub fn run(options: &CompareOptions) -> Result<Comparison, CompareError> {
                 mode: "real".to_string(),
                 run: None,
                 history: None,
+                curve: None,
                 scores: BTreeMap::new(),
             });
         } else {
@@ -230,12 +269,16 @@ pub fn run(options: &CompareOptions) -> Result<Comparison, CompareError> {
         }
     };
 
+    let mut unreadable = HashSet::new();
     let mut models = Vec::new();
     for name in &options.models {
+        if stop() {
+            return Err(interrupted("while scoring"));
+        }
         let weights = match options.weights.get(name) {
             Some(path) => Ok(path.clone()),
             None if crate::clip::released::MODEL_NAMES.contains(&name.as_str()) => {
-                download::resolve_model(name, None).map_err(|e| {
+                download::resolve_model_with(name, None, &stop).map_err(|e| {
                     format!(
                         "no --weights {name}=PATH and the released weights are not available: {e}"
                     )
@@ -250,8 +293,13 @@ pub fn run(options: &CompareOptions) -> Result<Comparison, CompareError> {
             ScoringModel { name: name.clone(), weights: weights.clone().ok(), unavailable: None };
         let outcome = weights.and_then(|path| {
             eprintln!("scoring {} image(s) with {name} ({})", images.len(), path.display());
-            score_with(&path, options, &tokens, &prompts, &mut images, name, &mut warnings)
+            let with = ScoringInput { options, tokens: &tokens, prompts: &prompts, name };
+            score_with(&path, &with, &mut images, &mut warnings, &mut unreadable)
         });
+        // A download or load that Ctrl-C cut short is a stop, not a model left out.
+        if stop() {
+            return Err(interrupted("while scoring"));
+        }
         if let Err(reason) = outcome {
             warn(&mut warnings, format!("model {name} left out of the comparison: {reason}"));
             model.unavailable = Some(reason);
@@ -271,6 +319,12 @@ pub fn run(options: &CompareOptions) -> Result<Comparison, CompareError> {
         let notes: String = warnings.iter().map(|w| format!("\n  {w}")).collect();
         return Err(CompareError::NothingToScore { dir: dir.clone(), notes });
     }
+    for s in &mut images {
+        if stop() {
+            return Err(interrupted("while reading the step histories"));
+        }
+        s.curve = s.history.as_deref().and_then(history::read);
+    }
 
     let mut comparison = Comparison {
         results_dir: dir.clone(),
@@ -280,49 +334,66 @@ pub fn run(options: &CompareOptions) -> Result<Comparison, CompareError> {
         notes,
         written: Vec::new(),
     };
-    write_outputs(&mut comparison, options.cell_size)?;
+    write_outputs(&mut comparison, options.cell_size, stop)?;
     Ok(comparison)
 }
 
-/// Loads one model and scores every image with it, in batches. An image that cannot be read is
-/// warned about once and left without this model's score.
+/// What one model scores with, besides its weights.
+struct ScoringInput<'a> {
+    options: &'a CompareOptions,
+    tokens: &'a Tensor,
+    prompts: &'a [String],
+    name: &'a str,
+}
+
+/// Loads one model and scores every image with it, `batch_size` images at a time: only one batch
+/// is preprocessed and held at once. An image that cannot be read (or scores NaN) is warned about
+/// once and left without this model's score. `Err`: the model cannot score at all (or `stop`).
 fn score_with(
     weights: &Path,
-    options: &CompareOptions,
-    tokens: &Tensor,
-    prompts: &[String],
+    input: &ScoringInput,
     images: &mut [Scored],
-    name: &str,
     warnings: &mut Vec<String>,
+    unreadable: &mut HashSet<String>,
 ) -> Result<(), String> {
-    let device = options.device;
-    let loaded = LoadedClip::load(weights, device)
+    let ScoringInput { options, tokens, prompts, name } = *input;
+    let (device, stop) = (options.device, options.stop);
+    let loaded = LoadedClip::load_with(weights, device, Precision::for_device(device), &stop)
         .map_err(|e| format!("loading {}: {e}", weights.display()))?;
     let model = &loaded.model;
     let resolution = model.config.image_resolution as u32;
     let text = tch::no_grad(|| model.encode_text(&tokens.to_device(device)));
-    let mut readable = Vec::new();
-    let mut pixels = Vec::new();
-    for (i, s) in images.iter().enumerate() {
-        match preprocess::preprocess_path(&s.image, resolution) {
-            Ok(p) => {
-                readable.push(i);
-                pixels.push(p);
-            }
-            Err(e) => {
-                let message = format!("{e}; not scored");
-                if !warnings.contains(&message) {
-                    warn(warnings, message);
+    let row_of: HashMap<&str, i64> =
+        prompts.iter().enumerate().map(|(i, p)| (p.as_str(), i as i64)).collect();
+    let all: Vec<usize> = (0..images.len()).collect();
+    for chunk in all.chunks(options.batch_size.max(1)) {
+        if stop() {
+            return Err("interrupted".to_string());
+        }
+        let mut readable = Vec::with_capacity(chunk.len());
+        let mut pixels = Vec::with_capacity(chunk.len());
+        for &i in chunk {
+            match preprocess::preprocess_path(&images[i].image, resolution) {
+                Ok(p) => {
+                    readable.push(i);
+                    pixels.push(p);
+                }
+                Err(e) => {
+                    let message = format!("{e}; not scored");
+                    if unreadable.insert(message.clone()) {
+                        warn(warnings, message);
+                    }
                 }
             }
         }
-    }
-    for (chunk_idx, chunk) in readable.chunks(options.batch_size.max(1)).enumerate() {
-        let start = chunk_idx * options.batch_size.max(1);
-        let batch = Tensor::stack(&pixels[start..start + chunk.len()], 0).to_device(device);
-        let prompt_rows: Vec<i64> = chunk
+        if pixels.is_empty() {
+            continue;
+        }
+        let batch = Tensor::stack(&pixels, 0).to_device(device);
+        drop(pixels);
+        let prompt_rows: Vec<i64> = readable
             .iter()
-            .map(|&i| prompts.iter().position(|p| *p == images[i].prompt).unwrap_or(0) as i64)
+            .map(|&i| row_of.get(images[i].prompt.as_str()).copied().unwrap_or(0))
             .collect();
         let sims = tch::no_grad(|| {
             let features = model.encode_image(&batch);
@@ -330,36 +401,58 @@ fn score_with(
             cosine_similarity(&features, &texts).to_kind(Kind::Double).to_device(Device::Cpu)
         });
         let sims = Vec::<f64>::try_from(&sims).map_err(|e| format!("reading scores back: {e}"))?;
-        for (&i, sim) in chunk.iter().zip(sims) {
-            images[i].scores.insert(name.to_string(), sim);
+        for (&i, sim) in readable.iter().zip(sims) {
+            if sim.is_finite() {
+                images[i].scores.insert(name.to_string(), sim);
+            } else {
+                // fp16 overflow or broken weights: a NaN must not reach a mean or a picture.
+                warn(
+                    warnings,
+                    format!(
+                        "{} scored {sim} under {name} (not a finite number); left out of {name}'s column",
+                        images[i].image.display()
+                    ),
+                );
+            }
         }
     }
     Ok(())
 }
 
-/// `transfer.csv`, the three pictures and `report.md`, each written atomically.
-fn write_outputs(comparison: &mut Comparison, cell_size: u32) -> Result<(), CompareError> {
+/// `transfer.csv`, the three pictures and `report.md`. All five are made in memory first (asking
+/// `stop` between them), then each is written atomically: an interrupted run writes nothing, and
+/// a failed drawing leaves the earlier report whole.
+fn write_outputs(
+    comparison: &mut Comparison,
+    cell_size: u32,
+    stop: fn() -> bool,
+) -> Result<(), CompareError> {
     let dir = comparison.results_dir.clone();
-    let csv = dir.join("transfer.csv");
-    output::write_atomic(&csv, transfer_csv(comparison).as_bytes())?;
-    comparison.written.push(csv);
+    let mut outputs: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+    outputs.push((dir.join("transfer.csv"), transfer_csv(comparison).into_bytes()));
     plots::install_font()?;
-    for (name, draw) in [
-        (
-            "transfer.png",
-            plots::transfer_png as fn(&Comparison, &Path, u32) -> Result<Vec<u8>, CompareError>,
-        ),
+    type Draw = fn(&Comparison, &Path, u32) -> Result<Vec<u8>, CompareError>;
+    let pictures: [(&str, Draw); 3] = [
+        ("transfer.png", plots::transfer_png),
         ("contact_sheet.png", plots::contact_sheet_png),
         ("curves.png", plots::curves_png),
-    ] {
+    ];
+    for (name, draw) in pictures {
+        if stop() {
+            return Err(interrupted("while drawing the report"));
+        }
         let path = dir.join(name);
         let bytes = draw(comparison, &path, cell_size)?;
+        outputs.push((path, bytes));
+    }
+    outputs.push((dir.join("report.md"), report::markdown(comparison).into_bytes()));
+    if stop() {
+        return Err(interrupted("while drawing the report"));
+    }
+    for (path, bytes) in outputs {
         output::write_atomic(&path, &bytes)?;
         comparison.written.push(path);
     }
-    let md = dir.join("report.md");
-    output::write_atomic(&md, report::markdown(comparison).as_bytes())?;
-    comparison.written.push(md);
     Ok(())
 }
 
@@ -380,9 +473,17 @@ pub fn transfer_csv(comparison: &Comparison) -> String {
     text
 }
 
-/// RFC 4180 quoting: fields with commas, quotes or line breaks are quoted, quotes doubled.
+/// A text cell of a CSV that `compare` writes. RFC 4180 quoting: fields with commas, quotes or
+/// line breaks are quoted, quotes doubled. And CSV injection: a spreadsheet opening the file runs
+/// a cell that begins with `=`, `+`, `-` or `@` (or a tab or carriage return before one) as a
+/// formula, and prompts, file names and model names are user text; as OWASP advises, such a cell
+/// is prefixed with a single quote `'` (shown as text, not run) and quoted. Only text cells go
+/// through here: a negative similarity stays a number.
 fn csv_field(field: &str) -> String {
-    if field.contains([',', '"', '\n', '\r']) {
+    let formula = field.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    if formula {
+        format!("\"'{}\"", field.replace('"', "\"\""))
+    } else if field.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", field.replace('"', "\"\""))
     } else {
         field.to_string()
@@ -407,6 +508,18 @@ mod tests {
     fn csv_fields_are_quoted_when_needed() {
         assert_eq!(csv_field("A cute dog"), "A cute dog");
         assert_eq!(csv_field("a, \"b\""), "\"a, \"\"b\"\"\"");
+    }
+
+    #[test]
+    fn csv_cells_that_a_spreadsheet_would_run_are_escaped() {
+        assert_eq!(csv_field("=1+2"), "\"'=1+2\"");
+        assert_eq!(csv_field("+1"), "\"'+1\"");
+        assert_eq!(csv_field("-1"), "\"'-1\"");
+        assert_eq!(csv_field("@SUM(A1)"), "\"'@SUM(A1)\"");
+        assert_eq!(csv_field("\t=1"), "\"'\t=1\"");
+        assert_eq!(csv_field("\r=1"), "\"'\r=1\"");
+        assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(csv_field("a = b"), "a = b");
     }
 
     #[test]

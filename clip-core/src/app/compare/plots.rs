@@ -4,6 +4,7 @@
 //! Text uses DejaVu Sans, embedded (`assets/fonts/`, with its licence) and registered with
 //! plotters' `ab_glyph` backend, so nothing depends on the system's fonts or fontconfig.
 
+use super::history::{self, History};
 use super::{CompareError, Comparison, Scored, REAL_PHOTO};
 use crate::app::output;
 use crate::clip::preprocess;
@@ -91,6 +92,8 @@ pub fn transfer_png(c: &Comparison, path: &Path, _cell: u32) -> Result<Vec<u8>, 
     let values: Vec<f64> = groups
         .iter()
         .flat_map(|g| c.scoring_models().filter_map(|m| c.mean(g, &m.name).map(|v| v.0)))
+        // Scores are finite when kept; a non-finite mean must still never reach the colour scale.
+        .filter(|v| v.is_finite())
         .collect();
     let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -114,7 +117,7 @@ pub fn transfer_png(c: &Comparison, path: &Path, _cell: u32) -> Result<Vec<u8>, 
                 let x = label_w + cell_w * j as i32;
                 let rect = [(x, y), (x + cell_w - 2, y + cell_h - 2)];
                 match (m.unavailable.is_some(), c.mean(g, &m.name)) {
-                    (false, Some((mean, n))) => {
+                    (false, Some((mean, n))) if mean.is_finite() => {
                         let colour = viridis(scale(mean));
                         e(root.draw(&Rectangle::new(rect, colour.filled())))?;
                         let ink = if scale(mean) > 0.6 { BLACK } else { WHITE };
@@ -147,26 +150,53 @@ pub fn transfer_png(c: &Comparison, path: &Path, _cell: u32) -> Result<Vec<u8>, 
     })
 }
 
-/// Wraps `text` into lines of at most `max_chars` characters, at spaces where possible.
-fn wrap(text: &str, max_chars: usize) -> Vec<String> {
+/// Wraps `text` into at most `max_lines` lines of at most `max_chars` characters, at spaces where
+/// possible; a text that does not fit ends its last line with `…`. Linear in the part of the text
+/// shown: a 10 MB prompt costs what its first lines cost.
+fn wrap(text: &str, max_chars: usize, max_lines: usize) -> Vec<String> {
+    let max_chars = max_chars.max(2);
+    // Enough of the text to fill every line (a line break can waste up to a word's width).
+    let budget = max_chars * max_lines.max(1) * 2 + 1;
+    let shown = match text.char_indices().nth(budget) {
+        Some((cut, _)) => &text[..cut],
+        None => text,
+    };
     let mut lines: Vec<String> = Vec::new();
-    let mut line = String::new();
-    for word in text.split(' ') {
-        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > max_chars {
+    let (mut line, mut line_chars) = (String::new(), 0usize);
+    let mut full = false;
+    for word in shown.split(' ') {
+        let word_chars = word.chars().count();
+        if line_chars > 0 && line_chars + 1 + word_chars > max_chars {
             lines.push(std::mem::take(&mut line));
+            line_chars = 0;
         }
-        if !line.is_empty() {
+        if line_chars > 0 {
             line.push(' ');
+            line_chars += 1;
         }
-        line.push_str(word);
-        while line.chars().count() > max_chars {
-            let rest: String = line.chars().skip(max_chars).collect();
-            lines.push(line.chars().take(max_chars).collect());
-            line = rest;
+        // A word longer than a line is split; each piece is moved once.
+        for c in word.chars() {
+            if line_chars == max_chars {
+                lines.push(std::mem::take(&mut line));
+                line_chars = 0;
+            }
+            line.push(c);
+            line_chars += 1;
+        }
+        if lines.len() > max_lines {
+            full = true;
+            break;
         }
     }
     if !line.is_empty() || lines.is_empty() {
         lines.push(line);
+    }
+    if full || lines.len() > max_lines || shown.len() < text.len() {
+        lines.truncate(max_lines.max(1));
+        if let Some(last) = lines.last_mut() {
+            let keep = last.chars().count().min(max_chars - 1);
+            *last = last.chars().take(keep).collect::<String>() + "…";
+        }
     }
     lines
 }
@@ -225,9 +255,7 @@ pub fn contact_sheet_png(c: &Comparison, path: &Path, cell: u32) -> Result<Vec<u
         for (i, prompt) in prompts.iter().enumerate() {
             let y = top + row_h * i as i32;
             e(root.draw(&PathElement::new(vec![(8, y - 4), (width - 8, y - 4)], LIGHT)))?;
-            for (k, line) in
-                wrap(&format!("\u{201c}{prompt}\u{201d}"), 17).iter().enumerate().take(6)
-            {
+            for (k, line) in wrap(&format!("\u{201c}{prompt}\u{201d}"), 17, 6).iter().enumerate() {
                 e(root.draw_text(line, &font(17), (10, y + 6 + 22 * k as i32)))?;
             }
             let cells = groups
@@ -258,10 +286,8 @@ pub fn contact_sheet_png(c: &Comparison, path: &Path, cell: u32) -> Result<Vec<u
                 };
                 match preprocess::load_rgb(&s.image) {
                     Ok(img) => {
-                        let thumb = preprocess::center_crop(
-                            &preprocess::resize_shorter_side(&img, cell as u32),
-                            cell as u32,
-                        );
+                        // Only the cropped part is resized: a thin image stays cheap.
+                        let thumb = preprocess::resize_and_crop(&img, cell as u32);
                         let pixels = thumb.enumerate_pixels().map(|(px, py, p)| {
                             Pixel::new(
                                 (x + px as i32, y + py as i32),
@@ -294,20 +320,6 @@ pub fn contact_sheet_png(c: &Comparison, path: &Path, cell: u32) -> Result<Vec<u
         }
         Ok(())
     })
-}
-
-/// A result's history: (step, similarity) from its `step,similarity,tv` CSV.
-fn read_history(path: &Path) -> Option<Vec<(f64, f64)>> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let points: Vec<(f64, f64)> = text
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let mut f = l.split(',');
-            Some((f.next()?.trim().parse().ok()?, f.next()?.trim().parse().ok()?))
-        })
-        .collect();
-    (!points.is_empty()).then_some(points)
 }
 
 /// Line colours: blues for constrained runs, oranges for unconstrained, one shade per prompt.
@@ -356,11 +368,12 @@ pub fn curves_png(c: &Comparison, path: &Path, _cell: u32) -> Result<Vec<u8>, Co
             e(panels[0].draw_text("no results with step histories", &font(20), (40, 40)))?;
         }
         for (model, panel) in models.iter().zip(panels.iter()) {
-            let series: Vec<(&Scored, Vec<(f64, f64)>)> = c
+            let series: Vec<(&Scored, &History)> = c
                 .images
                 .iter()
                 .filter(|s| s.generated_by == *model)
-                .filter_map(|s| Some((s, read_history(s.history.as_ref()?)?)))
+                .filter_map(|s| Some((s, s.curve.as_ref()?)))
+                .filter(|(_, h)| !h.points.is_empty())
                 .collect();
             if series.is_empty() {
                 e(panel.draw_text(
@@ -370,22 +383,25 @@ pub fn curves_png(c: &Comparison, path: &Path, _cell: u32) -> Result<Vec<u8>, Co
                 ))?;
                 continue;
             }
-            let points = series.iter().flat_map(|(_, p)| p.iter());
-            let (mut x_max, mut y_lo, mut y_hi) = (1.0f64, f64::INFINITY, f64::NEG_INFINITY);
+            // Every point is finite and within ±PLOT_LIMIT (history.rs), so are the ranges.
+            let points = series.iter().flat_map(|(_, h)| h.points.iter());
+            let (mut x_lo, mut x_hi) = (0.0f64, 1.0f64);
+            let (mut y_lo, mut y_hi) = (f64::INFINITY, f64::NEG_INFINITY);
             for &(x, y) in points {
-                x_max = x_max.max(x);
-                y_lo = y_lo.min(y);
-                y_hi = y_hi.max(y);
+                (x_lo, x_hi) = (x_lo.min(x), x_hi.max(x));
+                (y_lo, y_hi) = (y_lo.min(y), y_hi.max(y));
             }
+            let (x_lo, x_hi) = history::axis_range(x_lo, x_hi, 1.0);
+            let (y_lo, y_hi) = history::axis_range(y_lo, y_hi, 0.01);
             // Room above the curves for the legend (one line per series).
-            let range = (y_hi - y_lo).max(0.01);
+            let range = y_hi - y_lo;
             let (pad, legend) = (range * 0.08, range * (0.1 + 0.075 * series.len() as f64));
             let mut chart = e(ChartBuilder::on(panel)
                 .caption(model, font(22))
                 .margin(14)
                 .x_label_area_size(48)
                 .y_label_area_size(70)
-                .build_cartesian_2d(0.0..x_max, (y_lo - pad)..(y_hi + legend)))?;
+                .build_cartesian_2d(x_lo..x_hi, (y_lo - pad)..(y_hi + legend)))?;
             e(chart
                 .configure_mesh()
                 .x_desc("step")
@@ -408,7 +424,7 @@ pub fn curves_png(c: &Comparison, path: &Path, _cell: u32) -> Result<Vec<u8>, Co
                     let colour = series_colour(mode, k);
                     let label = format!("{mode}: {}", shorten(&s.prompt, 30));
                     e(chart.draw_series(LineSeries::new(
-                        history.iter().copied(),
+                        history.points.iter().copied(),
                         colour.stroke_width(2),
                     )))?
                     .label(label)
@@ -439,11 +455,13 @@ fn fmt3(v: f64) -> String {
     }
 }
 
+/// `text` cut to `max` characters, the last one `…` when cut.
 fn shorten(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_string()
-    } else {
-        format!("{}…", text.chars().take(max - 1).collect::<String>())
+    match text.char_indices().nth(max) {
+        None => text.to_string(),
+        Some(_) => {
+            format!("{}…", text.chars().take(max.saturating_sub(1)).collect::<String>())
+        }
     }
 }
 
@@ -453,9 +471,23 @@ mod tests {
 
     #[test]
     fn wraps_at_spaces_and_splits_long_words() {
-        assert_eq!(wrap("A cute golden retriever", 12), vec!["A cute", "golden", "retriever"]);
-        assert_eq!(wrap("abcdefghij", 4), vec!["abcd", "efgh", "ij"]);
-        assert_eq!(wrap("", 4), vec![""]);
+        assert_eq!(wrap("A cute golden retriever", 12, 6), vec!["A cute", "golden", "retriever"]);
+        assert_eq!(wrap("abcdefghij", 4, 6), vec!["abcd", "efgh", "ij"]);
+        assert_eq!(wrap("", 4, 6), vec![""]);
+        assert_eq!(wrap("abcdefghij", 4, 2), vec!["abcd", "efg…"]);
+        assert_eq!(wrap("one two three four", 5, 2), vec!["one", "two…"]);
+        assert_eq!(wrap("one two", 5, 2), vec!["one", "two"]);
+    }
+
+    #[test]
+    fn wrapping_a_huge_prompt_is_quick() {
+        let huge = "x".repeat(10 << 20);
+        let start = std::time::Instant::now();
+        let lines = wrap(&huge, 17, 6);
+        assert_eq!(lines.len(), 6);
+        assert!(lines[5].ends_with('…') && lines[5].chars().count() == 17, "{lines:?}");
+        assert!(start.elapsed().as_secs_f64() < 1.0, "{:?}", start.elapsed());
+        assert_eq!(shorten(&huge, 30).chars().count(), 30);
     }
 
     #[test]

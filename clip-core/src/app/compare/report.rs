@@ -25,6 +25,19 @@ fn link(path: &str) -> String {
     path.replace('%', "%25").replace(' ', "%20").replace('(', "%28").replace(')', "%29")
 }
 
+/// Characters of a prompt shown in a table; the CSV has every prompt whole.
+const PROMPT_CHARS: usize = 200;
+
+/// A prompt as a table shows it: cut after [`PROMPT_CHARS`] characters, saying how long it was.
+fn prompt(text: &str) -> String {
+    match text.char_indices().nth(PROMPT_CHARS) {
+        None => cell(text),
+        Some((cut, _)) => {
+            format!("{}… ({} characters)", cell(&text[..cut]), text.chars().count())
+        }
+    }
+}
+
 fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
     v.as_ref().map_or("–".to_string(), |v| v.to_string())
 }
@@ -110,7 +123,7 @@ pub fn markdown(c: &Comparison) -> String {
             "| [{}]({}) | {} | {} | {} |",
             cell(&name),
             link(&path),
-            cell(&s.prompt),
+            prompt(&s.prompt),
             cell(&s.generated_by),
             cell(&s.mode)
         );
@@ -135,6 +148,35 @@ pub fn markdown(c: &Comparison) -> String {
          saw; an unconstrained run, of the image itself.\n"
     );
     let _ = writeln!(md, "![Similarity curves](curves.png)\n");
+    let mut histories = Vec::new();
+    for s in c.images.iter().filter(|s| s.run.is_some()) {
+        let frozen = s.run.as_ref().and_then(|r| r.frozen_at_step);
+        let problem = match (&s.history, &s.curve) {
+            (Some(_), Some(curve)) => curve.problem(),
+            (Some(_), None) => Some("its CSV could not be read: not drawn".to_string()),
+            (None, _) => None,
+        };
+        let said = match (frozen, problem) {
+            (Some(step), Some(p)) => format!("the run froze at step {step} (its record); {p}"),
+            (Some(step), None) => format!("the run froze at step {step} (its record)"),
+            (None, Some(p)) => p,
+            (None, None) => continue,
+        };
+        let name =
+            s.image.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        histories.push(format!("- {}: {}", cell(&name), cell(&said)));
+    }
+    if !histories.is_empty() {
+        let _ = writeln!(md, "About the histories:\n\n{}\n", histories.join("\n"));
+    }
+    if c.images.iter().any(|s| s.curve.as_ref().is_some_and(|h| h.thinned())) {
+        let _ = writeln!(
+            md,
+            "Histories of {} steps or more are drawn thinned: every k-th step (k a power of two) \
+             and the last.\n",
+            2 * super::history::MAX_POINTS
+        );
+    }
 
     let _ = writeln!(md, "## Runs\n");
     let _ = writeln!(

@@ -2,8 +2,10 @@
 //! CLIP model, and writes `transfer.csv`, `transfer.png`, `contact_sheet.png`, `curves.png` and
 //! `report.md` there. The logic is `clip_core::app::compare`.
 
-use clip_core::app::compare::{self, CompareOptions, RealPhoto};
+use clip_core::app::compare::{self, CompareError, CompareOptions, RealPhoto};
 use clip_core::app::device::DeviceChoice;
+use clip_core::app::interrupt;
+use clip_core::clip::excerpt::excerpt;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -15,7 +17,7 @@ pub struct CompareArgs {
     pub results_dir: PathBuf,
     /// Weights of a scoring model, e.g. `ViT-B/32=ViT-B-32.pt`; repeat for several. NAME may be any
     /// name; a released model without this flag is taken from ~/.cache/clip/ (downloaded if needed).
-    #[arg(long = "weights", value_name = "NAME=PATH", value_parser = parse_weights)]
+    #[arg(long = "weights", value_name = "NAME=PATH", value_parser = Shown(parse_weights))]
     pub weights: Vec<(String, PathBuf)>,
     /// Scoring models, comma-separated, in column order (default: the names given with --weights,
     /// or RN50,ViT-B/32,ViT-L/14).
@@ -23,7 +25,7 @@ pub struct CompareArgs {
     pub models: Vec<String>,
     /// A real photo and its prompt, scored for reference, e.g. `dog.jpg="A cute golden retriever"`;
     /// repeat for several. Split at the first `=`.
-    #[arg(long = "real", value_name = "PHOTO=PROMPT")]
+    #[arg(long = "real", value_name = "PHOTO=PROMPT", value_parser = Shown(|s: &str| s.parse::<RealPhoto>()))]
     pub real: Vec<RealPhoto>,
     /// Where the models run: cpu (fp32), cuda (fp16, as clip.load) or auto.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
@@ -36,17 +38,62 @@ pub struct CompareArgs {
     pub cell_size: u32,
 }
 
+/// A flag's parser whose error shows the value cut to an excerpt: clap's own message for a bad
+/// value repeats it whole (a 120 KB `--real` would fill the terminal). Still a usage error
+/// (status 2).
+#[derive(Clone)]
+struct Shown<F>(F);
+
+impl<T, F> clap::builder::TypedValueParser for Shown<F>
+where
+    F: Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
+{
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<T, clap::Error> {
+        let flag = arg.map_or(String::new(), |a| format!(" for '{a}'"));
+        let text = value.to_string_lossy();
+        (self.0)(&text).map_err(|message| {
+            let message =
+                format!("invalid value{flag}: {message}\n\nFor more information, try '--help'.\n");
+            clap::Error::raw(clap::error::ErrorKind::ValueValidation, message).with_cmd(cmd)
+        })
+    }
+}
+
 fn parse_weights(s: &str) -> Result<(String, PathBuf), String> {
     match s.split_once('=') {
         Some((name, path)) if !name.is_empty() && !path.is_empty() => {
             Ok((name.to_string(), PathBuf::from(path)))
         }
-        _ => Err(format!("expected NAME=PATH (e.g. RN50=RN50.pt), got {s:?}")),
+        _ => Err(format!("expected NAME=PATH (e.g. RN50=RN50.pt), got {}", excerpt(s))),
     }
 }
 
+/// One checkpoint per model name: a second `--weights NAME=…` would silently replace the first.
+fn weights_by_name(given: &[(String, PathBuf)]) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    let mut weights = BTreeMap::new();
+    for (name, path) in given {
+        if let Some(first) = weights.insert(name.clone(), path.clone()) {
+            anyhow::bail!(
+                "--weights {} is given twice ({} and {}): give each model name once",
+                excerpt(name),
+                first.display(),
+                path.display()
+            );
+        }
+    }
+    Ok(weights)
+}
+
 pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
-    let weights: BTreeMap<String, PathBuf> = args.weights.iter().cloned().collect();
+    let weights = weights_by_name(&args.weights)?;
     let mut models: Vec<String> = args.models.iter().map(|m| m.trim().to_string()).collect();
     models.retain(|m| !m.is_empty());
     if models.is_empty() {
@@ -73,8 +120,14 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
         device: args.device.resolve()?,
         batch_size: args.batch_size as usize,
         cell_size: args.cell_size,
+        stop: interrupt::requested,
     };
-    let comparison = compare::run(&options)?;
+    // Ctrl-C stops between batches and between pictures; nothing is written then (status 130).
+    interrupt::install();
+    let comparison = compare::run(&options).map_err(|e| match e {
+        CompareError::Interrupted(stopped) => anyhow::Error::new(stopped),
+        e => e.into(),
+    })?;
     let n_models = comparison.scoring_models().count();
     println!(
         "scored {} image(s) with {n_models} model(s); {} warning(s)",

@@ -4,6 +4,7 @@
 use anyhow::Context;
 use clip_core::app::cli::{PrecisionArg, WeightsArgs};
 use clip_core::app::device::DeviceChoice;
+use clip_core::clip::excerpt::excerpt;
 use clip_core::clip::preprocess;
 use clip_core::clip::tokenizer::Tokenizer;
 use clip_core::engine::objective::cosine_similarity;
@@ -39,7 +40,7 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<()> {
         let text = model.encode_text(&tokens.to_device(device));
         cosine_similarity(&image, &text).double_value(&[0])
     });
-    eprintln!("image: {}  text: {:?}", args.image.display(), args.text);
+    eprintln!("image: {}  text: {}", args.image.display(), excerpt(&args.text));
     println!("{similarity}");
     Ok(())
 }
