@@ -102,6 +102,26 @@ pub fn prompt_file_part(prompt: &str) -> String {
     }
 }
 
+/// The result token of a checkpoint that is none of the released models: its file name without
+/// the extension, with anything but letters, digits, `-`, `+`, `.` and `_` as `-`, a leading `.`
+/// as `_`, at most 64 bytes; `custom` when nothing is left.
+pub fn token_for_file(path: &Path) -> String {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut token: String = stem
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "-+._".contains(c) { c } else { '-' })
+        .take(64)
+        .collect();
+    if token.starts_with('.') {
+        token.replace_range(..1, "_");
+    }
+    if token.is_empty() {
+        "custom".to_string()
+    } else {
+        token
+    }
+}
+
 /// `<name>_<token>_<prompt>`: the seed's file stem (`<mode>_<model>_<prompt>`).
 pub fn file_stem(name: &str, token: &str, prompt: &str) -> String {
     format!("{name}_{token}_{}", prompt_file_part(prompt))
@@ -505,6 +525,15 @@ mod tests {
             file_stems("constrained", "RN50", &prompts),
             Err(OutputError::SameName { .. })
         ));
+    }
+
+    #[test]
+    fn tokens_of_unreleased_checkpoints() {
+        assert_eq!(token_for_file(Path::new("/w/tiny-rn.pt")), "tiny-rn");
+        assert_eq!(token_for_file(Path::new("my fine/ü b.v2.safetensors")), "--b.v2");
+        assert_eq!(token_for_file(Path::new(".hidden.pt")), "_hidden");
+        assert_eq!(token_for_file(Path::new("/")), "custom");
+        assert_eq!(token_for_file(Path::new(&"x".repeat(300))).len(), 64);
     }
 
     #[test]

@@ -101,7 +101,7 @@ pub fn run(spec: &RunSpec) -> anyhow::Result<Vec<PromptResult>> {
     let started = Instant::now();
     let resolved = resolve(spec)?;
     // The outputs are prepared before anything slow when the model's token is known.
-    let mut prepared = match &spec.model {
+    let early = match &spec.model {
         ModelSource::Released(m) | ModelSource::Weights { expect: Some(m), .. } => {
             spec.settings.validate(m.input_resolution())?;
             Some(prepare(spec, &resolved, m.token)?)
@@ -109,7 +109,7 @@ pub fn run(spec: &RunSpec) -> anyhow::Result<Vec<PromptResult>> {
         ModelSource::Weights { expect: None, .. } => None,
     };
     let loaded = load(spec, &resolved)?;
-    let prepared = match prepared.take() {
+    let prepared = match early {
         Some(p) => p,
         None => prepare(spec, &resolved, &loaded.token)?,
     };
