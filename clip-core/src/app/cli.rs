@@ -4,6 +4,7 @@
 use crate::app::device::DeviceChoice;
 use crate::clip::model::{LoadedClip, Precision};
 use crate::clip::weights::download;
+use crate::engine::augment::Augment;
 use anyhow::Context;
 use std::path::PathBuf;
 
@@ -59,4 +60,13 @@ impl From<PrecisionArg> for Precision {
             PrecisionArg::Fp32 => Precision::Fp32,
         }
     }
+}
+
+/// One `--augment` value (`clip generate`, `clip bench`): an augmentation, or `none`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AugmentSpec(pub Option<Augment>);
+
+/// `--augment`'s parser.
+pub fn parse_augment(s: &str) -> Result<AugmentSpec, String> {
+    Augment::parse(s).map(AugmentSpec)
 }

@@ -6,13 +6,13 @@
 //! `affine:10,0.1,0.9,1.1` + `flip:0.3`, TV 1e-4, keep best (the default). Flags given with a
 //! preset override it; `--augment` replaces its list (`--augment none` clears it).
 
-use super::cli::{PrecisionArg, WeightsArgs};
+use super::cli::{parse_augment, AugmentSpec, PrecisionArg, WeightsArgs};
 use super::device::DeviceChoice;
 use super::experiment::{parse_learning_rate, parse_steps, parse_tv_weight};
 use super::run::{ModelSource, RunSpec};
 use crate::clip::model::Precision;
 use crate::clip::released;
-use crate::engine::augment::{self, Augment};
+use crate::engine::augment;
 use crate::engine::optimize::{Keep, Preset};
 use crate::engine::param::{Canvas, Param};
 use std::path::PathBuf;
@@ -83,10 +83,6 @@ pub struct GenerateArgs {
     pub eager: bool,
 }
 
-/// One `--augment` value: an augmentation, or `none`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AugmentSpec(pub Option<Augment>);
-
 fn parse_preset(s: &str) -> Result<Preset, String> {
     s.parse()
 }
@@ -101,10 +97,6 @@ fn parse_keep(s: &str) -> Result<Keep, String> {
 
 fn parse_canvas(s: &str) -> Result<Canvas, String> {
     s.parse()
-}
-
-fn parse_augment(s: &str) -> Result<AugmentSpec, String> {
-    Augment::parse(s).map(AugmentSpec)
 }
 
 fn parse_decay(s: &str) -> Result<f64, String> {
@@ -144,12 +136,7 @@ impl GenerateArgs {
             settings.decay = decay;
         }
         if !self.augment.is_empty() {
-            let specs: Vec<String> = self
-                .augment
-                .iter()
-                .map(|a| a.0.map_or("none".to_string(), |a| a.to_string()))
-                .collect();
-            settings.augment = augment::parse_pipeline(&specs).map_err(anyhow::Error::msg)?;
+            settings.augment = augment::pipeline(self.augment.iter().map(|a| a.0));
         }
         if let Some(tv) = self.tv_weight {
             settings.tv_weight = tv;

@@ -13,7 +13,7 @@
 //!   non-`f_` ops panic on libtorch errors (CUDA out of memory among them), and those become an
 //!   `error: …` line (with advice for out of memory) and exit status 1.
 
-use crate::clip::torch_error::panic_error;
+use crate::clip::torch_error::{panic_error, payload_text};
 use std::cell::Cell;
 use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
@@ -51,12 +51,7 @@ fn install_quiet_hook() {
             if !CAPTURING.with(Cell::get) {
                 return previous(info);
             }
-            let payload = info.payload();
-            let message = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown error".to_string());
+            let message = payload_text(info.payload());
             let location = info.location().map(|l| format!(" ({}:{})", l.file(), l.line()));
             let mut slot = PANIC_MESSAGE.lock().unwrap_or_else(|e| e.into_inner());
             *slot = Some(format!("{message}{}", location.unwrap_or_default()));

@@ -63,13 +63,14 @@ fn seed_file_part(prompt: &str) -> (String, bool) {
     for c in prompt.chars() {
         let mapped = match c {
             ' ' => '_',
-            '_' | '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|' => {
+            // Kept, but the name is no longer this prompt's alone (`a b` is `a_b` too).
+            '_' => {
                 exact = false;
-                if c == '_' {
-                    '_'
-                } else {
-                    '-'
-                }
+                '_'
+            }
+            '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|' => {
+                exact = false;
+                '-'
             }
             c if c.is_control() => {
                 exact = false;
@@ -175,15 +176,6 @@ impl NewDirs {
     /// The run succeeded (or saved something): keep every directory.
     pub fn keep(mut self) {
         self.created.clear();
-    }
-
-    /// Adds what `other` created (removed, like ours, unless kept).
-    pub fn absorb(&mut self, mut other: NewDirs) {
-        self.created.append(&mut other.created);
-    }
-
-    pub fn none() -> Self {
-        Self { created: Vec::new() }
     }
 }
 

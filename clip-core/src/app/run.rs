@@ -94,6 +94,8 @@ struct Loaded {
     /// The record's `model`.
     name: String,
     token: String,
+    /// The prompts' text features [N, D] on the device, encoded once.
+    text: Tensor,
 }
 
 /// Runs every prompt of `spec` in one batch and writes their outputs.
@@ -113,7 +115,7 @@ pub fn run(spec: &RunSpec) -> anyhow::Result<Vec<PromptResult>> {
         Some(p) => p,
         None => prepare(spec, &resolved, &loaded.token)?,
     };
-    spec.settings.validate(loaded.model.model.config.image_resolution)?;
+    // optimize_until checks the settings against the model before any step.
     interrupt::check("before the optimisation")?;
     let (outcome, progress_history) = optimise(spec, &resolved, &loaded)?;
     let results = save(spec, &resolved, &loaded, &prepared, &outcome, &progress_history, started)?;
@@ -246,17 +248,19 @@ fn load(spec: &RunSpec, resolved: &Resolved) -> anyhow::Result<Loaded> {
         }
     };
     let weights_sha256 = download::sha256_file_with(&path, &interrupt::requested)?;
-    Ok(Loaded { model, weights: path, weights_sha256, name, token })
+    let text =
+        tch::no_grad(|| model.model.encode_text(&resolved.tokens.to_device(resolved.device)));
+    Ok(Loaded { model, weights: path, weights_sha256, name, token, text })
 }
 
-/// The optimisation, with the progress bar and log lines; Ctrl-C stops it at a read-back.
+/// The optimisation, with the progress bar and log lines; Ctrl-C stops it after the current step.
 fn optimise(
     spec: &RunSpec,
     resolved: &Resolved,
     loaded: &Loaded,
 ) -> anyhow::Result<(Outcome, super::progress::History)> {
     let model = &loaded.model.model;
-    let text = tch::no_grad(|| model.encode_text(&resolved.tokens.to_device(resolved.device)));
+    let text = &loaded.text;
     let settings = &spec.settings;
     let show_tv = settings.tv_weight > 0.0;
     let mut progress = Progress::new(
@@ -269,7 +273,7 @@ fn optimise(
     tch::manual_seed(resolved.seed as i64);
     let outcome = optimize_until(
         model,
-        &text,
+        text,
         settings,
         &mut TorchDraws,
         &mut |chunk| progress.update(chunk),
@@ -323,9 +327,9 @@ fn save(
 ) -> anyhow::Result<Vec<PromptResult>> {
     let model = &loaded.model.model;
     let device = resolved.device;
-    let text = tch::no_grad(|| model.encode_text(&resolved.tokens.to_device(device)));
-    let initial_similarity = similarity(model, &outcome.initial, &text)?;
-    let unquantized = similarity(model, &outcome.images, &text)?;
+    let text = &loaded.text;
+    let initial_similarity = similarity(model, &outcome.initial, text)?;
+    let unquantized = similarity(model, &outcome.images, text)?;
     // Again: the directory may have gone during the run.
     output::ensure_writable_dir(&prepared.dir)?;
     let settings = &spec.settings;
@@ -380,7 +384,7 @@ fn save(
         let png_bytes = output::png_bytes(&rgb, width, height, &record.png_text(), &png)?;
         record.image_sha256 = output::sha256_hex(&png_bytes);
         output::write_atomic(&png, &png_bytes)?;
-        record.final_similarity = rescore(&loaded.model, &png, &text, i as i64, device)?;
+        record.final_similarity = rescore(&loaded.model, &png, text, i as i64, device)?;
         record.wall_seconds = started.elapsed().as_secs_f64();
         output::write_atomic(&json, &output::json_bytes(&record)?)?;
         output::write_atomic(&csv, &output::csv_bytes(history.rows(), i))?;

@@ -2,14 +2,18 @@
 //! CUDA out-of-memory among them) with tch's `Result::unwrap()` wrapping around libtorch's message
 //! and a C++ backtrace; callers that catch such a panic print [`panic_message`] instead.
 
-/// The one-line error ([`panic_error`]) for the payload of a panic caught with `catch_unwind`.
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    let message = payload
+/// The text a panic carries (`panic!`'s message), or "unknown error".
+pub fn payload_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown error".to_string());
-    panic_error(&message)
+        .unwrap_or_else(|| "unknown error".to_string())
+}
+
+/// The one-line error ([`panic_error`]) for the payload of a panic caught with `catch_unwind`.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    panic_error(&payload_text(payload))
 }
 
 /// The one-line error for a caught panic's message: libtorch's own message without tch's

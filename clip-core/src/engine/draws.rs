@@ -89,18 +89,7 @@ impl Replay {
     /// The share of prompt `index` of a batch of `batch` prompts: each draw's rows split into
     /// `batch` equal, consecutive blocks, block `index` kept.
     pub fn for_prompt(draws: &[Tensor], batch: i64, index: i64) -> Self {
-        let share = draws
-            .iter()
-            .map(|t| {
-                let rows = t.size()[0];
-                assert!(
-                    rows % batch == 0,
-                    "a draw of {rows} rows is not split over {batch} prompts"
-                );
-                t.narrow(0, index * (rows / batch), rows / batch)
-            })
-            .collect();
-        Self::new(share)
+        Self::for_prompts(draws, batch, &[index])
     }
 
     /// The share of prompts `indices` (in that order) of a batch of `batch` prompts: as
@@ -109,7 +98,12 @@ impl Replay {
         let share = draws
             .iter()
             .map(|t| {
-                let block = t.size()[0] / batch;
+                let rows = t.size()[0];
+                assert!(
+                    rows % batch == 0,
+                    "a draw of {rows} rows is not split over {batch} prompts"
+                );
+                let block = rows / batch;
                 let parts: Vec<Tensor> =
                     indices.iter().map(|&i| t.narrow(0, i * block, block)).collect();
                 Tensor::cat(&parts, 0)

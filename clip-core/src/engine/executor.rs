@@ -24,12 +24,6 @@ pub enum Execution {
     Graph { warmup: usize },
 }
 
-impl Execution {
-    pub fn is_graph(&self) -> bool {
-        matches!(self, Self::Graph { .. })
-    }
-}
-
 impl std::fmt::Display for Execution {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -211,10 +211,6 @@ impl ParamImage {
         Self { param, canvas, decay, params, scale, color_t }
     }
 
-    pub fn batch(&self) -> i64 {
-        self.params.size()[0]
-    }
-
     /// The images [N, 3, H, W] in [0, 1] (pixels: in [0, 1] once projected), differentiable in
     /// [`params`](Self::params).
     pub fn render(&self) -> Tensor {

@@ -3,9 +3,10 @@
 
 use anyhow::Context;
 use clip_core::app::bench::{self, BenchOptions};
+use clip_core::app::cli::{parse_augment, AugmentSpec};
 use clip_core::app::device::DeviceChoice;
 use clip_core::clip::model::PatchEmbedding;
-use clip_core::engine::augment::{parse_pipeline, Augment};
+use clip_core::engine::augment;
 use clip_core::engine::executor::Execution;
 use clip_core::engine::optimize::Preset;
 use clip_core::engine::param::Param;
@@ -58,8 +59,8 @@ pub struct BenchArgs {
     pub param: Option<Param>,
     /// An augmentation to time instead of the preset's pipeline; repeat for a pipeline (`none`
     /// clears it), e.g. --augment cutouts:32,0.5,1. Specs as `clip generate --augment`.
-    #[arg(long = "augment", value_name = "SPEC", value_parser = check_augment, allow_hyphen_values = true)]
-    pub augment: Vec<String>,
+    #[arg(long = "augment", value_name = "SPEC", value_parser = parse_augment, allow_hyphen_values = true)]
+    pub augment: Vec<AugmentSpec>,
     /// Where the model runs: cpu (fp32), cuda (fp16, as clip.load) or auto.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
@@ -88,10 +89,6 @@ fn parse_param(s: &str) -> Result<Param, String> {
     s.parse()
 }
 
-fn check_augment(s: &str) -> Result<String, String> {
-    Augment::parse(s).map(|_| s.to_string())
-}
-
 fn parse_peak(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
         Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
@@ -114,7 +111,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let augment = if args.augment.is_empty() {
         None
     } else {
-        Some(parse_pipeline(&args.augment).map_err(anyhow::Error::msg)?)
+        Some(augment::pipeline(args.augment.iter().map(|a| a.0)))
     };
     let device = args.device.resolve()?;
     let options = BenchOptions {

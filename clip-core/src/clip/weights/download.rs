@@ -73,12 +73,7 @@ pub fn resolve_model_with(
     stop: &dyn Fn() -> bool,
 ) -> Result<PathBuf, WeightsError> {
     let base = std::env::var(BASE_URL_ENV).ok().filter(|b| !b.is_empty());
-    let model = model_file(name, base.as_deref().unwrap_or(DEFAULT_BASE_URL))?;
-    let dir = match cache_dir {
-        Some(d) => d.to_path_buf(),
-        None => default_cache_dir()?,
-    };
-    fetch_with(&model, &dir, stop)
+    resolve(name, cache_dir, base.as_deref().unwrap_or(DEFAULT_BASE_URL), stop)
 }
 
 /// [`resolve_model`] with an explicit base URL in place of [`DEFAULT_BASE_URL`].
@@ -87,12 +82,21 @@ pub fn resolve_model_from(
     cache_dir: Option<&Path>,
     base_url: &str,
 ) -> Result<PathBuf, WeightsError> {
+    resolve(name, cache_dir, base_url, &|| false)
+}
+
+fn resolve(
+    name: &str,
+    cache_dir: Option<&Path>,
+    base_url: &str,
+    stop: &dyn Fn() -> bool,
+) -> Result<PathBuf, WeightsError> {
     let model = model_file(name, base_url)?;
     let dir = match cache_dir {
         Some(d) => d.to_path_buf(),
         None => default_cache_dir()?,
     };
-    fetch(&model, &dir)
+    fetch_with(&model, &dir, stop)
 }
 
 /// The copy of `model` in directory `dir` (created if needed), downloaded first unless a file

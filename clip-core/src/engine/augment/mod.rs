@@ -249,16 +249,23 @@ impl std::fmt::Display for Augment {
     }
 }
 
-/// Parses a list of specs as `--augment` flags give them: `none` clears what came before it.
-pub fn parse_pipeline<S: AsRef<str>>(specs: &[S]) -> Result<Vec<Augment>, String> {
+/// A pipeline from parsed specs in order: `None` (`none`) clears what came before it.
+pub fn pipeline(items: impl IntoIterator<Item = Option<Augment>>) -> Vec<Augment> {
     let mut out = Vec::new();
-    for spec in specs {
-        match Augment::parse(spec.as_ref())? {
+    for item in items {
+        match item {
             Some(a) => out.push(a),
             None => out.clear(),
         }
     }
-    Ok(out)
+    out
+}
+
+/// Parses a list of specs as `--augment` flags give them: `none` clears what came before it.
+pub fn parse_pipeline<S: AsRef<str>>(specs: &[S]) -> Result<Vec<Augment>, String> {
+    let parsed: Vec<Option<Augment>> =
+        specs.iter().map(|s| Augment::parse(s.as_ref())).collect::<Result<_, _>>()?;
+    Ok(pipeline(parsed))
 }
 
 /// The views a pipeline makes of each image.
