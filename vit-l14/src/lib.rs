@@ -15,6 +15,12 @@ pub const MODEL_NAME: &str = "ViT-L/14";
 /// The prompts, one image each (add as many as you like; `--prompt` replaces them).
 pub const TEXT_PROMPTS: &[&str] =
     &["A cute golden retriever", "A snow-covered mountain peak", "A bright red tomato"];
+/// Negative prompts: every image's loss adds NEGATIVE_WEIGHT × its mean similarity with them,
+/// pushing it away from them (e.g. `&["static noise", "a blurry photo"]`; none as shipped, the seed's
+/// objective). `--negative` replaces them.
+pub const NEGATIVE_PROMPTS: &[&str] = &[];
+/// The weight of the negatives' mean similarity in the loss.
+pub const NEGATIVE_WEIGHT: f64 = 0.5;
 pub const LEARNING_RATE: f64 = 0.05;
 pub const STEPS: usize = 10_000;
 /// How the image is parameterised: `Pixels` (the seed's), `Fft`, `Decorrelated`, `FftDecorrelated`.
@@ -40,6 +46,8 @@ pub const UNCONSTRAINED_KEEP: Keep = Keep::Last;
 pub const EXPERIMENT: Experiment = Experiment {
     model: MODEL_NAME,
     prompts: TEXT_PROMPTS,
+    negative_prompts: NEGATIVE_PROMPTS,
+    negative_weight: NEGATIVE_WEIGHT,
     learning_rate: LEARNING_RATE,
     steps: STEPS,
     param: PARAM,

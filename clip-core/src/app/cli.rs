@@ -46,6 +46,21 @@ impl WeightsArgs {
     }
 }
 
+/// A request the flags make that cannot be carried out (the same model twice, a count that does
+/// not match, a file that is not what the flag needs): the binaries print it as one `error:` line
+/// naming the flag and exit with status 2, as for a malformed flag, before writing anything.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Whether `err` or one of its causes is a [`UsageError`].
+pub fn is_usage_error(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| cause.is::<UsageError>())
+}
+
+/// Exit status of a usage error (clap's).
+pub const USAGE_EXIT: u8 = 2;
+
 /// `--precision`.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PrecisionArg {

@@ -38,6 +38,10 @@ pub struct Experiment {
     /// The released model's name, as `clip.load` takes it (RN50, ViT-B/32, ViT-L/14).
     pub model: &'static str,
     pub prompts: &'static [&'static str],
+    /// Negative prompts: every image is pushed away from them (none as shipped).
+    pub negative_prompts: &'static [&'static str],
+    /// The weight of the negatives' mean similarity in the loss.
+    pub negative_weight: f64,
     pub learning_rate: f64,
     pub steps: usize,
     pub param: Param,
@@ -64,6 +68,8 @@ impl Experiment {
             canvas: self.canvas,
             augment: recipe.augment.to_vec(),
             tv_weight: recipe.tv_weight,
+            negative_weight: self.negative_weight,
+            epsilon: None,
             keep: recipe.keep,
             readback_every: READBACK_EVERY,
             cuda_graph: true,
@@ -92,6 +98,13 @@ pub struct ExperimentArgs {
     /// A prompt to optimise for; repeat for several. Replaces the crate's TEXT_PROMPTS.
     #[arg(long = "prompt", value_name = "TEXT", allow_hyphen_values = true)]
     pub prompts: Vec<String>,
+    /// A negative prompt; repeat for several. Replaces the crate's NEGATIVE_PROMPTS.
+    #[arg(long = "negative", value_name = "TEXT", allow_hyphen_values = true)]
+    pub negatives: Vec<String>,
+    /// The weight of the negatives' mean similarity in the loss, >= 0 (default: the crate's
+    /// NEGATIVE_WEIGHT).
+    #[arg(long, value_name = "W", value_parser = parse_negative_weight, allow_hyphen_values = true)]
+    pub negative_weight: Option<f64>,
     /// Where the model runs: cpu, cuda or auto.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
@@ -145,6 +158,16 @@ pub fn parse_learning_rate(text: &str) -> Result<f64, String> {
     }
 }
 
+/// `--negative-weight`: finite and ≥ 0.
+pub fn parse_negative_weight(text: &str) -> Result<f64, String> {
+    let x = parse_number(text)?;
+    if x >= 0.0 {
+        Ok(x)
+    } else {
+        Err(format!("the negative weight must be 0 or more, not {x}"))
+    }
+}
+
 /// `--tv-weight`: finite and ≥ 0.
 pub fn parse_tv_weight(text: &str) -> Result<f64, String> {
     let x = parse_number(text)?;
@@ -169,18 +192,29 @@ impl Experiment {
         if let Some(tv) = args.tv_weight {
             settings.tv_weight = tv;
         }
+        if let Some(w) = args.negative_weight {
+            settings.negative_weight = w;
+        }
         settings.cuda_graph = !args.eager;
+        let negatives = if args.negatives.is_empty() {
+            self.negative_prompts.iter().map(|p| p.to_string()).collect()
+        } else {
+            args.negatives.clone()
+        };
         let prompts = if args.prompts.is_empty() {
             self.prompts.iter().map(|p| p.to_string()).collect()
         } else {
             args.prompts.clone()
         };
         Ok(RunSpec {
-            model: match &args.weights {
+            models: vec![match &args.weights {
                 Some(path) => ModelSource::Weights { path: path.clone(), expect: Some(model) },
                 None => ModelSource::Released(model),
-            },
+            }],
+            model_weights: Vec::new(),
             prompts,
+            negatives,
+            init: None,
             name: preset.to_string(),
             preset: Some(preset),
             settings,

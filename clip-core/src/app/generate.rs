@@ -5,15 +5,21 @@
 //! Presets: `unconstrained` = pixels, no augmentation, TV 0, keep last; `constrained` = pixels,
 //! `affine:10,0.1,0.9,1.1` + `flip:0.3`, TV 1e-4, keep best (the default). Flags given with a
 //! preset override it; `--augment` replaces its list (`--augment none` clears it).
+//!
+//! Beyond the seed's objective: `--negative TEXT` (repeatable, weighted by `--negative-weight`),
+//! several models (`--model` / `--weights` repeated, in order, weighted by `--model-weight`: an
+//! ensemble) and `--init PHOTO` (start from a photo; `--epsilon E` keeps the image within E of it
+//! in L∞).
 
-use super::cli::{parse_augment, AugmentSpec, PrecisionArg, WeightsArgs};
+use super::cli::{parse_augment, AugmentSpec, PrecisionArg, UsageError};
 use super::device::DeviceChoice;
-use super::experiment::{parse_learning_rate, parse_steps, parse_tv_weight};
+use super::experiment::{parse_learning_rate, parse_negative_weight, parse_steps, parse_tv_weight};
 use super::run::{ModelSource, RunSpec};
 use crate::clip::model::Precision;
+use crate::clip::preprocess;
 use crate::clip::released;
 use crate::engine::augment;
-use crate::engine::optimize::{Keep, Preset};
+use crate::engine::optimize::{Keep, Preset, DEFAULT_NEGATIVE_WEIGHT};
 use crate::engine::param::{Canvas, Param};
 use std::path::PathBuf;
 
@@ -23,12 +29,44 @@ pub const SEED_PROMPTS: [&str; 3] =
 
 /// `clip generate`'s flags.
 #[derive(clap::Args, Debug, Clone)]
+#[command(group(clap::ArgGroup::new("models_given").args(["weights", "models"]).required(true).multiple(true)))]
 pub struct GenerateArgs {
-    #[command(flatten)]
-    pub weights: WeightsArgs,
+    /// A checkpoint: OpenAI's TorchScript `.pt`, a `torch.save` state dict, or safetensors with
+    /// OpenAI's keys. Repeat (with --model too) for an ensemble: one image per prompt, optimised
+    /// against all the models at once.
+    #[arg(long = "weights", value_name = "PATH")]
+    pub weights: Vec<PathBuf>,
+    /// A released model by name (RN50, RN101, RN50x4, RN50x16, RN50x64, ViT-B/32, ViT-B/16,
+    /// ViT-L/14, ViT-L/14@336px), downloaded once into ~/.cache/clip/. Repeat (with --weights
+    /// too) for an ensemble.
+    #[arg(long = "model", value_name = "NAME")]
+    pub models: Vec<String>,
+    /// An ensemble model's weight in the mean of the models' losses, > 0; one per model, in the
+    /// order the models are given (default: all equal).
+    #[arg(long = "model-weight", value_name = "W", value_parser = parse_model_weight, allow_hyphen_values = true)]
+    pub model_weights: Vec<f64>,
+    /// The models in command-line order: filled by [`GenerateArgs::order_models`] from the parsed
+    /// matches (else `--weights` first, then `--model`).
+    #[arg(skip)]
+    pub model_order: Vec<ModelArg>,
     /// A prompt to optimise an image for; repeat for several (default: the seed's three).
     #[arg(long = "prompt", value_name = "TEXT", allow_hyphen_values = true)]
     pub prompts: Vec<String>,
+    /// A negative prompt: the loss adds --negative-weight × the image's mean similarity with the
+    /// negatives, pushing it away from them; repeat for several.
+    #[arg(long = "negative", value_name = "TEXT", allow_hyphen_values = true)]
+    pub negatives: Vec<String>,
+    /// The weight of the negatives' mean similarity in the loss, >= 0 (default 0.5).
+    #[arg(long, value_name = "W", value_parser = parse_negative_weight, allow_hyphen_values = true)]
+    pub negative_weight: Option<f64>,
+    /// Start from this photo instead of noise: CLIP's resize and centre crop to the canvas, not
+    /// normalised. Only with --param pixels.
+    #[arg(long, value_name = "PHOTO")]
+    pub init: Option<PathBuf>,
+    /// With --init: after every step keep the image within E of the start in L∞ (projected
+    /// gradient descent), in [0, 1] pixel units, 0 < E <= 1; a fraction such as 8/255 is accepted.
+    #[arg(long, value_name = "E", value_parser = parse_epsilon, allow_hyphen_values = true)]
+    pub epsilon: Option<f64>,
     /// The recipe to start from; the flags below override its parts.
     #[arg(long, value_name = "constrained|unconstrained", default_value = "constrained",
           value_parser = parse_preset)]
@@ -83,6 +121,40 @@ pub struct GenerateArgs {
     pub eager: bool,
 }
 
+/// One model of the run, as given on the command line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelArg {
+    Model(String),
+    Weights(PathBuf),
+}
+
+fn parse_model_weight(s: &str) -> Result<f64, String> {
+    let x: f64 = s.trim().parse().map_err(|e| format!("not a number: {e}"))?;
+    if x.is_finite() && x > 0.0 {
+        Ok(x)
+    } else {
+        Err(format!("a model's weight must be greater than 0 and finite, not {x}"))
+    }
+}
+
+/// `--epsilon`: a number or a fraction `A/B`, in (0, 1].
+pub fn parse_epsilon(s: &str) -> Result<f64, String> {
+    let number = |t: &str| -> Result<f64, String> {
+        t.trim().parse::<f64>().map_err(|e| format!("{:?} is not a number: {e}", t.trim()))
+    };
+    let x = match s.split_once('/') {
+        Some((a, b)) => number(a)? / number(b)?,
+        None => number(s)?,
+    };
+    if x.is_finite() && x > 0.0 && x <= 1.0 {
+        Ok(x)
+    } else {
+        Err(format!(
+            "the L∞ budget is in [0, 1] pixel units and must be in (0, 1] (e.g. 8/255), not {x}"
+        ))
+    }
+}
+
 fn parse_preset(s: &str) -> Result<Preset, String> {
     s.parse()
 }
@@ -126,6 +198,80 @@ fn parse_name(s: &str) -> Result<String, String> {
 }
 
 impl GenerateArgs {
+    /// Records the order of `--model` and `--weights` from the matches these flags were parsed
+    /// from (`matches` of the `generate` subcommand).
+    pub fn order_models(&mut self, matches: &clap::ArgMatches) {
+        let mut order: Vec<(usize, ModelArg)> = Vec::new();
+        if let Some(indices) = matches.indices_of("weights") {
+            order
+                .extend(indices.zip(&self.weights).map(|(i, w)| (i, ModelArg::Weights(w.clone()))));
+        }
+        if let Some(indices) = matches.indices_of("models") {
+            order.extend(indices.zip(&self.models).map(|(i, m)| (i, ModelArg::Model(m.clone()))));
+        }
+        order.sort_by_key(|(i, _)| *i);
+        self.model_order = order.into_iter().map(|(_, m)| m).collect();
+    }
+
+    /// The models in the order given.
+    pub fn ordered_models(&self) -> Vec<ModelArg> {
+        if self.model_order.len() == self.weights.len() + self.models.len() {
+            return self.model_order.clone();
+        }
+        let weights = self.weights.iter().cloned().map(ModelArg::Weights);
+        weights.chain(self.models.iter().cloned().map(ModelArg::Model)).collect()
+    }
+
+    /// What the flags ask for that clap cannot check alone: one weight per model, no model twice,
+    /// a readable start photo with the pixels parameterisation, a budget only with a photo.
+    fn check(&self, models: &[ModelArg], param: Param) -> Result<(), UsageError> {
+        let usage = |m: String| Err(UsageError(m));
+        if !self.model_weights.is_empty() && self.model_weights.len() != models.len() {
+            return usage(format!(
+                "--model-weight is given {} time(s) for {} model(s): give one per model, in the order of --model/--weights",
+                self.model_weights.len(),
+                models.len()
+            ));
+        }
+        for (i, m) in models.iter().enumerate() {
+            let same = |o: &ModelArg| match (o, m) {
+                (ModelArg::Model(a), ModelArg::Model(b)) => a == b,
+                (ModelArg::Weights(a), ModelArg::Weights(b)) => {
+                    let canonical = |p: &PathBuf| std::fs::canonicalize(p).unwrap_or(p.clone());
+                    canonical(a) == canonical(b)
+                }
+                _ => false,
+            };
+            if models[..i].iter().any(same) {
+                let flag = match m {
+                    ModelArg::Model(name) => format!("--model {name}"),
+                    ModelArg::Weights(path) => format!("--weights {}", path.display()),
+                };
+                return usage(format!("{flag} is given twice: an ensemble's models must differ"));
+            }
+        }
+        match &self.init {
+            Some(photo) => {
+                if param != Param::Pixels {
+                    return usage(format!(
+                        "--init needs --param pixels, not {param}: a photo is a start for the pixels themselves; the other parameterisations start from their own noise in another space"
+                    ));
+                }
+                if let Err(e) = preprocess::load_rgb(photo) {
+                    return usage(format!("--init {}: {e}", photo.display()));
+                }
+            }
+            None if self.epsilon.is_some() => {
+                return usage(
+                    "--epsilon needs --init PHOTO: the budget is around the start photo"
+                        .to_string(),
+                );
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
     /// The run these flags ask for.
     pub fn spec(&self) -> anyhow::Result<RunSpec> {
         let mut settings = self.preset.settings();
@@ -154,19 +300,33 @@ impl GenerateArgs {
             settings.learning_rate = lr;
         }
         settings.cuda_graph = !self.eager;
-        let model = match (&self.weights.weights, &self.weights.model) {
-            (Some(path), _) => ModelSource::Weights { path: path.clone(), expect: None },
-            (None, Some(name)) => ModelSource::Released(released::by_name(name)?),
-            (None, None) => anyhow::bail!("give --weights PATH or --model NAME"),
-        };
+        settings.negative_weight = self.negative_weight.unwrap_or(DEFAULT_NEGATIVE_WEIGHT);
+        settings.epsilon = self.epsilon;
+        let ordered = self.ordered_models();
+        if ordered.is_empty() {
+            anyhow::bail!(UsageError("give --weights PATH or --model NAME".to_string()));
+        }
+        self.check(&ordered, settings.param)?;
+        let mut models = Vec::new();
+        for m in &ordered {
+            models.push(match m {
+                ModelArg::Weights(path) => {
+                    ModelSource::Weights { path: path.clone(), expect: None }
+                }
+                ModelArg::Model(name) => ModelSource::Released(released::by_name(name)?),
+            });
+        }
         let prompts = if self.prompts.is_empty() {
             SEED_PROMPTS.iter().map(|p| p.to_string()).collect()
         } else {
             self.prompts.clone()
         };
         Ok(RunSpec {
-            model,
+            models,
+            model_weights: self.model_weights.clone(),
             prompts,
+            negatives: self.negatives.clone(),
+            init: self.init.clone(),
             name: self.name.clone().unwrap_or_else(|| self.preset.to_string()),
             preset: Some(self.preset),
             settings,

@@ -235,8 +235,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
     Ok(())
 }
 
-/// The extensions a result's files have.
-pub const RESULT_EXTENSIONS: [&str; 3] = ["png", "json", "csv"];
+/// The extensions a result's files have (`start.png`: the start image of a run from a photo).
+pub const RESULT_EXTENSIONS: [&str; 4] = ["png", "json", "csv", "start.png"];
 
 /// A result's lock: `.<stem>.lock` in its directory, held (an advisory `flock`) while a run
 /// writes that result, so that two runs never write the same result at once. The kernel releases
@@ -380,8 +380,14 @@ pub struct RunRecord {
     pub image: String,
     /// The PNG's SHA-256: a PNG and a JSON that do not belong together are told apart.
     pub image_sha256: String,
-    pub weights: String,
-    pub weights_sha256: String,
+    /// The checkpoint (absent for an ensemble: each member has its own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weights: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weights_sha256: Option<String>,
+    /// An ensemble's models, in order, each with its weight and its own similarities.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ensemble: Vec<MemberRecord>,
     pub param: String,
     /// The FFT parameterisations' decay power.
     pub decay: f64,
@@ -403,18 +409,29 @@ pub struct RunRecord {
     pub frozen_at_step: Option<usize>,
     pub learning_rate: f64,
     pub tv_weight: f64,
+    /// With negative prompts: the weight of their mean similarity in the loss.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub negative_weight: Option<f64>,
+    /// The negative prompts, each with the saved PNG's similarity to it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub negatives: Vec<NegativeRecord>,
+    /// A run from a photo: the photo, the start's similarity, the budget and the distances.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init: Option<InitRecord>,
     pub seed: u64,
     pub device: String,
     /// fp16 or fp32: the model's weights and activations.
     pub precision: String,
-    /// The model's input resolution.
+    /// The model's input resolution (an ensemble: the largest of its models', at which the views
+    /// are made).
     pub resolution: i64,
     /// Prompts optimised together in the batch this one ran in.
     pub batch_size: usize,
-    /// The initial image (float, before the first update) against the prompt.
+    /// The initial image (float, before the first update) against the prompt (an ensemble: the
+    /// weighted mean of its models').
     pub initial_similarity: f64,
     /// The saved PNG re-loaded, preprocessed as CLIP's `preprocess` and scored: the seed's
-    /// "Final Similarity".
+    /// "Final Similarity" (an ensemble: the weighted mean of its models').
     pub final_similarity: f64,
     /// The result image before 8-bit quantisation, scored (resampled to the model's resolution
     /// where the canvas differs).
@@ -435,6 +452,73 @@ pub struct RunRecord {
     pub execution: String,
     /// The whole run up to this record: loading, text encoding, optimisation, saving, scoring.
     pub wall_seconds: f64,
+}
+
+/// One model of an ensemble, in a record.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberRecord {
+    pub model: String,
+    /// Its results token (the CSV's `similarity_<token>` column).
+    pub token: String,
+    pub weights: String,
+    pub weights_sha256: String,
+    /// Its weight in the ensemble's mean, normalised (the weights sum to 1).
+    pub weight: f64,
+    pub resolution: i64,
+    pub initial_similarity: f64,
+    /// The saved PNG through this model's preprocessing, scored by it.
+    pub final_similarity: f64,
+    pub final_similarity_unquantized: f64,
+}
+
+/// A negative prompt, in a record.
+#[derive(Debug, Clone, Serialize)]
+pub struct NegativeRecord {
+    pub prompt: String,
+    /// The initial image against it (an ensemble: the weighted mean of its models').
+    pub initial_similarity: f64,
+    /// The saved PNG against it (an ensemble: the weighted mean of its models').
+    pub final_similarity: f64,
+    /// An ensemble: the saved PNG against it under each model, by token.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub final_similarity_by_model: std::collections::BTreeMap<String, f64>,
+}
+
+/// A run from a photo, in a record.
+#[derive(Debug, Clone, Serialize)]
+pub struct InitRecord {
+    /// The photo as given.
+    pub photo: String,
+    pub photo_sha256: String,
+    /// The start image (the photo resized and centre-cropped to the canvas), saved beside the
+    /// result.
+    pub start_image: String,
+    /// The start image against the prompt (an ensemble: the weighted mean of its models').
+    pub start_similarity: f64,
+    /// An ensemble: the start image against the prompt under each model, by token.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub start_similarity_by_model: std::collections::BTreeMap<String, f64>,
+    /// The L∞ budget, in [0, 1] pixel units; `null`: none.
+    pub epsilon: Option<f64>,
+    /// The saved PNG's largest difference from the start in any pixel and channel, in [0, 1]
+    /// units.
+    pub linf: f64,
+    /// The saved PNG's Euclidean distance from the start over all pixels and channels, in [0, 1]
+    /// units.
+    pub l2: f64,
+}
+
+/// The L∞ and L2 distances, in [0, 1] units, of 8-bit RGB pixels (row-major, interleaved) from
+/// an image [3, H, W] in [0, 1].
+pub fn distances(rgb: &[u8], start: &Tensor) -> Result<(f64, f64), tch::TchError> {
+    let size = start.size();
+    let (h, w) = (size[1], size[2]);
+    let saved =
+        Tensor::from_slice(rgb).view([h, w, 3]).permute([2, 0, 1]).to_kind(Kind::Double) / 255.0;
+    let diff = saved - start.to_device(tch::Device::Cpu).to_kind(Kind::Double);
+    let linf = diff.abs().max().f_double_value(&[])?;
+    let l2 = diff.square().sum(Kind::Double).sqrt().f_double_value(&[])?;
+    Ok((linf, l2))
 }
 
 impl RunRecord {
@@ -465,8 +549,29 @@ impl RunRecord {
             ("seed", self.seed.to_string()),
             ("device", self.device.clone()),
             ("precision", self.precision.clone()),
-            ("weights_sha256", self.weights_sha256.clone()),
         ]);
+        if let Some(sha) = &self.weights_sha256 {
+            text.push(("weights_sha256", sha.clone()));
+        }
+        if !self.ensemble.is_empty() {
+            let members: Vec<String> = self
+                .ensemble
+                .iter()
+                .map(|m| format!("{} (weight {}, sha256 {})", m.model, m.weight, m.weights_sha256))
+                .collect();
+            text.push(("ensemble", members.join(" + ")));
+        }
+        if !self.negatives.is_empty() {
+            let negatives: Vec<&str> = self.negatives.iter().map(|n| n.prompt.as_str()).collect();
+            text.push(("negatives", negatives.join(" | ")));
+            text.push(("negative_weight", self.negative_weight.unwrap_or_default().to_string()));
+        }
+        if let Some(init) = &self.init {
+            text.push(("init_photo_sha256", init.photo_sha256.clone()));
+            if let Some(e) = init.epsilon {
+                text.push(("epsilon", e.to_string()));
+            }
+        }
         text
     }
 }
@@ -479,13 +584,41 @@ pub fn json_bytes(record: &RunRecord) -> Result<Vec<u8>, serde_json::Error> {
 }
 
 /// `step,similarity,tv` for prompt `index` of every step in `stats`: the step's mean view
-/// similarity and the un-weighted total variation of the image.
-pub fn csv_bytes<'a>(stats: impl IntoIterator<Item = &'a StepStats>, index: usize) -> Vec<u8> {
-    let mut text = String::from("step,similarity,tv\n");
+/// similarity and the un-weighted total variation of the image; then, for an ensemble, one
+/// `similarity_<token>` column per model (`models`: their tokens; `similarity` is their weighted
+/// mean), and with negatives `negative_similarity` (the views' mean similarity with them).
+pub fn csv_bytes<'a>(
+    stats: impl IntoIterator<Item = &'a StepStats>,
+    index: usize,
+    models: &[String],
+) -> Vec<u8> {
+    let mut stats = stats.into_iter().peekable();
+    let negatives = stats.peek().is_some_and(|s| !s.negative.is_empty());
+    let mut text = String::from("step,similarity,tv");
+    for token in models {
+        text.push_str(&format!(",similarity_{token}"));
+    }
+    if negatives {
+        text.push_str(",negative_similarity");
+    }
+    text.push('\n');
     for s in stats {
         let (sim, tv) = (s.similarity.get(index), s.tv.get(index));
         if let (Some(sim), Some(tv)) = (sim, tv) {
-            text.push_str(&format!("{},{sim},{tv}\n", s.step));
+            text.push_str(&format!("{},{sim},{tv}", s.step));
+            for m in 0..models.len() {
+                match s.per_model.get(m).and_then(|row| row.get(index)) {
+                    Some(v) => text.push_str(&format!(",{v}")),
+                    None => text.push(','),
+                }
+            }
+            if negatives {
+                match s.negative.get(index) {
+                    Some(v) => text.push_str(&format!(",{v}")),
+                    None => text.push(','),
+                }
+            }
+            text.push('\n');
         }
     }
     text.into_bytes()

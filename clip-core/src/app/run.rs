@@ -9,26 +9,38 @@
 //! seed's "Final Similarity"). Ctrl-C stops at the next safe point: while loading nothing is saved
 //! and the directories the run created are removed while empty; during the optimisation the images
 //! reached are saved, marked interrupted.
+//!
+//! Beyond the seed: several models (an ensemble: one image per prompt, its loss the weighted mean
+//! of the models' losses, results in `<out>/ensemble-<token>+<token>…/`), negative prompts (each
+//! re-scored on the saved PNG), and a photo as the start (resized and centre-cropped to the
+//! canvas, optionally kept within an L∞ budget; the start saved beside the result as
+//! `<stem>.start.png`, the distances measured on the saved PNG).
 
+use super::cli::UsageError;
 use super::device::DeviceChoice;
 use super::interrupt;
-use super::output::{self, NewDirs, ResultLock, RunRecord};
+use super::output::{
+    self, InitRecord, MemberRecord, NegativeRecord, NewDirs, ResultLock, RunRecord,
+};
 use super::progress::Progress;
 use crate::clip::excerpt::excerpt;
 use crate::clip::model::{ClipConfig, LoadedClip, Precision, VisionConfig};
 use crate::clip::preprocess;
 use crate::clip::released::{self, ReleasedModel};
 use crate::clip::tokenizer::Tokenizer;
+use crate::clip::torch_error;
 use crate::clip::weights::download;
 use crate::engine::draws::TorchDraws;
-use crate::engine::objective::cosine_similarity;
-use crate::engine::optimize::{optimize_until, similarity, Keep, Outcome, Preset, Settings};
+use crate::engine::objective::{cosine_similarity, Member};
+use crate::engine::optimize::{
+    optimize_objective_until, similarity, Keep, Outcome, Preset, Settings,
+};
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
-/// Where the model comes from.
+/// Where a model comes from.
 #[derive(Debug, Clone)]
 pub enum ModelSource {
     /// A released model, from `~/.cache/clip` (downloaded if missing).
@@ -38,11 +50,39 @@ pub enum ModelSource {
     Weights { path: PathBuf, expect: Option<&'static ReleasedModel> },
 }
 
+impl ModelSource {
+    /// The result token, when it is known before loading.
+    fn known_token(&self) -> Option<&'static str> {
+        match self {
+            Self::Released(m) | Self::Weights { expect: Some(m), .. } => Some(m.token),
+            Self::Weights { expect: None, .. } => None,
+        }
+    }
+
+    /// How the user named it, for messages.
+    fn describe(&self) -> String {
+        match self {
+            Self::Released(m) => format!("--model {}", m.name),
+            Self::Weights { path, .. } => format!("--weights {}", path.display()),
+        }
+    }
+}
+
 /// Everything a run needs to know.
 #[derive(Debug, Clone)]
 pub struct RunSpec {
-    pub model: ModelSource,
+    /// The models: one (the seed's), or several for an ensemble, whose loss is the weighted mean
+    /// of theirs.
+    pub models: Vec<ModelSource>,
+    /// The models' weights in the ensemble, in their order; empty: all equal.
+    pub model_weights: Vec<f64>,
     pub prompts: Vec<String>,
+    /// Negative prompts: every image's loss adds `settings.negative_weight` × its mean
+    /// similarity with them.
+    pub negatives: Vec<String>,
+    /// A photo to start from instead of noise (resized and centre-cropped to the canvas; kept
+    /// within `settings.epsilon` of that start when given).
+    pub init: Option<PathBuf>,
     /// The first part of the file names (`<name>_<model>_<prompt>.png`) and the record's `mode`.
     pub name: String,
     /// The preset the settings started from (recorded).
@@ -59,6 +99,27 @@ pub struct RunSpec {
     pub log_every: usize,
 }
 
+impl RunSpec {
+    /// A run of one model from noise, without negatives (the seed's kind of run).
+    pub fn single(model: ModelSource, prompts: Vec<String>, settings: Settings) -> Self {
+        Self {
+            models: vec![model],
+            model_weights: Vec::new(),
+            prompts,
+            negatives: Vec::new(),
+            init: None,
+            name: "run".to_string(),
+            preset: None,
+            settings,
+            precision: None,
+            device: DeviceChoice::Auto,
+            seed: None,
+            out: PathBuf::from("results"),
+            log_every: 100,
+        }
+    }
+}
+
 /// What a run produced for one prompt.
 #[derive(Debug, Clone)]
 pub struct PromptResult {
@@ -72,6 +133,10 @@ pub struct PromptResult {
 struct Resolved {
     prompts: Vec<String>,
     tokens: Tensor,
+    /// The negative prompts' tokens, when there are any.
+    negative_tokens: Option<Tensor>,
+    /// The members' weights, normalised to sum to 1.
+    weights: Vec<f64>,
     seed: u64,
     device: Device,
     precision: Precision,
@@ -86,36 +151,87 @@ struct Prepared {
     new_dirs: NewDirs,
 }
 
-/// The model, loaded.
-struct Loaded {
+/// One model, loaded.
+struct LoadedMember {
     model: LoadedClip,
     weights: PathBuf,
     weights_sha256: String,
-    /// The record's `model`.
+    /// The released model's name, or the file's token.
     name: String,
     token: String,
     /// The prompts' text features [N, D] on the device, encoded once.
     text: Tensor,
+    /// The negatives' text features [K, D], encoded once.
+    negatives: Option<Tensor>,
+}
+
+/// The models, loaded.
+struct Loaded {
+    members: Vec<LoadedMember>,
+    /// The record's `model`: the model's name, or the members' names joined by `+`.
+    name: String,
+    /// The results directory's token: the model's, or `ensemble-<token>+<token>…`.
+    token: String,
+    /// The start image [1, 3, H, W] in [0, 1], when starting from a photo.
+    start: Option<Tensor>,
+}
+
+impl Loaded {
+    fn ensemble(&self) -> bool {
+        self.members.len() > 1
+    }
+
+    /// The resolution the views are made at: the largest of the members'.
+    fn resolution(&self) -> i64 {
+        self.members.iter().map(|m| m.model.model.config.image_resolution).max().unwrap_or(0)
+    }
+}
+
+/// The results token of an ensemble of members with these tokens.
+pub fn ensemble_token<S: AsRef<str>>(tokens: &[S]) -> String {
+    let parts: Vec<&str> = tokens.iter().map(AsRef::as_ref).collect();
+    format!("ensemble-{}", parts.join("+"))
+}
+
+/// The token of the run when every member's is known before loading.
+fn known_token(models: &[ModelSource]) -> Option<String> {
+    let tokens: Option<Vec<&str>> = models.iter().map(ModelSource::known_token).collect();
+    let tokens = tokens?;
+    match tokens.as_slice() {
+        [one] => Some(one.to_string()),
+        many => Some(ensemble_token(many)),
+    }
 }
 
 /// Runs every prompt of `spec` in one batch and writes their outputs.
 pub fn run(spec: &RunSpec) -> anyhow::Result<Vec<PromptResult>> {
     let started = Instant::now();
     let resolved = resolve(spec)?;
-    // The outputs are prepared before anything slow when the model's token is known.
-    let early = match &spec.model {
-        ModelSource::Released(m) | ModelSource::Weights { expect: Some(m), .. } => {
-            spec.settings.validate(m.input_resolution())?;
-            Some(prepare(spec, &resolved, m.token)?)
+    // The outputs are prepared before anything slow when the models' tokens are known.
+    let early = match known_token(&spec.models) {
+        Some(token) => {
+            let res = spec
+                .models
+                .iter()
+                .filter_map(|m| match m {
+                    ModelSource::Released(r) | ModelSource::Weights { expect: Some(r), .. } => {
+                        Some(r.input_resolution())
+                    }
+                    _ => None,
+                })
+                .max()
+                .unwrap_or(0);
+            spec.settings.validate(res)?;
+            Some(prepare(spec, &resolved, &token)?)
         }
-        ModelSource::Weights { expect: None, .. } => None,
+        None => None,
     };
     let loaded = load(spec, &resolved)?;
     let prepared = match early {
         Some(p) => p,
         None => prepare(spec, &resolved, &loaded.token)?,
     };
-    // optimize_until checks the settings against the model before any step.
+    // optimize_objective_until checks the settings against the models before any step.
     interrupt::check("before the optimisation")?;
     let (outcome, progress_history) = optimise(spec, &resolved, &loaded)?;
     let results = save(spec, &resolved, &loaded, &prepared, &outcome, &progress_history, started)?;
@@ -131,16 +247,71 @@ fn device_name(device: Device) -> String {
     }
 }
 
+/// The same model given twice, by name or by path.
+fn check_distinct_models(models: &[ModelSource]) -> anyhow::Result<()> {
+    let key = |m: &ModelSource| match m {
+        ModelSource::Released(r) => format!("released {}", r.name),
+        ModelSource::Weights { path, .. } => {
+            format!("file {}", std::fs::canonicalize(path).unwrap_or(path.clone()).display())
+        }
+    };
+    let keys: Vec<String> = models.iter().map(key).collect();
+    for (i, k) in keys.iter().enumerate() {
+        if let Some(j) = keys[..i].iter().position(|other| other == k) {
+            return Err(UsageError(format!(
+                "{} is given twice (models {} and {} of the ensemble): an ensemble's models must \
+                 differ",
+                models[i].describe(),
+                j + 1,
+                i + 1
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
 /// Prompts tokenized (a too-long one is named), the seed drawn, the device resolved.
 fn resolve(spec: &RunSpec) -> anyhow::Result<Resolved> {
+    if spec.models.is_empty() {
+        anyhow::bail!("no model: give --weights PATH or --model NAME");
+    }
+    check_distinct_models(&spec.models)?;
+    let weights = if spec.model_weights.is_empty() {
+        vec![1.0; spec.models.len()]
+    } else if spec.model_weights.len() == spec.models.len() {
+        spec.model_weights.clone()
+    } else {
+        return Err(UsageError(format!(
+            "--model-weight is given {} time(s) for {} model(s): give one per model, in their order",
+            spec.model_weights.len(),
+            spec.models.len()
+        )).into());
+    };
+    if let Some(w) = weights.iter().find(|w| !(w.is_finite() && **w > 0.0)) {
+        return Err(UsageError(format!("--model-weight must be > 0 and finite, not {w}")).into());
+    }
+    let total: f64 = weights.iter().sum();
+    let weights = weights.iter().map(|w| w / total).collect();
     // Two prompts that would share a file are refused before any work, whatever the model.
     output::file_stems(&spec.name, "model", &spec.prompts)?;
-    let tokens =
-        Tokenizer::new()?.tokenize(&spec.prompts, false).context("tokenizing the prompts")?;
+    let tokenizer = Tokenizer::new()?;
+    let tokens = tokenizer.tokenize(&spec.prompts, false).context("tokenizing the prompts")?;
+    let negative_tokens = if spec.negatives.is_empty() {
+        None
+    } else {
+        Some(
+            tokenizer
+                .tokenize(&spec.negatives, false)
+                .context("tokenizing the negative prompts (--negative)")?,
+        )
+    };
     let device = spec.device.resolve()?;
     Ok(Resolved {
         prompts: spec.prompts.clone(),
         tokens,
+        negative_tokens,
+        weights,
         seed: spec.seed.unwrap_or_else(|| u64::from(rand::random::<u32>())),
         device,
         precision: spec.precision.unwrap_or(Precision::for_device(device)),
@@ -191,10 +362,73 @@ fn describe(config: &ClipConfig) -> String {
     }
 }
 
-/// The weights (downloaded if needed), the model on the device, checked against the expected
-/// architecture, and the weights' SHA-256.
+/// The models (each downloaded if needed, checked against the expected architecture, hashed, its
+/// texts encoded), the ensemble's name and token, and the start image.
 fn load(spec: &RunSpec, resolved: &Resolved) -> anyhow::Result<Loaded> {
-    let (path, expect) = match &spec.model {
+    let mut members = Vec::new();
+    for source in &spec.models {
+        members.push(load_member(spec, resolved, source)?);
+    }
+    for (i, m) in members.iter().enumerate() {
+        if let Some(j) = members[..i].iter().position(|o| o.weights_sha256 == m.weights_sha256) {
+            return Err(UsageError(format!(
+                "{} and {} are the same model (the same weights, SHA-256 {}…): an ensemble's \
+                 models must differ",
+                members[j].weights.display(),
+                m.weights.display(),
+                &m.weights_sha256[..12]
+            ))
+            .into());
+        }
+    }
+    // Two different checkpoints of one architecture: told apart by their file names.
+    for i in 0..members.len() {
+        if members.iter().filter(|o| o.token == members[i].token).count() > 1 {
+            let token = output::token_for_file(&members[i].weights);
+            members[i].token = token.clone();
+            members[i].name = token;
+        }
+    }
+    let tokens: Vec<&str> = members.iter().map(|m| m.token.as_str()).collect();
+    if let Some((i, t)) = tokens.iter().enumerate().find(|(i, t)| tokens[..*i].contains(t)) {
+        return Err(UsageError(format!(
+            "two models of the ensemble would both be called {t} in the results (model {}): \
+             rename one of the checkpoint files",
+            i + 1
+        ))
+        .into());
+    }
+    let (name, token) = match members.as_slice() {
+        [one] => (one.name.clone(), one.token.clone()),
+        many => (
+            many.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join("+"),
+            ensemble_token(&tokens),
+        ),
+    };
+    let start = match &spec.init {
+        Some(photo) => {
+            let res = members.iter().map(|m| m.model.model.config.image_resolution).max();
+            let canvas = spec.settings.canvas_for(res.unwrap_or(0));
+            let image =
+                preprocess::start_image_path(photo, canvas.width as u32, canvas.height as u32)
+                    .with_context(|| {
+                        format!("reading the start photo (--init) {}", photo.display())
+                    })?;
+            Some(image.unsqueeze(0))
+        }
+        None => None,
+    };
+    Ok(Loaded { members, name, token, start })
+}
+
+/// One model: its weights (downloaded if needed), loaded on the device, checked against the
+/// expected architecture, hashed, and the prompts and negatives encoded.
+fn load_member(
+    spec: &RunSpec,
+    resolved: &Resolved,
+    source: &ModelSource,
+) -> anyhow::Result<LoadedMember> {
+    let (path, expect) = match source {
         ModelSource::Released(m) => {
             let path = download::resolve_model_with(m.name, None, &interrupt::requested)
                 .with_context(|| format!("getting the released {} weights", m.name))?;
@@ -240,17 +474,21 @@ fn load(spec: &RunSpec, resolved: &Resolved) -> anyhow::Result<Loaded> {
     let (name, token) = match matched {
         Some(m) => (m.name.to_string(), m.token.to_string()),
         None => {
-            let stem =
-                path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-            let token = output::prompt_file_part(&stem).replace('~', "-");
-            let token = if token.is_empty() { "custom".to_string() } else { token };
+            let token = output::token_for_file(&path);
             (token.clone(), token)
         }
     };
     let weights_sha256 = download::sha256_file_with(&path, &interrupt::requested)?;
-    let text =
-        tch::no_grad(|| model.model.encode_text(&resolved.tokens.to_device(resolved.device)));
-    Ok(Loaded { model, weights: path, weights_sha256, name, token, text })
+    let device = resolved.device;
+    let (text, negatives) = tch::no_grad(|| {
+        let text = model.model.encode_text(&resolved.tokens.to_device(device));
+        let negatives = resolved
+            .negative_tokens
+            .as_ref()
+            .map(|t| model.model.encode_text(&t.to_device(device)));
+        (text, negatives)
+    });
+    Ok(LoadedMember { model, weights: path, weights_sha256, name, token, text, negatives })
 }
 
 /// The optimisation, with the progress bar and log lines; Ctrl-C stops it after the current step.
@@ -259,8 +497,6 @@ fn optimise(
     resolved: &Resolved,
     loaded: &Loaded,
 ) -> anyhow::Result<(Outcome, super::progress::History)> {
-    let model = &loaded.model.model;
-    let text = &loaded.text;
     let settings = &spec.settings;
     let show_tv = settings.tv_weight > 0.0;
     let mut progress = Progress::new(
@@ -270,15 +506,44 @@ fn optimise(
         show_tv,
         spec.log_every,
     );
+    let members: Vec<Member> = loaded
+        .members
+        .iter()
+        .zip(&resolved.weights)
+        .map(|(m, &weight)| Member {
+            model: &m.model.model,
+            text: &m.text,
+            negatives: m.negatives.as_ref(),
+            weight,
+        })
+        .collect();
     tch::manual_seed(resolved.seed as i64);
-    let outcome = optimize_until(
-        model,
-        text,
-        settings,
-        &mut TorchDraws,
-        &mut |chunk| progress.update(chunk),
-        &interrupt::requested,
-    )?;
+    let run = || {
+        optimize_objective_until(
+            &members,
+            loaded.start.as_ref(),
+            settings,
+            &mut TorchDraws,
+            &mut |chunk| progress.update(chunk),
+            &interrupt::requested,
+        )
+    };
+    let outcome = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+        Ok(outcome) => outcome?,
+        Err(payload) => {
+            let message = torch_error::payload_text(&*payload);
+            match torch_error::out_of_memory(&message) {
+                Some(oom) if loaded.ensemble() => anyhow::bail!(
+                    "the device ran out of memory optimising {} prompt(s) against the ensemble \
+                     {} ({oom}): run fewer prompts at once (fewer --prompt flags, or split them \
+                     over several runs), or fewer or smaller models",
+                    resolved.prompts.len(),
+                    loaded.members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(" + ")
+                ),
+                _ => std::panic::resume_unwind(payload),
+            }
+        }
+    };
     progress.finish();
     for (i, step) in outcome.frozen_at.iter().enumerate() {
         if let Some(step) = step {
@@ -298,21 +563,70 @@ fn optimise(
     Ok((outcome, progress.history))
 }
 
-/// The saved PNG, through CLIP's preprocessing, against text `index` — as the seed verifies.
-fn rescore(
-    model: &LoadedClip,
-    png: &Path,
-    text: &Tensor,
-    index: i64,
-    device: Device,
-) -> anyhow::Result<f64> {
+/// The saved PNG's image features under `model`, through CLIP's preprocessing — as the seed
+/// verifies.
+fn png_features(model: &LoadedClip, png: &Path, device: Device) -> anyhow::Result<Tensor> {
     let resolution = model.model.config.image_resolution;
     let pixels = preprocess::preprocess_path(png, resolution as u32)
         .with_context(|| format!("re-reading {}", png.display()))?;
-    let features =
-        tch::no_grad(|| model.model.encode_image(&pixels.unsqueeze(0).to_device(device)));
-    let sim = cosine_similarity(&features, &text.narrow(0, index, 1)).to_kind(Kind::Double);
-    sim.f_double_value(&[0]).context("reading back the final similarity")
+    Ok(tch::no_grad(|| model.model.encode_image(&pixels.unsqueeze(0).to_device(device))))
+}
+
+/// The cosine similarity of one image's features [1, D] with each row of `texts` [K, D].
+fn cosines(features: &Tensor, texts: &Tensor) -> anyhow::Result<Vec<f64>> {
+    let k = texts.size()[0];
+    let sims = tch::no_grad(|| {
+        cosine_similarity(&features.expand([k, features.size()[1]], false), texts)
+            .to_kind(Kind::Double)
+    });
+    Vec::<f64>::try_from(sims.to_device(Device::Cpu)).context("reading back the similarities")
+}
+
+/// Each image of [N, 3, H, W] against each row of `texts` [K, D] under `model`: [N][K].
+fn similarity_matrix(
+    model: &crate::clip::model::Clip,
+    images: &Tensor,
+    texts: &Tensor,
+) -> anyhow::Result<Vec<Vec<f64>>> {
+    let n = images.size()[0];
+    (0..n)
+        .map(|i| {
+            let image = images.narrow(0, i, 1);
+            let k = texts.size()[0];
+            let rows = similarity(model, &image.expand([k, -1, -1, -1], false), texts)?;
+            Ok(rows)
+        })
+        .collect()
+}
+
+/// The weighted mean of per-member values.
+fn weighted(values: &[f64], weights: &[f64]) -> f64 {
+    if values.len() == 1 {
+        return values[0];
+    }
+    values.iter().zip(weights).map(|(v, w)| v * w).sum()
+}
+
+/// Per member: the initial and unquantised final similarity of every image with its prompt, and
+/// (with negatives) of every image with every negative.
+struct Scores {
+    initial: Vec<Vec<f64>>,
+    unquantized: Vec<Vec<f64>>,
+    negatives_initial: Vec<Vec<Vec<f64>>>,
+}
+
+fn float_scores(loaded: &Loaded, outcome: &Outcome) -> anyhow::Result<Scores> {
+    let mut scores =
+        Scores { initial: Vec::new(), unquantized: Vec::new(), negatives_initial: Vec::new() };
+    for m in &loaded.members {
+        let model = &m.model.model;
+        scores.initial.push(similarity(model, &outcome.initial, &m.text)?);
+        scores.unquantized.push(similarity(model, &outcome.images, &m.text)?);
+        if let Some(negatives) = &m.negatives {
+            scores.negatives_initial.push(similarity_matrix(model, &outcome.initial, negatives)?);
+        }
+    }
+    Ok(scores)
 }
 
 /// Per prompt: the PNG (with its record's settings), the JSON record and the CSV of the steps.
@@ -325,16 +639,33 @@ fn save(
     history: &super::progress::History,
     started: Instant,
 ) -> anyhow::Result<Vec<PromptResult>> {
-    let model = &loaded.model.model;
     let device = resolved.device;
-    let text = &loaded.text;
-    let initial_similarity = similarity(model, &outcome.initial, text)?;
-    let unquantized = similarity(model, &outcome.images, text)?;
+    let weights = &resolved.weights;
+    let scores = float_scores(loaded, outcome)?;
     // Again: the directory may have gone during the run.
     output::ensure_writable_dir(&prepared.dir)?;
     let settings = &spec.settings;
-    let canvas = settings.canvas_for(model.config.image_resolution);
+    let resolution = loaded.resolution();
+    let canvas = settings.canvas_for(resolution);
     let done = outcome.steps_done;
+    let ensemble = loaded.ensemble();
+    let tokens: Vec<String> = loaded.members.iter().map(|m| m.token.clone()).collect();
+    let columns: Vec<String> = if ensemble { tokens.clone() } else { Vec::new() };
+    let by_model = |values: &[f64]| -> std::collections::BTreeMap<String, f64> {
+        if ensemble {
+            tokens.iter().cloned().zip(values.iter().copied()).collect()
+        } else {
+            Default::default()
+        }
+    };
+    let start_photo = match &spec.init {
+        Some(photo) => Some((
+            photo.clone(),
+            download::sha256_file_with(photo, &interrupt::requested)
+                .with_context(|| format!("hashing the start photo {}", photo.display()))?,
+        )),
+        None => None,
+    };
 
     let mut results = Vec::new();
     for (i, (prompt, stem)) in resolved.prompts.iter().zip(&prepared.stems).enumerate() {
@@ -344,6 +675,16 @@ fn save(
         let csv = prepared.dir.join(format!("{stem}.csv"));
         let (rgb, width, height) = output::to_rgb8(&outcome.images.get(i as i64))
             .context("converting the image to 8 bits")?;
+        let member_initial: Vec<f64> = scores.initial.iter().map(|s| s[i]).collect();
+        let member_unquantized: Vec<f64> = scores.unquantized.iter().map(|s| s[i]).collect();
+        let single = |m: &LoadedMember| (m.weights.display().to_string(), m.weights_sha256.clone());
+        let (weights_path, weights_sha256) = match loaded.members.as_slice() {
+            [one] => {
+                let (p, s) = single(one);
+                (Some(p), Some(s))
+            }
+            _ => (None, None),
+        };
         let mut record = RunRecord {
             prompt: prompt.clone(),
             model: loaded.name.clone(),
@@ -351,8 +692,9 @@ fn save(
             preset: spec.preset.map(|p| p.to_string()),
             image: format!("{stem}.png"),
             image_sha256: String::new(),
-            weights: loaded.weights.display().to_string(),
-            weights_sha256: loaded.weights_sha256.clone(),
+            weights: weights_path,
+            weights_sha256,
+            ensemble: Vec::new(),
             param: settings.param.to_string(),
             decay: settings.decay,
             augment: settings.augment.iter().map(|a| a.to_string()).collect(),
@@ -365,14 +707,17 @@ fn save(
             frozen_at_step: outcome.frozen_at.get(i).copied().flatten(),
             learning_rate: settings.learning_rate,
             tv_weight: settings.tv_weight,
+            negative_weight: (!spec.negatives.is_empty()).then_some(settings.negative_weight),
+            negatives: Vec::new(),
+            init: None,
             seed: resolved.seed,
             device: device_name(device),
             precision: resolved.precision.to_string(),
-            resolution: model.config.image_resolution,
+            resolution,
             batch_size: resolved.prompts.len(),
-            initial_similarity: initial_similarity[i],
+            initial_similarity: weighted(&member_initial, weights),
             final_similarity: f64::NAN,
-            final_similarity_unquantized: unquantized[i],
+            final_similarity_unquantized: weighted(&member_unquantized, weights),
             best_step: best.filter(|_| settings.keep == Keep::Best).map(|b| b.0),
             best_similarity_loss: best.map(|b| b.1),
             history_every: history.every(),
@@ -381,19 +726,103 @@ fn save(
             execution: outcome.execution.to_string(),
             wall_seconds: 0.0,
         };
+        if ensemble {
+            record.ensemble = loaded
+                .members
+                .iter()
+                .enumerate()
+                .map(|(m, member)| MemberRecord {
+                    model: member.name.clone(),
+                    token: member.token.clone(),
+                    weights: member.weights.display().to_string(),
+                    weights_sha256: member.weights_sha256.clone(),
+                    weight: weights[m],
+                    resolution: member.model.model.config.image_resolution,
+                    initial_similarity: member_initial[m],
+                    final_similarity: f64::NAN,
+                    final_similarity_unquantized: member_unquantized[m],
+                })
+                .collect();
+        }
+        let start = loaded.start.as_ref().map(|s| s.get(0));
+        if let (Some((photo, photo_sha256)), Some(_)) = (&start_photo, &start) {
+            record.init = Some(InitRecord {
+                photo: photo.display().to_string(),
+                photo_sha256: photo_sha256.clone(),
+                start_image: format!("{stem}.start.png"),
+                start_similarity: record.initial_similarity,
+                start_similarity_by_model: by_model(&member_initial),
+                epsilon: settings.epsilon,
+                linf: f64::NAN,
+                l2: f64::NAN,
+            });
+        }
         let png_bytes = output::png_bytes(&rgb, width, height, &record.png_text(), &png)?;
         record.image_sha256 = output::sha256_hex(&png_bytes);
+        if let (Some(start), Some(init)) = (&start, record.init.as_mut()) {
+            let (start_rgb, sw, sh) =
+                output::to_rgb8(start).context("converting the start image to 8 bits")?;
+            let start_png = prepared.dir.join(&init.start_image);
+            let bytes = output::png_bytes(&start_rgb, sw, sh, &[], &start_png)?;
+            output::write_atomic(&start_png, &bytes)?;
+            let (linf, l2) = output::distances(&rgb, start)?;
+            init.linf = linf;
+            init.l2 = l2;
+        }
         output::write_atomic(&png, &png_bytes)?;
-        record.final_similarity = rescore(&loaded.model, &png, text, i as i64, device)?;
+        let mut member_final = Vec::new();
+        let mut negative_final: Vec<Vec<f64>> = Vec::new();
+        for m in &loaded.members {
+            let features = png_features(&m.model, &png, device)?;
+            member_final.push(cosines(&features, &m.text.narrow(0, i as i64, 1))?[0]);
+            if let Some(negatives) = &m.negatives {
+                negative_final.push(cosines(&features, negatives)?);
+            }
+        }
+        record.final_similarity = weighted(&member_final, weights);
+        for (member, value) in record.ensemble.iter_mut().zip(&member_final) {
+            member.final_similarity = *value;
+        }
+        record.negatives = spec
+            .negatives
+            .iter()
+            .enumerate()
+            .map(|(k, text)| {
+                let initial: Vec<f64> =
+                    scores.negatives_initial.iter().map(|per| per[i][k]).collect();
+                let finals: Vec<f64> = negative_final.iter().map(|per| per[k]).collect();
+                NegativeRecord {
+                    prompt: text.clone(),
+                    initial_similarity: weighted(&initial, weights),
+                    final_similarity: weighted(&finals, weights),
+                    final_similarity_by_model: by_model(&finals),
+                }
+            })
+            .collect();
         record.wall_seconds = started.elapsed().as_secs_f64();
         output::write_atomic(&json, &output::json_bytes(&record)?)?;
-        output::write_atomic(&csv, &output::csv_bytes(history.rows(), i))?;
-        println!(
-            "Final Similarity: {:.4}  ({} -> {})",
-            record.final_similarity,
-            excerpt(prompt),
-            png.display()
-        );
+        output::write_atomic(&csv, &output::csv_bytes(history.rows(), i, &columns))?;
+        let mut line = format!("Final Similarity: {:.4}", record.final_similarity);
+        if ensemble {
+            let parts: Vec<String> = record
+                .ensemble
+                .iter()
+                .map(|m| format!("{} {:.4}", m.model, m.final_similarity))
+                .collect();
+            line.push_str(&format!(" [{}]", parts.join(", ")));
+        }
+        for n in &record.negatives {
+            line.push_str(&format!(" | not {}: {:.4}", excerpt(&n.prompt), n.final_similarity));
+        }
+        if let Some(init) = &record.init {
+            line.push_str(&format!(
+                " | from {:.4}, L∞ {:.1}/255, L2 {:.3}",
+                init.start_similarity,
+                init.linf * 255.0,
+                init.l2
+            ));
+        }
+        println!("{line}  ({} -> {})", excerpt(prompt), png.display());
         results.push(PromptResult { png, json, csv, record });
     }
     Ok(results)

@@ -326,13 +326,24 @@ pub fn resize_and_crop(img: &RgbImage, n: u32) -> RgbImage {
 
 /// The cropped window (`xs.len` × `ys.len` RGB bytes) placed in an `n` × `n` black image, as
 /// `center_crop` pads an image smaller than the crop.
-fn pad(raw: Vec<u8>, (xs, ys): (Span, Span), (pad_x, pad_y): (u64, u64), n: u32) -> RgbImage {
+fn pad(raw: Vec<u8>, spans: (Span, Span), padding: (u64, u64), n: u32) -> RgbImage {
+    pad_to(raw, spans, padding, (n, n))
+}
+
+/// [`pad`] into a `width` × `height` image.
+fn pad_to(
+    raw: Vec<u8>,
+    (xs, ys): (Span, Span),
+    (pad_x, pad_y): (u64, u64),
+    (width, height): (u32, u32),
+) -> RgbImage {
     let (ww, wh) = (xs.len as u32, ys.len as u32);
-    if (ww, wh) == (n, n) {
-        return RgbImage::from_raw(n, n, raw).unwrap_or_else(|| RgbImage::new(n, n));
+    if (ww, wh) == (width, height) {
+        return RgbImage::from_raw(width, height, raw)
+            .unwrap_or_else(|| RgbImage::new(width, height));
     }
     let window = RgbImage::from_raw(ww, wh, raw).unwrap_or_else(|| RgbImage::new(ww, wh));
-    let mut out = RgbImage::new(n, n);
+    let mut out = RgbImage::new(width, height);
     image::imageops::replace(&mut out, &window, pad_x as i64, pad_y as i64);
     out
 }
@@ -340,9 +351,19 @@ fn pad(raw: Vec<u8>, (xs, ys): (Span, Span), (pad_x, pad_y): (u64, u64), n: u32)
 /// `CenterCrop(n)(Resize(n))` for the source's PIL mode (see [`Decoded`]); returns RGB. Refuses
 /// an image whose resized longer side would be larger than Pillow can make.
 fn resize_and_crop_decoded(img: Decoded, n: u32, path: &Path) -> Result<RgbImage, PreprocessError> {
+    resize_and_crop_decoded_to(img, n, (n, n), path)
+}
+
+/// `CenterCrop((height, width))(Resize(n))` for the source's PIL mode.
+fn resize_and_crop_decoded_to(
+    img: Decoded,
+    n: u32,
+    (cw, ch): (u32, u32),
+    path: &Path,
+) -> Result<RgbImage, PreprocessError> {
     let (iw, ih) = img.dimensions();
-    if n == 0 {
-        return Ok(RgbImage::new(0, 0));
+    if n == 0 || cw == 0 || ch == 0 {
+        return Ok(RgbImage::new(cw, ch));
     }
     let (w, h) = resized_size(iw, ih, n);
     if w.max(h) > MAX_RESIZED_SIDE {
@@ -355,7 +376,7 @@ fn resize_and_crop_decoded(img: Decoded, n: u32, path: &Path) -> Result<RgbImage
             resized_height: h,
         });
     }
-    let ((xs, pad_x), (ys, pad_y)) = (crop_span(w, n), crop_span(h, n));
+    let ((xs, pad_x), (ys, pad_y)) = (crop_span(w, cw), crop_span(h, ch));
     let raw = if (w, h) == (iw as u64, ih as u64) {
         // torchvision returns the image untouched (so no RGBA -> RGBa -> RGBA round trip either).
         let img = img.into_rgb();
@@ -384,7 +405,7 @@ fn resize_and_crop_decoded(img: Decoded, n: u32, path: &Path) -> Result<RgbImage
                 .collect(),
         }
     };
-    Ok(pad(raw, (xs, ys), (pad_x, pad_y), n))
+    Ok(pad_to(raw, (xs, ys), (pad_x, pad_y), (cw, ch)))
 }
 
 fn drop_alpha(img: &RgbaImage) -> RgbImage {
@@ -713,6 +734,39 @@ pub fn preprocess_image(img: &RgbImage, n: u32) -> Tensor {
 pub fn preprocess_path(path: &Path, n: u32) -> Result<Tensor, PreprocessError> {
     let cropped = resize_and_crop_decoded(decode(path)?, n, path)?;
     Ok(normalize(&to_tensor(&cropped)))
+}
+
+/// The shorter-side length `n` for which `Resize(n)` covers a `width` × `height` crop of an
+/// `iw` × `ih` image: the smallest `n` whose resized size (torchvision's rounding) is at least the
+/// crop on both axes. For a square crop of side `n` it is `n`, CLIP's own.
+fn covering_shorter_side(iw: u32, ih: u32, width: u32, height: u32) -> u32 {
+    let (short_crop, long_crop) = if iw <= ih { (width, height) } else { (height, width) };
+    let mut n = short_crop.max(1);
+    // The longer side grows with `n`; a few steps at most past the exact ratio.
+    let (short, long) = (iw.min(ih).max(1) as f64, iw.max(ih) as f64);
+    let estimate = (long_crop as f64 * short / long.max(1.0)).ceil();
+    if estimate.is_finite() && estimate > n as f64 {
+        n = estimate.min(u32::MAX as f64) as u32;
+    }
+    while n < u32::MAX {
+        let (w, h) = resized_size(iw, ih, n);
+        if w >= width as u64 && h >= height as u64 {
+            break;
+        }
+        n += 1;
+    }
+    n
+}
+
+/// A photo as the start of an optimisation: CLIP's `Resize` (bicubic, the shorter side to the
+/// smallest length that covers the canvas) and `CenterCrop` to `width` × `height`, then
+/// `ToTensor` — no normalisation: `[3, height, width]` Float in [0, 1]. For a square canvas of
+/// side `n` this is `clip._transform(n)` without its `Normalize`.
+pub fn start_image_path(path: &Path, width: u32, height: u32) -> Result<Tensor, PreprocessError> {
+    let img = decode(path)?;
+    let (iw, ih) = img.dimensions();
+    let n = covering_shorter_side(iw, ih, width, height);
+    Ok(to_tensor(&resize_and_crop_decoded_to(img, n, (width, height), path)?))
 }
 
 #[cfg(test)]

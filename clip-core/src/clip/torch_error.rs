@@ -38,6 +38,19 @@ pub fn panic_error(message: &str) -> String {
     }
 }
 
+/// libtorch's first line when a caught panic's message is an out-of-memory error.
+pub fn out_of_memory(message: &str) -> Option<String> {
+    if !message.to_lowercase().contains("out of memory") {
+        return None;
+    }
+    let torch = message
+        .split_once("Torch(\"")
+        .map(|(_, rest)| rest.rsplit_once("\")").map_or(rest, |(m, _)| m))
+        .unwrap_or(message)
+        .replace("\\n", "\n");
+    Some(torch.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,5 +66,10 @@ mod tests {
                      for input of size 2\")";
         assert_eq!(panic_error(shape), "libtorch: shape '[3]' is invalid for input of size 2");
         assert!(panic_error("index out of bounds").starts_with("internal error"));
+        assert_eq!(
+            out_of_memory(oom).as_deref(),
+            Some("CUDA out of memory. Tried to allocate 2.00 GiB")
+        );
+        assert_eq!(out_of_memory(shape), None);
     }
 }

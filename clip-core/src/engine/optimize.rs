@@ -18,6 +18,11 @@
 //! `readback_every` steps: no host synchronisation per step, so on CUDA the step is captured once
 //! as a CUDA graph and replayed (`executor.rs`).
 //!
+//! Beyond the seed (`objective.rs`): negative prompts, several models at once (each sees the views
+//! at its own resolution; the views are made at the largest), and a start image instead of noise,
+//! optionally kept within an L∞ budget of it by the projection after every step (projected
+//! gradient descent). All of it stays inside the one captured step.
+//!
 //! Faults: a prompt whose loss or gradient stops being finite (fp16 overflow) is frozen from that
 //! step on (a per-prompt "alive" mask on the device: no update, its image kept), and the others go
 //! on; the loop can be stopped after any step (Ctrl-C), keeping the images reached so far.
@@ -26,7 +31,7 @@ use super::adam::Adam;
 use super::augment::{self, Augment};
 use super::draws::Draws;
 use super::executor::{Execution, Executor, Plan};
-use super::objective::Objective;
+use super::objective::{Member, Objective};
 use super::param::{Canvas, Param, ParamImage, DEFAULT_DECAY, MAX_CANVAS, MIN_CANVAS};
 use crate::clip::model::Clip;
 use std::time::Instant;
@@ -101,6 +106,8 @@ impl Preset {
             canvas: None,
             augment,
             tv_weight,
+            negative_weight: DEFAULT_NEGATIVE_WEIGHT,
+            epsilon: None,
             keep,
             readback_every: READBACK_EVERY,
             cuda_graph: true,
@@ -130,6 +137,8 @@ pub const SEED_LEARNING_RATE: f64 = 0.05;
 pub const SEED_TV_WEIGHT: f64 = 1e-4;
 /// Statistics are read back from the device this often (and after the last step).
 pub const READBACK_EVERY: usize = 10;
+/// The weight of the negative prompts' mean similarity in the loss, unless told otherwise.
+pub const DEFAULT_NEGATIVE_WEIGHT: f64 = 0.5;
 
 /// What one optimisation does.
 #[derive(Debug, Clone, PartialEq)]
@@ -145,6 +154,12 @@ pub struct Settings {
     pub augment: Vec<Augment>,
     /// Weight of the total variation in the loss (0: measured, not optimised).
     pub tv_weight: f64,
+    /// Weight of the negative prompts' mean similarity in each model's loss (>= 0; used only
+    /// with negatives).
+    pub negative_weight: f64,
+    /// With a start image: the L∞ budget around it, in [0, 1] pixel units, in (0, 1]; `None`:
+    /// no budget (the image stays in [0, 1] only).
+    pub epsilon: Option<f64>,
     pub keep: Keep,
     /// Statistics are read back from the device every this many steps (and after the last).
     pub readback_every: usize,
@@ -186,6 +201,17 @@ impl Settings {
         if !(self.tv_weight.is_finite() && self.tv_weight >= 0.0) {
             return bad(format!("the TV weight must be >= 0 and finite, not {}", self.tv_weight));
         }
+        if !(self.negative_weight.is_finite() && self.negative_weight >= 0.0) {
+            return bad(format!(
+                "the negative weight must be >= 0 and finite, not {}",
+                self.negative_weight
+            ));
+        }
+        if let Some(e) = self.epsilon {
+            if !(e > 0.0 && e <= 1.0) {
+                return bad(format!("the L∞ budget must be in (0, 1], not {e}"));
+            }
+        }
         if !self.decay.is_finite() {
             return bad(format!("the decay must be finite, not {}", self.decay));
         }
@@ -210,12 +236,18 @@ impl Settings {
 
 /// The statistics of one step, one entry per prompt: the mean cosine similarity of the step's
 /// views before the update, and the un-weighted total variation of the image.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct StepStats {
     /// 1-based: the number of updates once this step is done.
     pub step: usize,
+    /// With several models, their weighted mean.
     pub similarity: Vec<f32>,
     pub tv: Vec<f32>,
+    /// With several models: each one's similarity, in the members' order; else empty.
+    pub per_model: Vec<Vec<f32>>,
+    /// With negatives: the views' mean similarity with the negatives (weighted mean over the
+    /// models); else empty.
+    pub negative: Vec<f32>,
 }
 
 /// The result of one optimisation of a batch of prompts.
@@ -265,11 +297,11 @@ pub fn similarity(
     text_features: &Tensor,
 ) -> Result<Vec<f64>, EngineError> {
     let res = model.config.image_resolution;
-    let objective = Objective::new(text_features, 1, 0.0);
+    let objective = Objective::new(model, text_features, 1, 0.0);
     let sim = tch::no_grad(|| {
         let views =
             augment::resample(&images.to_device(text_features.device()).to_kind(Kind::Float), res);
-        objective.similarity(model, &views).to_kind(Kind::Double)
+        objective.similarity(&views).to_kind(Kind::Double)
     });
     read_back(&sim, "similarities")
 }
@@ -278,10 +310,9 @@ pub fn similarity(
 /// place, and nothing in [`Step::run`] reads the host, so the step can be captured in a CUDA graph
 /// and replayed.
 struct Step<'a> {
-    model: &'a Clip,
     augment: &'a [Augment],
     draws: &'a mut dyn Draws,
-    objective: Objective,
+    objective: Objective<'a>,
     batch: i64,
     res: i64,
     image: ParamImage,
@@ -290,7 +321,8 @@ struct Step<'a> {
     best_loss: Tensor,
     best_image: Tensor,
     best_step: Tensor,
-    /// [readback, 2, N]: per step since the last read-back, similarity and TV.
+    /// [readback, rows, N]: per step since the last read-back, similarity and TV, then (several
+    /// models) each model's similarity, then (negatives) the negatives' similarity.
     stats: Tensor,
     /// The row of `stats` the next step writes: an Int64 [1] cycling through 0..readback in step
     /// with the host's count of pending rows.
@@ -314,7 +346,7 @@ impl Step<'_> {
     fn run(&mut self) {
         let image = self.image.render();
         let views = augment::apply_pipeline(self.augment, &image, self.res, self.draws);
-        let eval = self.objective.evaluate(self.model, &views, &image);
+        let eval = self.objective.evaluate(&views, &image);
         let grad = Tensor::run_backward(&[&eval.loss], &[&self.image.params], false, false);
         let param_dims = self.image.params.dim();
         let before = tch::no_grad(|| {
@@ -339,7 +371,10 @@ impl Step<'_> {
         tch::no_grad(|| {
             // Frozen prompts get no update (Adam's momentum would still move them).
             self.image.params.copy_(&self.image.params.where_self(&alive_params, &before));
-            let row = Tensor::stack(&[eval.similarity.detach(), eval.tv.detach()], 0).unsqueeze(0);
+            let mut rows = vec![eval.similarity.detach(), eval.tv.detach()];
+            rows.extend(eval.per_member.iter().map(Tensor::detach));
+            rows.extend(eval.negative.as_ref().map(Tensor::detach));
+            let row = Tensor::stack(&rows, 0).unsqueeze(0);
             let _ = self.stats.index_copy_(0, &self.slot, &row);
             let _ = self.slot.g_add_scalar_(1).remainder_(self.readback);
             if self.keep_best {
@@ -368,11 +403,7 @@ pub fn optimize(
 }
 
 /// Optimises one image per row of `text_features` ([N, D], raw or normalised, on the model's
-/// device). `on_stats` receives every step's statistics, in order, a chunk at each read-back;
-/// `stop` is asked after every step whether to end the loop there (as after its last step). The
-/// loop also ends when every prompt is frozen. The random draws (initial image, augmentations)
-/// come from `draws`: [`TorchDraws`](super::draws::TorchDraws) after `tch::manual_seed` for a
-/// seeded run.
+/// device) for one model, from noise; see [`optimize_objective_until`].
 pub fn optimize_until(
     model: &Clip,
     text_features: &Tensor,
@@ -381,23 +412,116 @@ pub fn optimize_until(
     on_stats: &mut dyn FnMut(&[StepStats]),
     stop: &dyn Fn() -> bool,
 ) -> Result<Outcome, EngineError> {
-    let device = text_features.device();
-    let batch = text_features.size()[0];
-    let res = model.config.image_resolution;
+    let member = Member { model, text: text_features, negatives: None, weight: 1.0 };
+    optimize_objective_until(&[member], None, settings, draws, on_stats, stop)
+}
+
+/// Checks the members and the start image against the settings.
+fn check_problem(
+    members: &[Member],
+    start: Option<&Tensor>,
+    settings: &Settings,
+) -> Result<(), EngineError> {
+    let bad = |m: String| Err(EngineError::Settings(m));
+    let Some(first) = members.first() else {
+        return bad("at least one model is needed".into());
+    };
+    let batch = first.text.size()[0];
+    if batch < 1 {
+        return bad("at least one prompt is needed".into());
+    }
+    for (i, m) in members.iter().enumerate() {
+        if !(m.weight.is_finite() && m.weight > 0.0) {
+            return bad(format!(
+                "model {}'s weight must be > 0 and finite, not {}",
+                i + 1,
+                m.weight
+            ));
+        }
+        if m.text.size()[0] != batch {
+            return bad(format!("model {} has {} prompts, not {batch}", i + 1, m.text.size()[0]));
+        }
+    }
+    match start {
+        Some(start) => {
+            if settings.param != Param::Pixels {
+                return bad(format!(
+                    "a start image needs the pixels parameterisation, not {}",
+                    settings.param
+                ));
+            }
+            let size = start.size();
+            let res = members.iter().map(|m| m.model.config.image_resolution).max().unwrap_or(0);
+            let canvas = settings.canvas_for(res);
+            if size.len() != 4
+                || size[1] != 3
+                || size[2] != canvas.height
+                || size[3] != canvas.width
+                || (size[0] != 1 && size[0] != batch)
+            {
+                return bad(format!(
+                    "the start image is {size:?}, not [1 or {batch}, 3, {}, {}]",
+                    canvas.height, canvas.width
+                ));
+            }
+        }
+        None if settings.epsilon.is_some() => {
+            return bad("an L∞ budget needs a start image".into());
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+/// Optimises one image per prompt against the objective of `members` (one model: the seed's; more:
+/// an ensemble, the views made at the largest resolution and resampled to each model's). Starts
+/// from `start` ([1 or N, 3, H, W] in [0, 1], the canvas' size; the pixels parameterisation; kept
+/// within `settings.epsilon` of it in L∞ when given) or from noise. `on_stats` receives every
+/// step's statistics, in order, a chunk at each read-back; `stop` is asked after every step
+/// whether to end the loop there (as after its last step). The loop also ends when every prompt
+/// is frozen. The random draws (initial image, augmentations) come from `draws`:
+/// [`TorchDraws`](super::draws::TorchDraws) after `tch::manual_seed` for a seeded run.
+pub fn optimize_objective_until(
+    members: &[Member],
+    start: Option<&Tensor>,
+    settings: &Settings,
+    draws: &mut dyn Draws,
+    on_stats: &mut dyn FnMut(&[StepStats]),
+    stop: &dyn Fn() -> bool,
+) -> Result<Outcome, EngineError> {
+    check_problem(members, start, settings)?;
+    let objective = Objective::ensemble(
+        members,
+        settings.views_per_image(),
+        settings.tv_weight,
+        settings.negative_weight,
+    );
+    let device = members[0].text.device();
+    let batch = objective.batch();
+    let res = objective.view_resolution();
     settings.validate(res)?;
     let canvas = settings.canvas_for(res);
     let capturable_draws = draws.capturable();
 
-    let image = ParamImage::init(settings.param, batch, canvas, settings.decay, draws, device);
+    let image = match start {
+        Some(start) => ParamImage::from_start(
+            &start.to_device(device).expand([batch, 3, canvas.height, canvas.width], false),
+            settings.epsilon,
+        ),
+        None => ParamImage::init(settings.param, batch, canvas, settings.decay, draws, device),
+    };
+    let rows = 2
+        + if objective.members() > 1 { objective.members() as i64 } else { 0 }
+        + i64::from(objective.has_negatives());
     // Copies: the pixels parameterisation renders the parameters themselves, updated in place.
     let initial = tch::no_grad(|| image.render().to_device(Device::Cpu).copy());
     let readback = settings.readback_every.max(1);
     let keep_best = settings.keep == Keep::Best;
+    let members_count = objective.members();
     let mut state = Step {
-        model,
         augment: &settings.augment,
         draws,
-        objective: Objective::new(text_features, settings.views_per_image(), settings.tv_weight),
+        objective,
         batch,
         res,
         adam: Adam::new(&image.params, settings.learning_rate),
@@ -405,7 +529,7 @@ pub fn optimize_until(
         best_loss: Tensor::full([batch], f64::INFINITY, (Kind::Float, device)),
         best_image: tch::no_grad(|| image.render().copy()),
         best_step: Tensor::zeros([batch], (Kind::Float, device)),
-        stats: Tensor::zeros([readback as i64, 2, batch], (Kind::Float, device)),
+        stats: Tensor::zeros([readback as i64, rows, batch], (Kind::Float, device)),
         slot: Tensor::zeros([1], (Kind::Int64, device)),
         readback: readback as i64,
         alive: Tensor::ones([batch], (Kind::Bool, device)),
@@ -434,7 +558,7 @@ pub fn optimize_until(
         // next read-back; the steps since the last one are read back first.
         let stopping = step < settings.steps && stop();
         if pending == readback || step == settings.steps || stopping {
-            on_stats(&read_stats(&state.stats, pending, step)?);
+            on_stats(&read_stats(&state.stats, pending, step, members_count)?);
             pending = 0;
             let frozen: Vec<f32> = read_back(&state.frozen_step, "the frozen prompts' steps")?;
             for (slot, &s) in frozen_at.iter_mut().zip(&frozen) {
@@ -481,20 +605,26 @@ pub fn optimize_until(
 }
 
 /// Copies the first `count` rows of the device buffer to the host; the last of them is `last_step`.
+/// `members`: the models in the objective (their rows follow the TV's when there are several).
 fn read_stats(
     buffer: &Tensor,
     count: usize,
     last_step: usize,
+    members: usize,
 ) -> Result<Vec<StepStats>, EngineError> {
-    let batch = buffer.size()[2] as usize;
+    let (rows, batch) = (buffer.size()[1] as usize, buffer.size()[2] as usize);
+    let per_model = if members > 1 { members } else { 0 };
     let flat: Vec<f32> = read_back(&buffer.narrow(0, 0, count as i64), "the step statistics")?;
     Ok((0..count)
         .map(|i| {
-            let row = &flat[i * 2 * batch..(i + 1) * 2 * batch];
+            let block = &flat[i * rows * batch..(i + 1) * rows * batch];
+            let row = |r: usize| block[r * batch..(r + 1) * batch].to_vec();
             StepStats {
                 step: last_step + 1 + i - count,
-                similarity: row[..batch].to_vec(),
-                tv: row[batch..].to_vec(),
+                similarity: row(0),
+                tv: row(1),
+                per_model: (2..2 + per_model).map(row).collect(),
+                negative: if rows > 2 + per_model { row(2 + per_model) } else { Vec::new() },
             }
         })
         .collect())

@@ -172,6 +172,9 @@ pub struct ParamImage {
     scale: Option<Tensor>,
     /// Decorrelated: the normalised colour matrix, transposed, [3, 3].
     color_t: Option<Tensor>,
+    /// Pixels from a start image within an L∞ budget: the lower and upper bounds of every pixel
+    /// (the ball around the start intersected with [0, 1]).
+    bounds: Option<(Tensor, Tensor)>,
 }
 
 impl ParamImage {
@@ -208,7 +211,19 @@ impl ParamImage {
             Tensor::from_slice(&t).to_kind(Kind::Float).view([3, 3]).to_device(device)
         });
         let params = params.to_kind(Kind::Float).detach().set_requires_grad(true);
-        Self { param, canvas, decay, params, scale, color_t }
+        Self { param, canvas, decay, params, scale, color_t, bounds: None }
+    }
+
+    /// Pixels starting from `start` [N, 3, H, W] in [0, 1] (copied); with `epsilon`, every
+    /// projection keeps each pixel within `epsilon` of its start (and in [0, 1]): projected
+    /// gradient descent in an L∞ ball.
+    pub fn from_start(start: &Tensor, epsilon: Option<f64>) -> Self {
+        let size = start.size();
+        let canvas = Canvas { width: size[3], height: size[2] };
+        let start = start.to_kind(Kind::Float).clamp(0.0, 1.0);
+        let mut image = Self::with_params(Param::Pixels, start.copy(), canvas, DEFAULT_DECAY);
+        image.bounds = epsilon.map(|e| ((&start - e).clamp_min(0.0), (&start + e).clamp_max(1.0)));
+        image
     }
 
     /// The images [N, 3, H, W] in [0, 1] (pixels: in [0, 1] once projected), differentiable in
@@ -231,11 +246,18 @@ impl ParamImage {
         }
     }
 
-    /// After each update: the seed clamps its pixels to [0, 1]; the sigmoid keeps the others there.
+    /// After each update: the seed clamps its pixels to [0, 1] (from a start image with a budget:
+    /// to the budget's box too); the sigmoid keeps the others there.
     pub fn project(&mut self) {
         if self.param == Param::Pixels {
-            tch::no_grad(|| {
-                let _ = self.params.clamp_(0.0, 1.0);
+            tch::no_grad(|| match &self.bounds {
+                // Onto the box [max(start − ε, 0), min(start + ε, 1)]: the ball ∩ [0, 1].
+                Some((lo, hi)) => {
+                    let _ = self.params.clamp_tensor_(Some(lo), Some(hi));
+                }
+                None => {
+                    let _ = self.params.clamp_(0.0, 1.0);
+                }
             });
         }
     }

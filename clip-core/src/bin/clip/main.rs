@@ -8,7 +8,7 @@ mod generate;
 mod score;
 mod tokenize;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
@@ -54,7 +54,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // `clip generate`'s models are an ordered list across two flags.
+    if let (Command::Generate(args), Some(("generate", sub))) =
+        (&mut cli.command, matches.subcommand())
+    {
+        args.order_models(sub);
+    }
     // libtorch errors (tch panics) become `error: …` lines too.
     clip_core::app::interrupt::run_main(|| run(cli))
 }
