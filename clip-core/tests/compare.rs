@@ -27,8 +27,11 @@ fn make_results(dir: &Path) {
     for weights in ["tiny-rn.pt", "tiny-vit.pt"] {
         for preset in [Preset::Constrained, Preset::Unconstrained] {
             let spec = RunSpec {
-                model: ModelSource::Weights { path: fixture(weights), expect: None },
+                models: vec![ModelSource::Weights { path: fixture(weights), expect: None }],
+                model_weights: Vec::new(),
                 prompts: PROMPTS.iter().map(|p| p.to_string()).collect(),
+                negatives: Vec::new(),
+                init: None,
                 name: preset.to_string(),
                 preset: Some(preset),
                 settings: Settings { steps: 2, ..preset.settings() },

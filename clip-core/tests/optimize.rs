@@ -173,17 +173,19 @@ fn a_batch_gives_each_image_the_gradient_it_gets_alone() {
         [(vec![], 0.0), (vec![Augment::Cutouts { n: 3, min_frac: 0.5, pow: 1.0 }], 1e-3)]
     {
         let mut recorder = Recorder::new(TorchDraws);
-        let objective = Objective::new(&text, 3i64.pow(pipeline.len() as u32), tv);
+        let objective = Objective::new(&loaded.model, &text, 3i64.pow(pipeline.len() as u32), tv);
         let batch = images.copy().set_requires_grad(true);
         let views = apply_pipeline(&pipeline, &batch, 32, &mut recorder);
-        let eval = objective.evaluate(&loaded.model, &views, &batch);
+        let eval = objective.evaluate(&views, &batch);
         let together = Tensor::run_backward(&[&eval.loss], &[&batch], false, false).remove(0);
         for p in 0..3 {
             let alone_image = images.narrow(0, p, 1).copy().set_requires_grad(true);
             let mut replay = Replay::for_prompt(&recorder.recorded, 3, p);
             let views = apply_pipeline(&pipeline, &alone_image, 32, &mut replay);
-            let objective = Objective::new(&text.narrow(0, p, 1), objective.views_per_image, tv);
-            let eval = objective.evaluate(&loaded.model, &views, &alone_image);
+            let alone_text = text.narrow(0, p, 1);
+            let objective =
+                Objective::new(&loaded.model, &alone_text, objective.views_per_image, tv);
+            let eval = objective.evaluate(&views, &alone_image);
             let alone =
                 Tensor::run_backward(&[&eval.loss], &[&alone_image], false, false).remove(0);
             let scale = alone.abs().max().double_value(&[]);

@@ -228,7 +228,8 @@ impl GenerateArgs {
         let usage = |m: String| Err(UsageError(m));
         if !self.model_weights.is_empty() && self.model_weights.len() != models.len() {
             return usage(format!(
-                "--model-weight is given {} time(s) for {} model(s): give one per model, in the order of --model/--weights",
+                "--model-weight is given {} time(s) for {} model(s): give one per model, in the \
+                 order of --model/--weights",
                 self.model_weights.len(),
                 models.len()
             ));
@@ -254,7 +255,9 @@ impl GenerateArgs {
             Some(photo) => {
                 if param != Param::Pixels {
                     return usage(format!(
-                        "--init needs --param pixels, not {param}: a photo is a start for the pixels themselves; the other parameterisations start from their own noise in another space"
+                        "--init needs --param pixels, not {param}: a photo is a start for the pixels \
+                         themselves; the other parameterisations start from their own noise in \
+                         another space"
                     ));
                 }
                 if let Err(e) = preprocess::load_rgb(photo) {

@@ -162,7 +162,7 @@ mod tests {
     use super::*;
 
     fn stats(step: usize) -> StepStats {
-        StepStats { step, similarity: vec![step as f32], tv: vec![0.0] }
+        StepStats { step, similarity: vec![step as f32], tv: vec![0.0], ..Default::default() }
     }
 
     #[test]
