@@ -8,13 +8,18 @@
 //! replays); the clock starts at the read-back that ends the warm-up and stops at the last one
 //! (each read-back copies to the host, so waits for the device). The warm-up is rounded up to a
 //! multiple of the read-back interval for that, and covers the graph's warm-up and capture.
+//!
+//! An ensemble (`--ensemble RN50+ViT-B/32`) is timed as one case: one image per prompt, every
+//! model's forward and backward in each step ([`run_ensemble_case`]); its FLOP floor is the sum of
+//! its models'.
 
 use crate::clip::model::{Clip, Layout, LoadedClip, PatchEmbedding, VisionTower};
 use crate::clip::released;
 use crate::engine::augment::Augment;
 use crate::engine::draws::TorchDraws;
 use crate::engine::executor::Execution;
-use crate::engine::optimize::{optimize, EngineError, Preset, READBACK_EVERY};
+use crate::engine::objective::Member;
+use crate::engine::optimize::{optimize_objective_until, EngineError, Preset, READBACK_EVERY};
 use crate::engine::param::Param;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
@@ -224,8 +229,30 @@ pub fn run_case(
     prompts: usize,
     options: &BenchOptions,
 ) -> Result<BenchResult, EngineError> {
+    run_ensemble_case(&[(model, arch)], device, mode, prompts, options)
+}
+
+/// [`run_case`] for an ensemble of `models` (each with its architecture's name), equally
+/// weighted: one image per prompt against all of them. The result's `arch` is the names joined by
+/// `+`, its FLOP count the sum of theirs.
+pub fn run_ensemble_case(
+    models: &[(&Clip, &str)],
+    device: Device,
+    mode: Preset,
+    prompts: usize,
+    options: &BenchOptions,
+) -> Result<BenchResult, EngineError> {
     tch::manual_seed(0);
-    let text = Tensor::randn([prompts as i64, model.config.embed_dim], (Kind::Float, device));
+    let texts: Vec<Tensor> = models
+        .iter()
+        .map(|(m, _)| Tensor::randn([prompts as i64, m.config.embed_dim], (Kind::Float, device)))
+        .collect();
+    let members: Vec<Member> = models
+        .iter()
+        .zip(&texts)
+        .map(|((model, _), text)| Member { model, text, negatives: None, weight: 1.0 })
+        .collect();
+    let arch = models.iter().map(|(_, a)| *a).collect::<Vec<_>>().join("+");
     let warmup = warmup_steps(options.warmup);
     let steps = options.steps.max(1);
     let mut settings = mode.settings();
@@ -243,19 +270,23 @@ pub fn run_case(
     reset_peak_memory(device);
     let mut start = Instant::now();
     let mut end = start;
-    let outcome = optimize(model, &text, &settings, &mut TorchDraws, &mut |chunk| match chunk
-        .last()
-        .map(|s| s.step)
-    {
-        Some(step) if step == warmup => start = Instant::now(),
-        Some(step) if step == warmup + steps => end = Instant::now(),
-        _ => {}
-    })?;
+    let outcome = optimize_objective_until(
+        &members,
+        None,
+        &settings,
+        &mut TorchDraws,
+        &mut |chunk| match chunk.last().map(|s| s.step) {
+            Some(step) if step == warmup => start = Instant::now(),
+            Some(step) if step == warmup + steps => end = Instant::now(),
+            _ => {}
+        },
+        &|| false,
+    )?;
     let ms_per_step = end.duration_since(start).as_secs_f64() * 1e3 / steps as f64;
-    let gflop = gflop_per_prompt_step(arch);
+    let gflop: Option<f64> = models.iter().map(|(_, a)| gflop_per_prompt_step(a)).sum();
     let floor = gflop.map(|g| views as f64 * g * 1e9 / (options.peak_tflops * 1e12) * 1e3);
     Ok(BenchResult {
-        arch: arch.to_string(),
+        arch,
         mode,
         param: settings.param,
         augment: settings.augment.iter().map(|a| a.to_string()).collect(),
@@ -264,7 +295,7 @@ pub fn run_case(
         steps: outcome.steps_done - warmup,
         warmup,
         device,
-        dtype: model.dtype(),
+        dtype: models[0].0.dtype(),
         ms_per_step,
         prompt_steps_per_s: prompts as f64 * 1e3 / ms_per_step,
         ms_per_view: ms_per_step / views as f64,
@@ -275,7 +306,7 @@ pub fn run_case(
         floor_ratio: floor.map(|f| ms_per_step / f),
         eager: options.eager,
         execution: outcome.execution,
-        layout: layout_label(model),
+        layout: models.iter().map(|(m, _)| layout_label(m)).collect::<Vec<_>>().join(" + "),
     })
 }
 

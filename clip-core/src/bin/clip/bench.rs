@@ -37,6 +37,11 @@ pub struct BenchArgs {
     /// three). Weights are random: speed does not depend on their values.
     #[arg(long, value_name = "NAME", value_delimiter = ',', default_value = "all")]
     pub arch: Vec<String>,
+    /// An ensemble to time as well, its models joined by `+` (e.g. RN50+ViT-B/32): one image per
+    /// prompt optimised against all of them in each step; repeat for several. Give `--arch` with
+    /// its models to time them alone beside it (`--arch RN50,ViT-B/32`), or `--arch none`.
+    #[arg(long = "ensemble", value_name = "A+B[+C…]", value_parser = parse_ensemble)]
+    pub ensembles: Vec<Vec<String>>,
     /// Numbers of prompts (images optimised as one batch), comma-separated.
     #[arg(long, value_name = "N", value_delimiter = ',', default_value = "3",
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -85,6 +90,20 @@ pub struct BenchArgs {
     pub json: bool,
 }
 
+fn parse_ensemble(s: &str) -> Result<Vec<String>, String> {
+    let names: Vec<String> = s.split('+').map(|n| n.trim().to_string()).collect();
+    if names.len() < 2 || names.iter().any(String::is_empty) {
+        return Err(format!("expected two or more model names joined by '+', got {s:?}"));
+    }
+    for (i, name) in names.iter().enumerate() {
+        clip_core::clip::released::by_name(name).map_err(|e| e.to_string())?;
+        if names[..i].contains(name) {
+            return Err(format!("{name} is twice in the ensemble {s:?}"));
+        }
+    }
+    Ok(names)
+}
+
 fn parse_param(s: &str) -> Result<Param, String> {
     s.parse()
 }
@@ -101,7 +120,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let archs: Vec<&str> = if args.arch.iter().any(|a| a == "all") {
         bench::ARCHS.to_vec()
     } else {
-        args.arch.iter().map(String::as_str).collect()
+        args.arch.iter().map(String::as_str).filter(|a| *a != "none").collect()
     };
     let modes: &[Preset] = match args.mode {
         BenchMode::Constrained => &[Preset::Constrained],
@@ -170,6 +189,30 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                     writeln!(out, "{line}")?;
                     out.flush()?;
                 }
+            }
+        }
+    }
+    for names in &args.ensembles {
+        let loaded = names
+            .iter()
+            .map(|name| {
+                bench::random_model(name, device).with_context(|| format!("--ensemble {name}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let models: Vec<_> =
+            loaded.iter().zip(names).map(|(l, n)| (&l.model, n.as_str())).collect();
+        for &mode in modes {
+            for &prompts in &args.prompts {
+                let r = bench::run_ensemble_case(&models, device, mode, prompts as usize, &options)
+                    .with_context(|| format!("--ensemble {}", names.join("+")))?;
+                if let Execution::Eager { reason } = &r.execution {
+                    if !eager_reasons.contains(reason) {
+                        eager_reasons.push(reason.clone());
+                    }
+                }
+                let line = if args.json { r.to_json().to_string() } else { bench::table_row(&r) };
+                writeln!(out, "{line}")?;
+                out.flush()?;
             }
         }
     }
