@@ -7,7 +7,8 @@
 #            presets and an fft-decorrelated + Lucent transforms + cutouts pipeline)
 #   bench    clip bench --arch all --prompts 1,3,32 --mode both, graphs; and 3 prompts --eager
 #   engine   clip bench --param fft-decorrelated --augment cutouts:32,0.5,1, 3 prompts (96 views a
-#            step), graph and eager: the "within 3x of the FLOP floor"
+#            step), graph and eager: the "within 3x of the FLOP floor"; then RN50, ViT-B/32 and
+#            their ensemble (several models in one captured step)
 #   layouts  ViT patch embedding conv vs matmul, ResNet NCHW vs channels-last (1 and 3 prompts, eager
 #            and graph)
 #   seed     scripts/bench_side_by_side.sh: the seed's loops and clip bench, ratios
@@ -61,7 +62,7 @@ for r in rows:
     mem = r["peak_memory_bytes"]
     mem = "n/a" if mem is None else f"{mem / 2**20:.0f} MiB"
     parts = f"{r.get('param', 'pixels')} {' '.join(r.get('augment', [])) or 'none'}"
-    print(f"{r['arch']:8} {r['mode']:13} {r['prompts']:3} {r.get('views_per_step', r['prompts']):4} views "
+    print(f"{r['arch']:13} {r['mode']:13} {r['prompts']:3} {r.get('views_per_step', r['prompts']):4} views "
           f"{r['layout']:16} {'graph' if r['graph'] else 'eager':5} {parts:40} "
           f"{r['ms_per_step']:8.3f} ms/step {r.get('ms_per_view', float('nan')):7.3f} ms/view  {mem:>9}  "
           f"floor x{r['floor_ratio'] or float('nan'):.1f}")
@@ -87,6 +88,11 @@ if want engine; then
             >>"$out/engine.jsonl" 2>>"$out/engine.err"
     done
     bench_table "$out/engine.jsonl"
+    note "-- objectives: RN50, ViT-B/32 and their ensemble, 3 prompts, constrained (graph: several models in one capture):"
+    "$bin/clip" bench --device "$device" --arch RN50,ViT-B/32 --ensemble RN50+ViT-B/32 --prompts 3 \
+        --mode constrained --steps "${bench_steps:-50}" --json \
+        >>"$out/objectives.jsonl" 2>>"$out/objectives.err"
+    bench_table "$out/objectives.jsonl"
 fi
 
 if want layouts; then

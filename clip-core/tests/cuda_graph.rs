@@ -18,7 +18,8 @@ use clip_core::clip::model::Clip;
 use clip_core::engine::augment::Augment;
 use clip_core::engine::draws::TorchDraws;
 use clip_core::engine::executor::{Execution, GRAPH_WARMUP_STEPS};
-use clip_core::engine::optimize::{optimize, Outcome, Preset, Settings};
+use clip_core::engine::objective::Member;
+use clip_core::engine::optimize::{optimize, optimize_objective_until, Outcome, Preset, Settings};
 use clip_core::engine::param::{Canvas, Param};
 use std::io::Write;
 use tch::{Device, Kind, Tensor};
@@ -118,6 +119,59 @@ fn graph_replay_gives_the_eager_images() {
             }
         }
     }
+}
+
+/// The new objectives in one captured step: an ensemble of RN50 (224 px) and the tiny ViT (32 px,
+/// the views resampled to it inside the graph), negatives, and a start image with an L∞ budget
+/// (the projection's bounds allocated before capture).
+#[test]
+fn graph_replay_gives_the_eager_images_for_an_ensemble_with_negatives_from_a_start() {
+    let _guard = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(device) = cuda() else { return };
+    let rn50 = random_model("RN50", device).expect("RN50");
+    let tiny = tiny_model::tiny_model_on(device);
+    tch::manual_seed(7);
+    let texts: Vec<Tensor> = [&rn50, &tiny]
+        .iter()
+        .map(|m| Tensor::randn([3, m.model.config.embed_dim], (Kind::Float, device)))
+        .collect();
+    let negatives: Vec<Tensor> = [&rn50, &tiny]
+        .iter()
+        .map(|m| Tensor::randn([2, m.model.config.embed_dim], (Kind::Float, device)))
+        .collect();
+    let members = [
+        Member { model: &rn50.model, text: &texts[0], negatives: Some(&negatives[0]), weight: 1.0 },
+        Member { model: &tiny.model, text: &texts[1], negatives: Some(&negatives[1]), weight: 2.0 },
+    ];
+    let start = Tensor::rand([1, 3, 224, 224], (Kind::Float, device));
+    let run = |cuda_graph: bool| {
+        tch::manual_seed(SEED);
+        let settings = Settings {
+            steps: STEPS,
+            readback_every: 10,
+            cuda_graph,
+            epsilon: Some(8.0 / 255.0),
+            ..Preset::Constrained.settings()
+        };
+        optimize_objective_until(
+            &members,
+            Some(&start),
+            &settings,
+            &mut TorchDraws,
+            &mut |_| {},
+            &|| false,
+        )
+        .expect("the run")
+    };
+    let (eager, eager_again, graph) = (run(false), run(false), run(true));
+    assert_eq!(graph.execution, Execution::Graph { warmup: GRAPH_WARMUP_STEPS });
+    let noise = max_abs_diff(&eager.images, &eager_again.images);
+    let diff = max_abs_diff(&eager.images, &graph.images);
+    eprintln!("ensemble + negatives + start: max |graph - eager| = {diff:e}, eager {noise:e}");
+    assert!(diff <= noise + 1e-3, "graph differs by {diff} (eager by {noise})");
+    let moved =
+        max_abs_diff(&graph.images, &start.to_device(Device::Cpu).expand([3, 3, 224, 224], false));
+    assert!(moved <= 8.0 / 255.0 + 1e-6, "past the budget: {moved}");
 }
 
 #[test]

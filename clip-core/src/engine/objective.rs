@@ -244,7 +244,7 @@ impl<'a> Objective<'a> {
                 let f = features.to_kind(Kind::Float);
                 let f = &f / f.norm_scalaropt_dim(2, [-1], true);
                 let neg = self.per_image(f.matmul(negatives_t).mean_dim(1, false, Kind::Float));
-                loss = loss + &neg * self.negative_weight;
+                loss += &neg * self.negative_weight;
                 accumulate(&mut negative, weighted(neg, term.weight));
             }
             accumulate(&mut similarity_loss, weighted(loss, term.weight));

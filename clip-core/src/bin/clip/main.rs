@@ -35,7 +35,7 @@ enum Command {
     Compare(compare::CompareArgs),
     /// Optimise images for prompts with any parameterisation, augmentation pipeline and canvas,
     /// from the seed's presets; outputs as the experiment binaries'.
-    Generate(clip_core::app::generate::GenerateArgs),
+    Generate(Box<clip_core::app::generate::GenerateArgs>),
     /// Time the optimisation step (random weights) per architecture, mode and number of prompts:
     /// ms per step, prompt-steps/s, peak memory, ratio to the FLOP floor.
     Bench(bench::BenchArgs),
