@@ -533,13 +533,10 @@ fn optimise(
         Err(payload) => {
             let message = torch_error::payload_text(&*payload);
             match torch_error::out_of_memory(&message) {
-                Some(oom) if loaded.ensemble() => anyhow::bail!(
-                    "the device ran out of memory optimising {} prompt(s) against the ensemble \
-                     {} ({oom}): run fewer prompts at once (fewer --prompt flags, or split them \
-                     over several runs), or fewer or smaller models",
-                    resolved.prompts.len(),
-                    loaded.members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(" + ")
-                ),
+                Some(oom) if loaded.ensemble() => {
+                    let names: Vec<&str> = loaded.members.iter().map(|m| m.name.as_str()).collect();
+                    anyhow::bail!(ensemble_out_of_memory(resolved.prompts.len(), &names, &oom))
+                }
                 _ => std::panic::resume_unwind(payload),
             }
         }
@@ -561,6 +558,16 @@ fn optimise(
         println!("interrupted at step {done} of {}: saving the images reached", settings.steps);
     }
     Ok((outcome, progress.history))
+}
+
+/// The error for an ensemble that did not fit in the device's memory: the models, and what to do.
+pub fn ensemble_out_of_memory(prompts: usize, models: &[&str], oom: &str) -> String {
+    format!(
+        "the device ran out of memory optimising {prompts} prompt(s) against the ensemble {} \
+         ({oom}): run fewer prompts at once (fewer --prompt flags, or split them over several \
+         runs), or fewer or smaller models",
+        models.join(" + ")
+    )
 }
 
 /// The saved PNG's image features under `model`, through CLIP's preprocessing — as the seed
@@ -826,4 +833,32 @@ fn save(
         results.push(PromptResult { png, json, csv, record });
     }
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ensembles_out_of_memory_names_its_models_and_suggests_fewer_prompts() {
+        let panic = "called `Result::unwrap()` on an `Err` value: Torch(\"CUDA out of memory. Tried \
+                     to allocate 2.00 GiB\\nException raised from malloc at …\")";
+        let oom = torch_error::out_of_memory(panic).expect("an out-of-memory error");
+        let message = ensemble_out_of_memory(6, &["RN50x64", "ViT-L/14@336px"], &oom);
+        assert!(message.contains("RN50x64 + ViT-L/14@336px"), "{message}");
+        assert!(message.contains("6 prompt(s)") && message.contains("fewer prompts"), "{message}");
+        assert!(message.contains("Tried to allocate 2.00 GiB") && !message.contains("Exception"));
+    }
+
+    #[test]
+    fn ensemble_tokens() {
+        assert_eq!(ensemble_token(&["RN50", "ViT-B"]), "ensemble-RN50+ViT-B");
+        let models = [
+            ModelSource::Released(released::by_name("RN50").unwrap()),
+            ModelSource::Released(released::by_name("ViT-B/32").unwrap()),
+        ];
+        assert_eq!(known_token(&models).as_deref(), Some("ensemble-RN50+ViT-B"));
+        let unknown = ModelSource::Weights { path: "/x.pt".into(), expect: None };
+        assert_eq!(known_token(&[models[0].clone(), unknown]), None);
+    }
 }
