@@ -73,13 +73,20 @@ fn png_stats(path: &Path) -> (u32, u32, usize) {
     (info.width, info.height, colours.len())
 }
 
-/// CSV rows as (image, prompt, generated_by, mode, scored_by, similarity); no field here holds a
-/// comma.
+/// `transfer.csv`'s header: the six columns it always had, then the ones added since.
+const HEADER: &str = "image,prompt,generated_by,mode,scored_by,similarity,optimised_against,\
+                      start_similarity,epsilon,linf,l2";
+
+/// CSV rows as (image, prompt, generated_by, mode, scored_by, similarity, optimised_against,
+/// start_similarity, epsilon, linf, l2); no field here holds a comma.
 fn csv_rows(path: &Path) -> Vec<Vec<String>> {
     let csv = std::fs::read_to_string(path).expect("transfer.csv");
     let mut lines = csv.lines();
-    assert_eq!(lines.next(), Some("image,prompt,generated_by,mode,scored_by,similarity"));
-    lines.map(|l| l.split(',').map(str::to_string).collect()).collect()
+    assert_eq!(lines.next(), Some(HEADER));
+    let rows: Vec<Vec<String>> =
+        lines.map(|l| l.split(',').map(str::to_string).collect()).collect();
+    assert!(rows.iter().all(|r| r.len() == 11), "{rows:?}");
+    rows
 }
 
 #[test]
@@ -150,6 +157,14 @@ fn writes_five_files_with_scores_equal_to_clip_score() {
     let ours: f64 = row[5].parse().expect("a number");
     assert!((ours - expected).abs() < 1e-5, "compare {ours} vs clip score {expected}");
 
+    // Records without ensembles or photo starts: optimised against the model that made them only,
+    // and no start or distance columns.
+    for r in &rows {
+        let own = r[2] == r[4];
+        assert_eq!(r[6], own.to_string(), "{r:?}");
+        assert!(r[7..].iter().all(|f| f.is_empty()), "{r:?}");
+    }
+
     // Own model: equal to the run's recorded "Final Similarity" (the experiment's scoring path).
     for r in rows.iter().filter(|r| r[2] == r[4]) {
         let json = dir.path().join(&r[0]).with_extension("json");
@@ -180,6 +195,10 @@ fn writes_five_files_with_scores_equal_to_clip_score() {
         assert!(report.contains(needle), "{needle} missing from the report:\n{report}");
     }
     assert!(!report.contains("## Warnings"), "{report}");
+    for section in ["## Ensembles", "## Photo starts", "## Negative prompts", "held out"] {
+        assert!(!report.contains(section), "{section} in a report without such results:\n{report}");
+    }
+    assert!(!report.contains("\\*"), "a member mark without an ensemble:\n{report}");
 
     // A second run reads its own outputs as such, not as stray files.
     let again = clip(&args, &[]);
@@ -601,8 +620,9 @@ fn csv_cells_that_spreadsheets_would_run_are_escaped() {
     let csv = std::fs::read_to_string(dir.path().join("transfer.csv")).expect("transfer.csv");
     let rows = parse_csv(&csv);
     assert_eq!(rows.len(), 1 + prompts.len() + 1, "{csv}");
+    assert_eq!(rows[0].join(","), HEADER);
     for row in &rows[1..] {
-        assert_eq!(row.len(), 6, "{row:?}");
+        assert_eq!(row.len(), 11, "{row:?}");
         for cell in &row[..5] {
             assert!(!cell.starts_with(['=', '+', '-', '@', '\t', '\r']), "unescaped {cell:?}");
         }
@@ -816,3 +836,4 @@ fn ctrl_c_stops_compare_with_status_130_and_writes_nothing() {
 
 const OUTPUTS: [&str; 5] =
     ["transfer.csv", "transfer.png", "contact_sheet.png", "curves.png", "report.md"];
+
