@@ -76,13 +76,20 @@ fn png_stats(path: &Path) -> (u32, u32, usize) {
     (info.width, info.height, colours.len())
 }
 
-/// CSV rows as (image, prompt, generated_by, mode, scored_by, similarity); no field here holds a
-/// comma.
+/// `transfer.csv`'s header: the six columns it always had, then the ones added since.
+const HEADER: &str = "image,prompt,generated_by,mode,scored_by,similarity,optimised_against,\
+                      start_similarity,epsilon,linf,l2";
+
+/// CSV rows as (image, prompt, generated_by, mode, scored_by, similarity, optimised_against,
+/// start_similarity, epsilon, linf, l2); no field here holds a comma.
 fn csv_rows(path: &Path) -> Vec<Vec<String>> {
     let csv = std::fs::read_to_string(path).expect("transfer.csv");
     let mut lines = csv.lines();
-    assert_eq!(lines.next(), Some("image,prompt,generated_by,mode,scored_by,similarity"));
-    lines.map(|l| l.split(',').map(str::to_string).collect()).collect()
+    assert_eq!(lines.next(), Some(HEADER));
+    let rows: Vec<Vec<String>> =
+        lines.map(|l| l.split(',').map(str::to_string).collect()).collect();
+    assert!(rows.iter().all(|r| r.len() == 11), "{rows:?}");
+    rows
 }
 
 #[test]
@@ -153,6 +160,14 @@ fn writes_five_files_with_scores_equal_to_clip_score() {
     let ours: f64 = row[5].parse().expect("a number");
     assert!((ours - expected).abs() < 1e-5, "compare {ours} vs clip score {expected}");
 
+    // Records without ensembles or photo starts: optimised against the model that made them only,
+    // and no start or distance columns.
+    for r in &rows {
+        let own = r[2] == r[4];
+        assert_eq!(r[6], own.to_string(), "{r:?}");
+        assert!(r[7..].iter().all(|f| f.is_empty()), "{r:?}");
+    }
+
     // Own model: equal to the run's recorded "Final Similarity" (the experiment's scoring path).
     for r in rows.iter().filter(|r| r[2] == r[4]) {
         let json = dir.path().join(&r[0]).with_extension("json");
@@ -183,6 +198,10 @@ fn writes_five_files_with_scores_equal_to_clip_score() {
         assert!(report.contains(needle), "{needle} missing from the report:\n{report}");
     }
     assert!(!report.contains("## Warnings"), "{report}");
+    for section in ["## Ensembles", "## Photo starts", "## Negative prompts", "held out"] {
+        assert!(!report.contains(section), "{section} in a report without such results:\n{report}");
+    }
+    assert!(!report.contains("\\*"), "a member mark without an ensemble:\n{report}");
 
     // A second run reads its own outputs as such, not as stray files.
     let again = clip(&args, &[]);
@@ -604,8 +623,9 @@ fn csv_cells_that_spreadsheets_would_run_are_escaped() {
     let csv = std::fs::read_to_string(dir.path().join("transfer.csv")).expect("transfer.csv");
     let rows = parse_csv(&csv);
     assert_eq!(rows.len(), 1 + prompts.len() + 1, "{csv}");
+    assert_eq!(rows[0].join(","), HEADER);
     for row in &rows[1..] {
-        assert_eq!(row.len(), 6, "{row:?}");
+        assert_eq!(row.len(), 11, "{row:?}");
         for cell in &row[..5] {
             assert!(!cell.starts_with(['=', '+', '-', '@', '\t', '\r']), "unescaped {cell:?}");
         }
@@ -819,3 +839,317 @@ fn ctrl_c_stops_compare_with_status_130_and_writes_nothing() {
 
 const OUTPUTS: [&str; 5] =
     ["transfer.csv", "transfer.png", "contact_sheet.png", "curves.png", "report.md"];
+
+// ---------------------------------------------------------------------------------------------
+// Ensembles and photo starts, made by hand as `clip generate` records them.
+
+/// A `side` x `side` PNG of one colour.
+fn solid_png(path: &Path, side: u32, colour: [u8; 3]) {
+    let file = std::io::BufWriter::new(std::fs::File::create(path).expect("create"));
+    let mut encoder = png::Encoder::new(file, side, side);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().expect("header");
+    let data: Vec<u8> = (0..side * side).flat_map(|_| colour).collect();
+    writer.write_image_data(&data).expect("data");
+    writer.finish().expect("finish");
+}
+
+/// (width, height, RGB bytes) of an 8-bit RGB PNG.
+fn png_pixels(path: &Path) -> (u32, u32, Vec<u8>) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    ));
+    let mut reader = decoder.read_info().expect("a PNG");
+    let mut buf = vec![0; reader.output_buffer_size().expect("a size")];
+    let info = reader.next_frame(&mut buf).expect("a frame");
+    buf.truncate(info.buffer_size());
+    (info.width, info.height, buf)
+}
+
+/// The cells of the Markdown table row that begins with `start`.
+fn table_row(report: &str, start: &str) -> Vec<String> {
+    let line = report
+        .lines()
+        .find(|l| l.starts_with(start))
+        .unwrap_or_else(|| panic!("no row {start:?} in\n{report}"));
+    line.trim_matches('|').split(" | ").map(|c| c.trim().to_string()).collect()
+}
+
+/// `clip score` of one image and prompt under a fixture model.
+fn clip_score(weights: &str, image: &Path, prompt: &str) -> f64 {
+    let output = clip_within(
+        &[
+            "score",
+            "--weights",
+            fixture(weights).to_str().expect("UTF-8"),
+            "--device",
+            "cpu",
+            "--image",
+            image.to_str().expect("UTF-8"),
+            "--text",
+            prompt,
+        ],
+        DEADLINE,
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    text(&output.stdout).lines().last().expect("a line").trim().parse().expect("a number")
+}
+
+const ENSEMBLE_STEM: &str = "constrained_ensemble-tiny-rn+tiny-vit_a_dog";
+
+/// An ensemble of the two tiny models (weights 1 and 3) and a single-model result, as `clip
+/// generate` records them; the ensemble's history has a column per member and negatives.
+fn ensemble_results(d: &Path) {
+    let ensemble = serde_json::json!({
+        "prompt": "a dog", "model": "tiny-rn+tiny-vit", "mode": "constrained",
+        "ensemble": [
+            {"model": "tiny-rn", "token": "tiny-rn", "weights": "/w/tiny-rn.pt",
+             "weights_sha256": "ab".repeat(32), "weight": 1.0, "resolution": 32,
+             "initial_similarity": 0.01, "final_similarity": 0.2, "final_similarity_unquantized": 0.21},
+            {"model": "tiny-vit", "token": "tiny-vit", "weights": "/w/tiny-vit.pt",
+             "weights_sha256": "cd".repeat(32), "weight": 3.0, "final_similarity": 0.3}
+        ],
+        "final_similarity": 0.275, "steps": 2,
+        "negative_weight": 0.5,
+        "negatives": [{"prompt": "static noise", "initial_similarity": 0.1, "final_similarity": 0.05}]
+    });
+    let csv = "step,similarity,tv,similarity_tiny-rn,similarity_tiny-vit,negative_similarity\n\
+               1,0.1,0,0.2,0.07,0.1\n2,0.2,0,0.3,0.17,0.1\n";
+    let dir = d.join("ensemble-tiny-rn+tiny-vit");
+    hand_result(&dir, ENSEMBLE_STEM, &square64(), &ensemble.to_string(), Some(csv));
+    let single = fixture("images/square32.png");
+    let dog = record("a dog", "tiny-rn");
+    hand_result(&d.join("tiny-rn"), "constrained_tiny-rn_a_dog", &single, &dog, None);
+}
+
+/// A file name as a cell of report.md shows it (Markdown's `_` escaped).
+fn md(name: &str) -> String {
+    name.replace('_', "\\_")
+}
+
+/// The part of report.md under `heading`, up to the next heading of its level.
+fn section<'a>(report: &'a str, heading: &str) -> &'a str {
+    let start = report.find(heading).unwrap_or_else(|| panic!("no {heading} in\n{report}"));
+    let rest = &report[start + heading.len()..];
+    &rest[..rest.find("\n## ").unwrap_or(rest.len())]
+}
+
+/// An ensemble result is a row of its own, scored by every model; its members' cells are marked
+/// (in the CSV, the report and the heat-map), the other models are held out; its own score is the
+/// weighted mean of its members' scores, or its record's when a member does not score here.
+#[test]
+fn an_ensemble_is_a_row_of_its_own_with_its_members_marked() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let d = dir.path();
+    ensemble_results(d);
+    let rn = weights_flag("tiny-rn", "tiny-rn.pt");
+    let vit = weights_flag("tiny-vit", "tiny-vit.pt");
+    let held = weights_flag("held", "tiny-rn.pt");
+    let dir_arg = d.to_str().expect("UTF-8");
+    let args = ["compare", dir_arg, "--weights", &rn, "--weights", &vit, "--weights", &held];
+    let output = clip_within(&[&args[..], &["--device", "cpu"]].concat(), DEADLINE);
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+
+    let rows = csv_rows(&d.join("transfer.csv"));
+    assert_eq!(rows.len(), 2 * 3, "{rows:?}");
+    let score = |image_part: &str, model: &str| -> (f64, String) {
+        let r = rows
+            .iter()
+            .find(|r| r[0].contains(image_part) && r[4] == model)
+            .unwrap_or_else(|| panic!("no row {image_part} {model}: {rows:?}"));
+        (r[5].parse().expect("a number"), r[6].clone())
+    };
+    for (model, member) in [("tiny-rn", "true"), ("tiny-vit", "true"), ("held", "false")] {
+        let (_, optimised) = score("ensemble-tiny-rn+tiny-vit/", model);
+        assert_eq!(optimised, member, "ensemble under {model}");
+    }
+    for (model, own) in [("tiny-rn", "true"), ("tiny-vit", "false"), ("held", "false")] {
+        assert_eq!(score("tiny-rn/", model).1, own, "single under {model}");
+    }
+    let makers: HashSet<&str> = rows.iter().map(|r| r[2].as_str()).collect();
+    assert_eq!(makers, HashSet::from(["tiny-rn+tiny-vit", "tiny-rn"]));
+
+    let report = report(d);
+    assert!(!report.contains("## Warnings"), "{report}");
+    // The transfer table: the ensemble's members marked, the held-out model not.
+    let row = table_row(&report, "| tiny-rn+tiny-vit · constrained |");
+    assert_eq!(row.len(), 4, "{row:?}");
+    assert!(row[1].ends_with("\\*") && row[2].ends_with("\\*"), "{row:?}");
+    assert!(!row[3].contains('*'), "held out: {row:?}");
+    let single = table_row(&report, "| tiny-rn · constrained |");
+    assert!(single[1].starts_with("**") && !single[1].contains("\\*"), "{single:?}");
+    assert!(!single[2].contains('*') && !single[3].contains('*'), "{single:?}");
+    let at = |needle: &str| report.find(needle).unwrap_or_else(|| panic!("{needle}: {report}"));
+    assert!(at("| tiny-rn · constrained |") < at("| tiny-rn+tiny-vit · constrained |"));
+    assert!(report.contains("the others are held out"), "{report}");
+
+    // The ensembles section: members, weights, recorded and measured scores, own = weighted mean.
+    let (rn_score, vit_score) = (score("ensemble", "tiny-rn").0, score("ensemble", "tiny-vit").0);
+    let held_score = score("ensemble", "held").0;
+    let own = (rn_score + 3.0 * vit_score) / 4.0;
+    let row = table_row(&report, &format!("| {}.png | a dog |", md(ENSEMBLE_STEM)));
+    assert_eq!(row.len(), 6, "{row:?}");
+    assert!(row[2].contains(&format!("tiny-rn ×1: 0.2000 → {rn_score:.4}")), "{row:?}");
+    assert!(row[2].contains(&format!("tiny-vit ×3: 0.3000 → {vit_score:.4}")), "{row:?}");
+    assert_eq!(row[3], format!("{own:.4}"));
+    assert_eq!(row[4], format!("held {held_score:.4}"));
+    assert_eq!(row[5], format!("{held_score:.4}"));
+    // The runs table lists the members' checkpoints; the negatives have their section.
+    let run =
+        report.lines().find(|l| l.starts_with(&format!("| {}.png | tiny-rn+", md(ENSEMBLE_STEM))));
+    let run = run.unwrap_or_else(|| panic!("no run row: {report}"));
+    assert!(run.contains("tiny-rn.pt (abababababab…); tiny-vit.pt (cdcdcdcdcdcd…)"), "{run}");
+    assert!(report.contains("## Negative prompts") && report.contains("static noise"), "{report}");
+    // The history with a column per member is drawn whole (no note about it).
+    assert!(!report.contains(&format!("- {}.png:", md(ENSEMBLE_STEM))), "{report}");
+    assert!(png_stats(&d.join("transfer.png")).2 > 20);
+
+    // With a member not scoring here, "own" is the record's final similarity.
+    let output = clip_within(&["compare", dir_arg, "--weights", &rn, "--device", "cpu"], DEADLINE);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report = self::report(d);
+    let row = table_row(&report, &format!("| {}.png | a dog |", md(ENSEMBLE_STEM)));
+    assert_eq!(row[3], "0.2750 (recorded)", "{row:?}");
+    assert_eq!(row[4], "none scored here", "{row:?}");
+}
+
+/// An `ensemble` or `init` field that cannot be read is a warning, and the result is compared as
+/// a single model's run from noise.
+#[test]
+fn malformed_ensemble_and_init_fields_are_read_as_missing() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let d = dir.path();
+    let records = [
+        r#"{"prompt": "a dog", "model": "tiny-rn", "mode": "constrained", "ensemble": "tiny-rn",
+            "init": 5, "negatives": "none", "negative_weight": "heavy"}"#,
+        r#"{"prompt": "a cat", "model": "tiny-rn", "mode": "constrained",
+            "ensemble": [{"weight": 1}], "init": [1, 2]}"#,
+    ];
+    for (i, r) in records.iter().enumerate() {
+        hand_result(d, &format!("r{i}"), &square64(), r, None);
+    }
+    let output = compare_tiny(d, &[]);
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    for (file, field) in [("r0", "ensemble"), ("r0", "init"), ("r1", "ensemble"), ("r1", "init")] {
+        let needle = format!("warning: {file}.json: its `{field}` field cannot be read");
+        assert!(stderr.contains(&needle), "{needle}: {stderr}");
+    }
+    let rows = csv_rows(&d.join("transfer.csv"));
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r[6] == "true" && r[7..].iter().all(|f| f.is_empty())), "{rows:?}");
+    let report = report(d);
+    assert!(!report.contains("## Ensembles") && !report.contains("## Photo starts"), "{report}");
+}
+
+/// A result that began from a photo: its `<stem>.start.png` is its start image (not a result, not
+/// a warning), scored by every model, shown left of its edit in the contact sheet, and the report
+/// gives ε, L∞ and L2. A missing or unreadable start image is a warning and a placeholder; a start
+/// image without its result is a note.
+#[test]
+fn photo_starts_show_their_start_image_and_distance() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let d = dir.path();
+    let colour = [10, 200, 30];
+    let init = |extra: serde_json::Value| {
+        let mut init = serde_json::json!({
+            "photo": "/photos/tomato.jpg", "photo_sha256": "ef".repeat(32),
+            "start_similarity": 0.19
+        });
+        for (k, v) in extra.as_object().expect("an object") {
+            init[k] = v.clone();
+        }
+        init
+    };
+    let with_init = |prompt: &str, init: serde_json::Value| {
+        serde_json::json!({"prompt": prompt, "model": "tiny-rn", "mode": "constrained", "init": init})
+            .to_string()
+    };
+    let eps = 4.0 / 255.0;
+    let x = init(
+        serde_json::json!({"start_image": "x.start.png", "epsilon": eps, "linf": eps, "l2": 1.83}),
+    );
+    hand_result(d, "x", &square64(), &with_init("a red tomato", x), None);
+    solid_png(&d.join("x.start.png"), 64, colour);
+    // No budget, and no start image.
+    let y = init(serde_json::json!({"epsilon": null, "linf": 0.5, "l2": 20.0}));
+    hand_result(d, "y", &square64(), &with_init("a green tomato", y), None);
+    // A start image that is not a PNG, and an edit beyond its budget.
+    let w = init(serde_json::json!({"epsilon": 2.0 / 255.0, "linf": 3.0 / 255.0, "l2": 0.5}));
+    hand_result(d, "w", &square64(), &with_init("a blue tomato", w), None);
+    std::fs::write(d.join("w.start.png"), b"not a PNG").expect("write");
+    // A start image whose result is gone, and a result from noise.
+    solid_png(&d.join("z.start.png"), 64, colour);
+    hand_result(d, "plain", &square64(), &record("a dog", "tiny-rn"), None);
+
+    let rn = weights_flag("tiny-rn", "tiny-rn.pt");
+    let vit = weights_flag("tiny-vit", "tiny-vit.pt");
+    let dir_arg = d.to_str().expect("UTF-8");
+    let output = clip_within(
+        &[
+            "compare",
+            dir_arg,
+            "--weights",
+            &rn,
+            "--weights",
+            &vit,
+            "--device",
+            "cpu",
+            "--cell-size",
+            "300",
+        ],
+        DEADLINE,
+    );
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("scoring 4 image(s)"), "{stderr}");
+    assert!(!stderr.contains("x.start.png") && !stderr.contains("has no z.start"), "{stderr}");
+    assert!(stderr.contains("note: z.start.png: the start image of z.png"), "{stderr}");
+    assert!(stderr.contains("warning: y.png: its record has `init`"), "{stderr}");
+    assert!(stderr.contains("y.start.png is missing"), "{stderr}");
+    assert!(stderr.contains("the start image of w.png is not scored"), "{stderr}");
+
+    let rows = csv_rows(&d.join("transfer.csv"));
+    let mut images: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    images.dedup();
+    assert_eq!(images, ["plain.png", "w.png", "x.png", "y.png"]);
+    for r in &rows {
+        let (start, eps_f, linf, l2) = (&r[7], &r[8], &r[9], &r[10]);
+        match r[0].as_str() {
+            "x.png" => {
+                let weights = if r[4] == "tiny-rn" { "tiny-rn.pt" } else { "tiny-vit.pt" };
+                let expected = clip_score(weights, &d.join("x.start.png"), "a red tomato");
+                let ours: f64 = start.parse().expect("a start similarity");
+                assert!((ours - expected).abs() < 1e-5, "start {ours} vs clip score {expected}");
+                assert!((eps_f.parse::<f64>().expect("ε") - eps).abs() < 1e-12);
+                assert!((linf.parse::<f64>().expect("L∞") - eps).abs() < 1e-12);
+                assert_eq!(l2, "1.83");
+            }
+            "y.png" => assert_eq!([start, eps_f, linf, l2], ["", "", "0.5", "20"]),
+            "w.png" => assert!(start.is_empty() && !linf.is_empty(), "{r:?}"),
+            _ => assert!(r[7..].iter().all(|f| f.is_empty()), "{r:?}"),
+        }
+    }
+
+    // The start image is in the contact sheet: a cell of its colour, left of its edit's column.
+    let (w, _, pixels) = png_pixels(&d.join("contact_sheet.png"));
+    let start_pixels = pixels.chunks(3).filter(|p| *p == colour).count();
+    assert!(start_pixels >= 300 * 300, "{start_pixels} pixels of the start image's colour");
+    // The label column, a column of start images and one of edits (316 pixels each), a margin.
+    assert_eq!(w, 200 + 2 * 316 + 8, "a start column and an edit column");
+
+    let report = report(d);
+    assert!(report.contains("## Photo starts"), "{report}");
+    let x = table_row(&report, "| x.png | a red tomato |");
+    assert_eq!(x[2..7], ["tomato.jpg", "4/255", "4.0/255", "1.83", "0.1900"], "{x:?}");
+    assert!(x[7].contains(" → ") && x[8].contains(" → "), "{x:?}");
+    let y = table_row(&report, "| y.png | a green tomato |");
+    assert_eq!(y[2..6], ["tomato.jpg (start image missing)", "none", "127.5/255", "20.00"]);
+    let w_row = table_row(&report, "| w.png | a blue tomato |");
+    assert_eq!(w_row[4], "3.0/255 (beyond ε)", "{w_row:?}");
+    assert!(!section(&report, "## Photo starts").contains("plain.png"), "{report}");
+    assert!(report.contains("y.start.png is missing"), "{report}");
+}

@@ -2,6 +2,10 @@
 //! streaming, a line at a time, and thinned to a bounded number of points, so a CSV of millions of
 //! rows costs one pass and a few kilobytes; and cut at the first value that cannot be plotted.
 //!
+//! The step and similarity are found by their names in the header, so that columns added later
+//! (an ensemble's `similarity_<token>` per member, `negative_similarity`) are read past; without
+//! a header naming them, they are the first two columns.
+//!
 //! A prompt whose loss became NaN (frozen, fp16 overflow) logs NaN or ±inf from that step on, and a
 //! hand-made file may hold anything. Such a value must never reach an axis range — plotters' search
 //! for tick marks never ends on an infinite range — so the curve stops at the last point before it
@@ -151,12 +155,23 @@ pub fn read(path: &Path) -> Option<History> {
     read_from(BufReader::new(file)).ok()
 }
 
+/// The columns of the step and the similarity: named `step` and `similarity` in the header, else
+/// the first two.
+fn columns(header: &str) -> (usize, usize) {
+    let names: Vec<&str> =
+        header.trim_end_matches(['\n', '\r']).split(',').map(str::trim).collect();
+    let find =
+        |name: &str, default: usize| names.iter().position(|n| *n == name).unwrap_or(default);
+    (find("step", 0), find("similarity", 1))
+}
+
 /// [`read`] on any reader.
 pub fn read_from(mut reader: impl BufRead) -> std::io::Result<History> {
     let mut history = History::default();
     let mut thinner = Thinner::default();
     let mut buf = Vec::new();
     let mut line_no = 0u64;
+    let (mut step_col, mut sim_col) = (0usize, 1usize);
     loop {
         buf.clear();
         let n = (&mut reader).take(MAX_LINE).read_until(b'\n', &mut buf)?;
@@ -169,9 +184,16 @@ pub fn read_from(mut reader: impl BufRead) -> std::io::Result<History> {
             // Too long to be a row: skip the rest of it without keeping it.
             reader.skip_until(b'\n')?;
         }
-        let parsed = complete.then(|| std::str::from_utf8(&buf).ok()).flatten().and_then(|line| {
-            let mut fields = line.trim_end_matches(['\n', '\r']).split(',');
-            let (step, sim) = (fields.next()?.trim(), fields.next()?.trim());
+        let text = complete.then(|| std::str::from_utf8(&buf).ok()).flatten();
+        if line_no == 1 {
+            if let Some(header) = text {
+                (step_col, sim_col) = columns(header);
+            }
+        }
+        let parsed = text.and_then(|line| {
+            let line = line.trim_end_matches(['\n', '\r']);
+            let step = line.split(',').nth(step_col)?.trim();
+            let sim = line.split(',').nth(sim_col)?.trim();
             Some((step.to_string(), sim.to_string(), step.parse::<f64>(), sim.parse::<f64>()))
         });
         let Some((step_text, sim_text, Ok(step), Ok(sim))) = parsed else {
@@ -219,6 +241,22 @@ mod tests {
         assert_eq!(h.points, vec![(1.0, 0.1), (2.0, 0.2), (3.0, 0.25)]);
         assert_eq!((h.rows, h.garbage, h.cut.clone()), (3, 0, None));
         assert_eq!(h.problem(), None);
+    }
+
+    #[test]
+    fn columns_are_found_by_name() {
+        // An ensemble's history: the weighted mean, then one column per member.
+        let h = parse(
+            "step,similarity,tv,similarity_RN50,similarity_ViT-B,negative_similarity\n\
+             1,0.1,0,0.3,0.5,0.2\n2,0.2,0,0.4,0.6,0.1\n",
+        );
+        assert_eq!(h.points, vec![(1.0, 0.1), (2.0, 0.2)]);
+        // Columns in another order are found by their names.
+        let h = parse("tv,similarity_RN50,similarity,step\n0,0.9,0.25,7\n");
+        assert_eq!((h.points.clone(), h.garbage), (vec![(7.0, 0.25)], 0));
+        // No header: the first two columns.
+        let h = parse("1,0.1,0\n2,0.2,0\n");
+        assert_eq!(h.points, vec![(1.0, 0.1), (2.0, 0.2)]);
     }
 
     #[test]

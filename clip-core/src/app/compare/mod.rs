@@ -6,6 +6,12 @@
 //! that made it (does noise that fools RN50 fool ViT-L/14?). Each model is loaded once and scores
 //! all images in batches. Discovery (`results.rs`), pictures (`plots.rs`) and the Markdown
 //! (`report.rs`) live in their own files.
+//!
+//! Two kinds of result are more than an image and its prompt. An ensemble run (`model` =
+//! `RN50+ViT-B/32`, its members in `ensemble`) is a row of its own in the transfer table; the
+//! scoring models that are its members are marked, the others are held out (the transfer
+//! question). A run that began from a photo (`init`) has its start image (`<stem>.start.png`)
+//! scored too, shown beside the edit, with the edit's distance from it.
 
 mod history;
 mod plots;
@@ -14,7 +20,8 @@ mod results;
 
 pub use history::{Cut, History};
 pub use results::{
-    find_results, find_results_with, Discovery, RealPhoto, ResultEntry, RunInfo, REAL_PHOTO,
+    find_results, find_results_with, Discovery, EnsembleMember, NegativePrompt, PhotoStart,
+    RealPhoto, ResultEntry, RunInfo, REAL_PHOTO, START_SUFFIX,
 };
 
 use crate::app::interrupt::Interrupted;
@@ -128,16 +135,66 @@ pub struct Scored {
     pub curve: Option<History>,
     /// Similarity per scoring model (only models that scored, only finite values).
     pub scores: BTreeMap<String, f64>,
+    /// The start image of a run that began from a photo, when it is there (see [`START_SUFFIX`]).
+    pub start: Option<PathBuf>,
+    /// The start image's similarity to the prompt per scoring model, as `scores`.
+    pub start_scores: BTreeMap<String, f64>,
 }
 
 impl Scored {
-    /// The score under the model that made the image, or the run's recorded `final_similarity`
-    /// (the same measure) when that model did not score here.
+    /// The score under the model(s) that made the image, and whether it was measured here.
+    ///
+    /// A single model's result: its score under that model, or the run's recorded
+    /// `final_similarity` (the same measure) when that model did not score here. An ensemble's:
+    /// the weighted mean of its members' scores (with the record's weights; equal weights when
+    /// any is missing or they sum to 0) when every member scored here — what the run maximised —
+    /// else the recorded `final_similarity`, which is that mean as the run measured it.
     pub fn own_score(&self) -> Option<(f64, bool)> {
-        if let Some(s) = self.scores.get(&self.generated_by) {
-            return Some((*s, true));
+        let recorded = || self.run.as_ref().and_then(|r| r.final_similarity).map(|s| (s, false));
+        let Some(members) = self.members() else {
+            if let Some(s) = self.scores.get(&self.generated_by) {
+                return Some((*s, true));
+            }
+            return recorded();
+        };
+        let scores: Option<Vec<f64>> = members
+            .iter()
+            .map(|m| self.scores.iter().find(|(name, _)| m.is(name)).map(|(_, s)| *s))
+            .collect();
+        let Some(scores) = scores else { return recorded() };
+        let weights = ensemble_weights(members);
+        let total: f64 = weights.iter().sum();
+        Some((scores.iter().zip(&weights).map(|(s, w)| s * w).sum::<f64>() / total, true))
+    }
+
+    /// The members of the ensemble that made the image; `None` for a single model's result or a
+    /// real photo.
+    pub fn members(&self) -> Option<&[EnsembleMember]> {
+        self.run.as_ref().and_then(|r| r.ensemble.as_deref())
+    }
+
+    /// Whether the image was optimised against the scoring model `name`: a member of its
+    /// ensemble, or the single model that made it. The other scoring models are held out.
+    pub fn optimised_against(&self, name: &str) -> bool {
+        match self.members() {
+            Some(members) => members.iter().any(|m| m.is(name)),
+            None => self.run.is_some() && self.generated_by == name,
         }
-        self.run.as_ref().and_then(|r| r.final_similarity).map(|s| (s, false))
+    }
+
+    /// The record's `init`: the photo the run started from.
+    pub fn photo_start(&self) -> Option<&PhotoStart> {
+        self.run.as_ref().and_then(|r| r.init.as_ref())
+    }
+}
+
+/// The members' weights as the ensemble's mean uses them: the record's, or all 1 when any is
+/// missing or they sum to 0.
+pub fn ensemble_weights(members: &[EnsembleMember]) -> Vec<f64> {
+    let given: Option<Vec<f64>> = members.iter().map(|m| m.weight).collect();
+    match given {
+        Some(w) if w.iter().sum::<f64>() > 0.0 && w.iter().sum::<f64>().is_finite() => w,
+        _ => vec![1.0; members.len()],
     }
 }
 
@@ -170,11 +227,34 @@ impl Comparison {
                 groups.push(key);
             }
         }
-        groups.sort_by(|a, b| (model_rank(&a.0), &a.0, &a.1).cmp(&(model_rank(&b.0), &b.0, &b.1)));
+        let ensembles: HashSet<&str> = self
+            .images
+            .iter()
+            .filter(|s| s.members().is_some())
+            .map(|s| s.generated_by.as_str())
+            .collect();
+        let rank = |name: &str| model_rank(name, ensembles.contains(name));
+        groups.sort_by(|a, b| (rank(&a.0), &a.0, &a.1).cmp(&(rank(&b.0), &b.0, &b.1)));
         if self.images.iter().any(|s| s.generated_by == REAL_PHOTO) {
             groups.push((REAL_PHOTO.to_string(), "real".to_string()));
         }
         groups
+    }
+
+    /// Whether a row of the transfer table is an ensemble's (its model's name is that of an
+    /// ensemble, as recorded).
+    pub fn is_ensemble(&self, group: &(String, String)) -> bool {
+        self.group_images(group).any(|s| s.members().is_some())
+    }
+
+    /// Whether the images of a row were optimised against the scoring model `model` (a member of
+    /// the row's ensemble, or its single model).
+    pub fn optimised_against(&self, group: &(String, String), model: &str) -> bool {
+        self.group_images(group).any(|s| s.optimised_against(model))
+    }
+
+    fn group_images<'a>(&'a self, group: &'a (String, String)) -> impl Iterator<Item = &'a Scored> {
+        self.images.iter().filter(move |s| s.generated_by == group.0 && s.mode == group.1)
     }
 
     /// The mean similarity of a group's images under `model`, and how many images it averages.
@@ -200,9 +280,12 @@ fn distinct_prompts(images: &[Scored]) -> Vec<String> {
     images.iter().filter(|s| seen.insert(s.prompt.as_str())).map(|s| s.prompt.clone()).collect()
 }
 
-/// The seed's models first, in their order, then anything else alphabetically.
-fn model_rank(name: &str) -> usize {
-    DEFAULT_MODELS.iter().position(|m| *m == name).unwrap_or(DEFAULT_MODELS.len())
+/// The seed's models first, in their order, then anything else alphabetically, ensembles last.
+fn model_rank(name: &str, ensemble: bool) -> usize {
+    match DEFAULT_MODELS.iter().position(|m| *m == name) {
+        Some(rank) if !ensemble => rank,
+        _ => DEFAULT_MODELS.len() + ensemble as usize,
+    }
 }
 
 /// Prints a warning to stderr and keeps it for the report.
@@ -235,6 +318,8 @@ pub fn run(options: &CompareOptions) -> Result<Comparison, CompareError> {
             curve: None,
             run: Some(r.run),
             scores: BTreeMap::new(),
+            start: r.start,
+            start_scores: BTreeMap::new(),
         })
         .collect();
     for photo in &options.real {
@@ -248,6 +333,8 @@ pub fn run(options: &CompareOptions) -> Result<Comparison, CompareError> {
                 history: None,
                 curve: None,
                 scores: BTreeMap::new(),
+                start: None,
+                start_scores: BTreeMap::new(),
             });
         } else {
             warn(&mut warnings, format!("--real {}: no such file; left out", photo.path.display()));
@@ -292,7 +379,12 @@ pub fn run(options: &CompareOptions) -> Result<Comparison, CompareError> {
         let mut model =
             ScoringModel { name: name.clone(), weights: weights.clone().ok(), unavailable: None };
         let outcome = weights.and_then(|path| {
-            eprintln!("scoring {} image(s) with {name} ({})", images.len(), path.display());
+            let starts = images.iter().filter(|s| s.start.is_some()).count();
+            let starts = match starts {
+                0 => String::new(),
+                n => format!(" and {n} start image(s)"),
+            };
+            eprintln!("scoring {} image(s){starts} with {name} ({})", images.len(), path.display());
             let with = ScoringInput { options, tokens: &tokens, prompts: &prompts, name };
             score_with(&path, &with, &mut images, &mut warnings, &mut unreadable)
         });
@@ -365,18 +457,37 @@ fn score_with(
     let text = tch::no_grad(|| model.encode_text(&tokens.to_device(device)));
     let row_of: HashMap<&str, i64> =
         prompts.iter().enumerate().map(|(i, p)| (p.as_str(), i as i64)).collect();
-    let all: Vec<usize> = (0..images.len()).collect();
+    // Each image, then the start images of the photo starts: (index, is the start image).
+    let all: Vec<(usize, bool)> = (0..images.len())
+        .map(|i| (i, false))
+        .chain((0..images.len()).filter(|&i| images[i].start.is_some()).map(|i| (i, true)))
+        .collect();
+    let path_of = |images: &[Scored], (i, start): (usize, bool)| -> PathBuf {
+        match (start, &images[i].start) {
+            (true, Some(path)) => path.clone(),
+            _ => images[i].image.clone(),
+        }
+    };
     for chunk in all.chunks(options.batch_size.max(1)) {
         if stop() {
             return Err("interrupted".to_string());
         }
         let mut readable = Vec::with_capacity(chunk.len());
         let mut pixels = Vec::with_capacity(chunk.len());
-        for &i in chunk {
-            match preprocess::preprocess_path(&images[i].image, resolution) {
+        for &job in chunk {
+            match preprocess::preprocess_path(&path_of(images, job), resolution) {
                 Ok(p) => {
-                    readable.push(i);
+                    readable.push(job);
                     pixels.push(p);
+                }
+                Err(e) if job.1 => {
+                    let message = format!(
+                        "{e}; the start image of {} is not scored, and shown as a placeholder",
+                        images[job.0].image.file_name().unwrap_or_default().to_string_lossy()
+                    );
+                    if unreadable.insert(message.clone()) {
+                        warn(warnings, message);
+                    }
                 }
                 Err(e) => {
                     let message = format!("{e}; not scored");
@@ -393,7 +504,7 @@ fn score_with(
         drop(pixels);
         let prompt_rows: Vec<i64> = readable
             .iter()
-            .map(|&i| row_of.get(images[i].prompt.as_str()).copied().unwrap_or(0))
+            .map(|&(i, _)| row_of.get(images[i].prompt.as_str()).copied().unwrap_or(0))
             .collect();
         let sims = tch::no_grad(|| {
             let features = model.encode_image(&batch);
@@ -401,16 +512,17 @@ fn score_with(
             cosine_similarity(&features, &texts).to_kind(Kind::Double).to_device(Device::Cpu)
         });
         let sims = Vec::<f64>::try_from(&sims).map_err(|e| format!("reading scores back: {e}"))?;
-        for (&i, sim) in readable.iter().zip(sims) {
+        for (&(i, start), sim) in readable.iter().zip(sims) {
+            let scores = if start { &mut images[i].start_scores } else { &mut images[i].scores };
             if sim.is_finite() {
-                images[i].scores.insert(name.to_string(), sim);
+                scores.insert(name.to_string(), sim);
             } else {
                 // fp16 overflow or broken weights: a NaN must not reach a mean or a picture.
                 warn(
                     warnings,
                     format!(
                         "{} scored {sim} under {name} (not a finite number); left out of {name}'s column",
-                        images[i].image.display()
+                        path_of(images, (i, start)).display()
                     ),
                 );
             }
@@ -456,17 +568,35 @@ fn write_outputs(
     Ok(())
 }
 
-/// One row per image × scoring model: `image,prompt,generated_by,mode,scored_by,similarity`, the
-/// image path relative to the results directory where it lies inside it.
+/// The header of `transfer.csv`: the first six columns as ever, the others added at the end.
+pub const TRANSFER_CSV_HEADER: &str =
+    "image,prompt,generated_by,mode,scored_by,similarity,optimised_against,start_similarity,epsilon,linf,l2";
+
+/// One row per image × scoring model ([`TRANSFER_CSV_HEADER`]), the image path relative to the
+/// results directory where it lies inside it. `optimised_against`: `true` when the scoring model
+/// is the one that made the image or a member of its ensemble, `false` when it is held out (and
+/// for real photos). `start_similarity`: the start image's similarity under the scoring model,
+/// for a run that began from a photo; `epsilon` (the budget), `linf` and `l2` (the result's
+/// distance from its start) are the record's, in [0, 1] pixel units. Empty when there is none.
 pub fn transfer_csv(comparison: &Comparison) -> String {
-    let mut text = String::from("image,prompt,generated_by,mode,scored_by,similarity\n");
+    let mut text = format!("{TRANSFER_CSV_HEADER}\n");
+    let number = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
     for s in &comparison.images {
+        let init = s.photo_start();
+        let distances = [init.and_then(|i| i.epsilon), init.and_then(|i| i.linf)];
+        let distances = [distances[0], distances[1], init.and_then(|i| i.l2)].map(number);
         for m in comparison.scoring_models() {
             if let Some(sim) = s.scores.get(&m.name) {
                 let image = relative(&comparison.results_dir, &s.image);
                 let fields = [image.as_str(), &s.prompt, &s.generated_by, &s.mode, &m.name];
                 let fields: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-                text.push_str(&format!("{},{sim}\n", fields.join(",")));
+                let start = number(s.start_scores.get(&m.name).copied());
+                text.push_str(&format!(
+                    "{},{sim},{},{start},{}\n",
+                    fields.join(","),
+                    s.optimised_against(&m.name),
+                    distances.join(",")
+                ));
             }
         }
     }
@@ -488,6 +618,46 @@ fn csv_field(field: &str) -> String {
     } else {
         field.to_string()
     }
+}
+
+/// A distance in [0, 1] pixel units as 8-bit steps, to a tenth: `4.0/255`.
+fn in_steps(v: f64) -> String {
+    format!("{:.1}/255", v * 255.0)
+}
+
+/// A budget in [0, 1] pixel units as 8-bit steps: `4/255` when a whole number of steps, as ε is
+/// usually given, else to a tenth.
+fn budget_in_steps(v: f64) -> String {
+    let k = v * 255.0;
+    if (k - k.round()).abs() < 1e-4 {
+        format!("{}/255", k.round())
+    } else {
+        format!("{k:.1}/255")
+    }
+}
+
+/// A photo start's distance from its start as the contact sheet and the report show it: `L∞
+/// 4.0/255 (ε 4/255)` and `L2 1.83` (the parts the record has), and whether L∞ is beyond ε.
+fn distance_lines(init: &PhotoStart) -> (Vec<String>, bool) {
+    let mut first = Vec::new();
+    if let Some(linf) = init.linf {
+        first.push(format!("L∞ {}", in_steps(linf)));
+    }
+    match init.epsilon {
+        Some(eps) => first.push(format!("(ε {})", budget_in_steps(eps))),
+        None if init.linf.is_some() => first.push("(no ε)".to_string()),
+        None => {}
+    }
+    let mut lines: Vec<String> =
+        Some(first.join(" ")).filter(|l| !l.is_empty()).into_iter().collect();
+    lines.extend(init.l2.map(|l2| format!("L2 {l2:.2}")));
+    (lines, beyond_budget(init))
+}
+
+/// Whether the saved image is farther from its start than the run's budget allowed (beyond a
+/// rounding error).
+fn beyond_budget(init: &PhotoStart) -> bool {
+    matches!((init.linf, init.epsilon), (Some(linf), Some(eps)) if linf > eps + 1e-6)
 }
 
 /// `path` relative to `dir` when inside it (with `/` separators), else as given.
@@ -520,6 +690,26 @@ mod tests {
         assert_eq!(csv_field("\r=1"), "\"'\r=1\"");
         assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
         assert_eq!(csv_field("a = b"), "a = b");
+    }
+
+    #[test]
+    fn distances_in_8_bit_steps() {
+        let init = PhotoStart {
+            epsilon: Some(4.0 / 255.0),
+            linf: Some(4.0 / 255.0),
+            l2: Some(1.834),
+            ..PhotoStart::default()
+        };
+        assert_eq!(
+            distance_lines(&init),
+            (vec!["L∞ 4.0/255 (ε 4/255)".into(), "L2 1.83".into()], false)
+        );
+        let (epsilon, linf) = (Some(2.5 / 255.0), Some(5.0 / 255.0));
+        let init = PhotoStart { epsilon, linf, ..PhotoStart::default() };
+        assert_eq!(distance_lines(&init), (vec!["L∞ 5.0/255 (ε 2.5/255)".into()], true));
+        let init = PhotoStart { linf: Some(0.5), ..PhotoStart::default() };
+        assert_eq!(distance_lines(&init).0, vec!["L∞ 127.5/255 (no ε)".to_string()]);
+        assert_eq!(distance_lines(&PhotoStart::default()), (vec![], false));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Finding the experiment's results under a directory: each `<stem>.png` with its `<stem>.json`
-//! record (and `<stem>.csv` history, when there), as `output.rs` writes them; and parsing the
-//! `--real PHOTO=PROMPT` flags.
+//! record (and `<stem>.csv` history, when there; and `<stem>.start.png`, the start image of a run
+//! that began from a photo), as `output.rs` writes them; and parsing the `--real PHOTO=PROMPT`
+//! flags.
 //!
 //! Nothing found here is fatal but an unreadable results directory itself: a PNG without its JSON,
 //! a JSON that does not parse or does not belong to its PNG (`image_sha256`), a subdirectory that
@@ -18,6 +19,11 @@ use std::path::{Path, PathBuf};
 
 /// `generated_by` of the real photos given with `--real`.
 pub const REAL_PHOTO: &str = "real photo";
+
+/// What a run that starts from a photo (`clip generate --init PHOTO`) saves next to its result:
+/// `<stem>.start.png`, the photo resized and centre-cropped to the canvas. Defined here until
+/// `output.rs` exports it.
+pub const START_SUFFIX: &str = ".start.png";
 
 /// The largest run record read: a record is a few kilobytes (its prompt included); a larger
 /// `.json` is not one, and is not read into memory.
@@ -62,6 +68,90 @@ pub struct RunInfo {
     pub steps_per_second: Option<f64>,
     #[serde(default, deserialize_with = "lenient_f64")]
     pub wall_seconds: Option<f64>,
+    /// The members of an ensemble run (`model` is then their names joined by `+`, and the
+    /// top-level `weights` are absent); `None` for a single model, or when the field is not a
+    /// non-empty list of members that each name their model.
+    #[serde(default, deserialize_with = "lenient_ensemble")]
+    pub ensemble: Option<Vec<EnsembleMember>>,
+    /// Where a run that began from a photo started; `None` for a run from noise, or when the field
+    /// is not an object.
+    #[serde(default, deserialize_with = "lenient_object")]
+    pub init: Option<PhotoStart>,
+    /// The weight of the negative prompts in the loss.
+    #[serde(default, deserialize_with = "lenient_f64")]
+    pub negative_weight: Option<f64>,
+    /// Prompts the run pushed away from; empty when none (or not a list).
+    #[serde(default, deserialize_with = "lenient_negatives")]
+    pub negatives: Vec<NegativePrompt>,
+}
+
+/// One model of an ensemble run (an entry of the record's `ensemble`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct EnsembleMember {
+    /// The member's model name, as a single-model run would record it (`RN50`, `ViT-B/32`, a
+    /// checkpoint's token): the scoring model of that name is this member.
+    pub model: String,
+    /// Its results token (names its `similarity_<token>` column in the step history).
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub token: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub weights: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub weights_sha256: Option<String>,
+    /// Its weight in the ensemble's loss (a missing or negative weight reads as missing).
+    #[serde(default, deserialize_with = "lenient_weight")]
+    pub weight: Option<f64>,
+    #[serde(default, deserialize_with = "lenient_u64")]
+    pub resolution: Option<u64>,
+    #[serde(default, deserialize_with = "lenient_f64")]
+    pub initial_similarity: Option<f64>,
+    /// Of the saved (8-bit) image under this member, as the run measured it.
+    #[serde(default, deserialize_with = "lenient_f64")]
+    pub final_similarity: Option<f64>,
+    #[serde(default, deserialize_with = "lenient_f64")]
+    pub final_similarity_unquantized: Option<f64>,
+}
+
+impl EnsembleMember {
+    /// Whether the scoring model `name` is this member: its model name, or its results token.
+    pub fn is(&self, name: &str) -> bool {
+        self.model == name || self.token.as_deref() == Some(name)
+    }
+}
+
+/// The record's `init`: the photo a run started from and how far the result strayed from it.
+/// Distances are in pixel units of [0, 1] (1/255 is one 8-bit step).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PhotoStart {
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub photo: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub photo_sha256: Option<String>,
+    /// The start image's file name, next to the result (`<stem>.start.png`).
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub start_image: Option<String>,
+    /// The start image's similarity under the generating model(s), as the run measured it.
+    #[serde(default, deserialize_with = "lenient_f64")]
+    pub start_similarity: Option<f64>,
+    /// The L∞ budget; `None` when the run had none.
+    #[serde(default, deserialize_with = "lenient_f64")]
+    pub epsilon: Option<f64>,
+    /// The saved PNG's largest per-pixel difference from the start.
+    #[serde(default, deserialize_with = "lenient_f64")]
+    pub linf: Option<f64>,
+    /// The saved PNG's Euclidean distance from the start, over all pixels and channels.
+    #[serde(default, deserialize_with = "lenient_f64")]
+    pub l2: Option<f64>,
+}
+
+/// A negative prompt of the run (an entry of the record's `negatives`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct NegativePrompt {
+    pub prompt: String,
+    #[serde(default, deserialize_with = "lenient_f64")]
+    pub initial_similarity: Option<f64>,
+    #[serde(default, deserialize_with = "lenient_f64")]
+    pub final_similarity: Option<f64>,
 }
 
 fn lenient_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
@@ -76,12 +166,57 @@ fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::
     Ok(serde_json::Value::deserialize(d)?.as_str().map(str::to_string))
 }
 
+fn lenient_weight<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    Ok(lenient_f64(d)?.filter(|w| *w >= 0.0))
+}
+
+/// A list of members, each naming its model; anything else (not a list, an empty list, a member
+/// without a model) reads as missing: the result is then compared as a single-model result.
+fn lenient_ensemble<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<EnsembleMember>>, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    let members: Option<Vec<EnsembleMember>> = serde_json::from_value(value).ok();
+    Ok(members.filter(|m| !m.is_empty() && m.iter().all(|m| !m.model.is_empty())))
+}
+
+fn lenient_object<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PhotoStart>, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    Ok(value.is_object().then(|| serde_json::from_value(value).ok()).flatten())
+}
+
+/// The negatives that name their prompt; anything else is left out.
+fn lenient_negatives<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<NegativePrompt>, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    let items = match value {
+        serde_json::Value::Array(items) => items,
+        _ => return Ok(Vec::new()),
+    };
+    Ok(items.into_iter().filter_map(|v| serde_json::from_value(v).ok()).collect())
+}
+
+/// What a record says that [`RunInfo`] could not read, for the fields that change how a result is
+/// shown (an ensemble read as a single model, a photo start read as a start from noise).
+fn unread_fields(value: &serde_json::Value, run: &RunInfo) -> Vec<&'static str> {
+    let given = |key: &str| value.get(key).is_some_and(|v| !v.is_null());
+    let mut unread = Vec::new();
+    if given("ensemble") && run.ensemble.is_none() {
+        unread.push("ensemble");
+    }
+    if given("init") && run.init.is_none() {
+        unread.push("init");
+    }
+    unread
+}
+
 /// One result of the experiment.
 #[derive(Debug, Clone)]
 pub struct ResultEntry {
     pub png: PathBuf,
     pub json: PathBuf,
     pub csv: Option<PathBuf>,
+    /// The start image of a run that began from a photo (its record has `init`), when it is there.
+    pub start: Option<PathBuf>,
     pub run: RunInfo,
 }
 
@@ -140,6 +275,9 @@ pub fn find_results_with(dir: &Path, stop: &dyn Fn() -> bool) -> Result<Discover
     files.sort();
     let set: HashSet<&PathBuf> = files.iter().collect();
     let has = |p: &PathBuf| set.contains(p);
+    // PNGs without their JSON: warned about after the walk, unless a result claims one as its
+    // start image (`init.start_image`, `<stem>.start.png`).
+    let mut orphans: Vec<&PathBuf> = Vec::new();
     for file in &files {
         if stop() {
             return Err(super::interrupted("while looking for results"));
@@ -162,18 +300,41 @@ pub fn find_results_with(dir: &Path, stop: &dyn Fn() -> bool) -> Result<Discover
             Some("png") => {
                 let json = file.with_extension("json");
                 if !has(&json) {
-                    let message = format!(
-                        "{rel} has no {} next to it: skipped (not a result of the experiment?)",
-                        file_name(&json)
-                    );
-                    eprintln!("warning: {message}");
-                    found.warnings.push(message);
+                    orphans.push(file);
                     continue;
                 }
-                match read_record(&json, dir).and_then(|run| belongs(file, &json, dir, run)) {
-                    Ok(run) => {
+                let read = read_record(&json, dir).and_then(|(run, unread)| {
+                    belongs(file, &json, dir, run).map(|run| (run, unread))
+                });
+                match read {
+                    Ok((run, unread)) => {
+                        for message in unread {
+                            eprintln!("warning: {message}");
+                            found.warnings.push(message);
+                        }
                         let csv = Some(file.with_extension("csv")).filter(|c| has(c));
-                        found.results.push(ResultEntry { png: file.clone(), json, csv, run });
+                        let start = run.init.as_ref().map(|init| start_image_path(file, init));
+                        let start = match start {
+                            Some(start) if !has(&start) => {
+                                let message = format!(
+                                    "{rel}: its record has `init` (a start from a photo) but its \
+                                     start image {} is missing; the contact sheet shows a \
+                                     placeholder",
+                                    file_name(&start)
+                                );
+                                eprintln!("warning: {message}");
+                                found.warnings.push(message);
+                                None
+                            }
+                            start => start,
+                        };
+                        found.results.push(ResultEntry {
+                            png: file.clone(),
+                            json,
+                            csv,
+                            start,
+                            run,
+                        });
                     }
                     Err(message) => {
                         eprintln!("warning: {message}");
@@ -197,7 +358,52 @@ pub fn find_results_with(dir: &Path, stop: &dyn Fn() -> bool) -> Result<Discover
             }
         }
     }
+    let claimed: HashSet<&PathBuf> =
+        found.results.iter().filter_map(|r| r.start.as_ref()).collect();
+    for file in orphans {
+        if claimed.contains(file) {
+            continue;
+        }
+        let rel = super::relative(dir, file);
+        if let Some(result) = result_of_start_image(file) {
+            let message = format!(
+                "{rel}: the start image of {}, which is not a result with `init` here; ignored",
+                file_name(&result)
+            );
+            eprintln!("note: {message}");
+            found.notes.push(message);
+            continue;
+        }
+        let message = format!(
+            "{rel} has no {} next to it: skipped (not a result of the experiment?)",
+            file_name(&file.with_extension("json"))
+        );
+        eprintln!("warning: {message}");
+        found.warnings.push(message);
+    }
     Ok(found)
+}
+
+/// Where the start image of the result `png` is: the record's `start_image` when that is a plain
+/// file name (next to the result; a path elsewhere is not followed), else `<stem>.start.png`.
+fn start_image_path(png: &Path, init: &PhotoStart) -> PathBuf {
+    let named = init.start_image.as_deref().filter(|name| {
+        let plain = Path::new(name).file_name().and_then(|n| n.to_str()) == Some(*name);
+        plain && !name.contains(['/', '\\']) && !name.starts_with('.')
+    });
+    match named {
+        Some(name) => png.with_file_name(name),
+        None => png.with_file_name(format!("{}{START_SUFFIX}", file_name(&png.with_extension("")))),
+    }
+}
+
+/// The result (`<stem>.png`) whose start image `file` is by name (`<stem>.start.png`, any case).
+fn result_of_start_image(file: &Path) -> Option<PathBuf> {
+    let name = file_name(file);
+    let cut = name.len().checked_sub(START_SUFFIX.len())?;
+    let (stem, suffix) = (name.get(..cut)?, name.get(cut..)?);
+    (suffix.eq_ignore_ascii_case(START_SUFFIX) && !stem.is_empty())
+        .then(|| file.with_file_name(format!("{stem}.png")))
 }
 
 /// What an interrupted write leaves: `output::write_atomic`'s temporary files (`.tmp-…`), its
@@ -213,8 +419,10 @@ fn file_name(path: &Path) -> String {
     path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
-/// A run's record; a missing `model` is taken from the results token of its directory.
-fn read_record(json: &Path, dir: &Path) -> Result<RunInfo, String> {
+/// A run's record, and a warning for each field it has but that could not be read (an ensemble or
+/// a photo start; the result is compared without it). A missing `model` is an ensemble's members
+/// joined by `+`, or else taken from the results token of its directory.
+fn read_record(json: &Path, dir: &Path) -> Result<(RunInfo, Vec<String>), String> {
     let rel = super::relative(dir, json);
     let skipped = |e: std::io::Error| format!("{rel}: {e}; its PNG is skipped");
     let mut bytes = Vec::new();
@@ -232,6 +440,16 @@ fn read_record(json: &Path, dir: &Path) -> Result<RunInfo, String> {
     let text = python_non_finite_to_null(&text);
     let mut value: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| format!("{rel}: not valid JSON ({e}); its PNG is skipped"))?;
+    let members: Option<Vec<String>> = value
+        .get("ensemble")
+        .and_then(|e| e.as_array())
+        .and_then(|e| e.iter().map(|m| Some(m.get("model")?.as_str()?.to_string())).collect());
+    let unnamed = value.get("model").is_none();
+    if let (true, Some(obj), Some(members)) =
+        (unnamed, value.as_object_mut(), members.filter(|m| !m.is_empty()))
+    {
+        obj.insert("model".into(), members.join("+").into());
+    }
     if value.get("model").is_none() {
         if let (Some(obj), Some(token)) = (
             value.as_object_mut(),
@@ -240,8 +458,19 @@ fn read_record(json: &Path, dir: &Path) -> Result<RunInfo, String> {
             obj.insert("model".into(), model_for_token(token).into());
         }
     }
-    serde_json::from_value(value)
-        .map_err(|e| format!("{rel}: not a run record ({e}); its PNG is skipped"))
+    let run: RunInfo = serde_json::from_value(value.clone())
+        .map_err(|e| format!("{rel}: not a run record ({e}); its PNG is skipped"))?;
+    let unread = unread_fields(&value, &run)
+        .into_iter()
+        .map(|field| {
+            let instead = match field {
+                "ensemble" => "compared as a single model's result",
+                _ => "compared as a run from noise",
+            };
+            format!("{rel}: its `{field}` field cannot be read; {instead}")
+        })
+        .collect();
+    Ok((run, unread))
 }
 
 /// Python's `json` writes non-finite floats as the bare words `NaN`, `Infinity` and `-Infinity`,
@@ -376,6 +605,58 @@ mod tests {
         assert_eq!(run.initial_similarity, None);
         assert_eq!(run.steps_per_second, None);
         assert_eq!((run.steps, run.seed, run.learning_rate), (None, None, Some(0.5)));
+    }
+
+    #[test]
+    fn ensembles_and_photo_starts_are_read_leniently() {
+        let text = r#"{"prompt": "p", "model": "A+B", "mode": "constrained",
+            "ensemble": [{"model": "A", "weight": 1},
+                         {"model": "B", "token": "b", "weight": -2, "final_similarity": "x"}],
+            "init": {"photo": "t.jpg", "epsilon": null, "linf": 0.1, "l2": "far"},
+            "negatives": [{"prompt": "noise", "final_similarity": 0.1}, {"final_similarity": 1}]}"#;
+        let run: RunInfo = serde_json::from_str(text).expect("reads");
+        let members = run.ensemble.expect("an ensemble");
+        assert_eq!((members[0].weight, members[1].weight), (Some(1.0), None));
+        assert_eq!(members[1].final_similarity, None);
+        assert!(members[1].is("B") && members[1].is("b") && !members[1].is("A"));
+        let init = run.init.expect("a photo start");
+        assert_eq!((init.epsilon, init.linf, init.l2), (None, Some(0.1), None));
+        assert_eq!(run.negatives.len(), 1);
+        let with = |field: &str, value: &str| -> RunInfo {
+            let text =
+                format!(r#"{{"prompt": "p", "model": "m", "mode": "x", "{field}": {value}}}"#);
+            serde_json::from_str(&text).expect("reads")
+        };
+        for bad in [r#""A""#, "[]", r#"[{"weight": 1}]"#, r#"[{"model": ""}]"#, "{}", "null"] {
+            assert!(with("ensemble", bad).ensemble.is_none(), "{bad}");
+        }
+        for bad in ["5", "[1]", r#""x""#, "null"] {
+            assert!(with("init", bad).init.is_none(), "{bad}");
+        }
+        assert!(with("negatives", "{}").negatives.is_empty());
+    }
+
+    #[test]
+    fn start_images_by_name() {
+        let result = |name: &str| result_of_start_image(Path::new(name));
+        assert_eq!(result("d/x_a.start.png"), Some(PathBuf::from("d/x_a.png")));
+        assert_eq!(result("d/X.START.PNG"), Some(PathBuf::from("d/X.png")));
+        assert_eq!(result("d/.start.png"), None);
+        assert_eq!(result("d/x.png"), None);
+        let png = Path::new("d/x.png");
+        let named = |name: Option<&str>| {
+            let init =
+                PhotoStart { start_image: name.map(str::to_string), ..PhotoStart::default() };
+            start_image_path(png, &init)
+        };
+        assert_eq!(named(None), Path::new("d/x.start.png"));
+        assert_eq!(named(Some("other.png")), Path::new("d/other.png"));
+        // A name that leads elsewhere is not followed.
+        for elsewhere in
+            ["../../etc/x.png", "/abs.png", "sub/x.png", "a\\b.png", ".hidden.png", ".."]
+        {
+            assert_eq!(named(Some(elsewhere)), Path::new("d/x.start.png"), "{elsewhere}");
+        }
     }
 
     #[test]

@@ -12,7 +12,8 @@ use std::path::PathBuf;
 #[derive(clap::Args, Debug)]
 pub struct CompareArgs {
     /// The experiment's output root (e.g. `results`): every `<stem>.png` with its `<stem>.json`
-    /// below it is scored, with its `<stem>.csv` history plotted.
+    /// below it is scored, with its `<stem>.csv` history plotted (and, for a run that began from a
+    /// photo, its `<stem>.start.png` start image beside it).
     #[arg(value_name = "RESULTS_DIR")]
     pub results_dir: PathBuf,
     /// Weights of a scoring model, e.g. `ViT-B/32=ViT-B-32.pt`; repeat for several. NAME may be any
