@@ -517,3 +517,49 @@ fn bad_objective_flags_are_refused_before_anything_is_written() {
         );
     }
 }
+
+/// `clip compare` on results these objectives made (not hand-made records): the ensemble is a row
+/// of its own with both members marked, the photo edit's start image is its start (no warning)
+/// and its distance is in the report, and a start image that is not the one the run wrote is
+/// told apart.
+#[test]
+fn compare_reads_what_the_objectives_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rn, vit) = (model("tiny-rn.pt"), model("tiny-vit.pt"));
+    let photo = fixture("preprocess/rgb_300x200.png").display().to_string();
+    let base = ["--steps", "3", "--prompt", "a red tomato"];
+    let mut ensemble = vec!["--weights", &rn, "--weights", &vit];
+    ensemble.extend(base);
+    ok(&generate(dir.path(), &ensemble));
+    let mut edit =
+        vec!["--weights", &vit, "--init", &photo, "--epsilon", "2/255", "--name", "edit"];
+    edit.extend(base);
+    ok(&generate(dir.path(), &edit));
+    let compare = |dir: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_clip"))
+            .arg("compare")
+            .arg(dir)
+            .args(["--weights", &format!("tiny-rn={rn}"), "--weights", &format!("tiny-vit={vit}")])
+            .args(["--device", "cpu"])
+            .output()
+            .expect("clip compare");
+        ok(&out);
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = compare(dir.path());
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let report = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    assert!(report.contains("| tiny-rn+tiny-vit · constrained | **"), "{report}");
+    assert!(report.contains("## Photo starts") && report.contains("2/255"), "{report}");
+    let transfer = std::fs::read_to_string(dir.path().join("transfer.csv")).unwrap();
+    let ensemble_rows: Vec<&str> =
+        transfer.lines().filter(|l| l.contains(",tiny-rn+tiny-vit,")).collect();
+    assert_eq!(ensemble_rows.len(), 2);
+    assert!(ensemble_rows.iter().all(|l| l.contains(",true,")), "{transfer}");
+
+    // Another image in the start image's place.
+    let start = dir.path().join("tiny-vit/edit_tiny-vit_a_red_tomato.start.png");
+    std::fs::copy(fixture("preprocess/rgb_224x224.png"), &start).unwrap();
+    let stderr = compare(dir.path());
+    assert!(stderr.contains("is not the one the run wrote"), "{stderr}");
+}

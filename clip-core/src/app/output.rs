@@ -88,6 +88,11 @@ fn seed_file_part(prompt: &str) -> (String, bool) {
         name.replace_range(..1, "_");
         exact = false;
     }
+    // `<stem>.start.png` is the start image of `<stem>`'s result: a prompt whose part ends in
+    // `.start` gets its hash, so its PNG is never another prompt's start image.
+    if name.to_ascii_lowercase().ends_with(".start") {
+        exact = false;
+    }
     (name, exact)
 }
 
@@ -237,6 +242,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
 
 /// The extensions a result's files have (`start.png`: the start image of a run from a photo).
 pub const RESULT_EXTENSIONS: [&str; 4] = ["png", "json", "csv", "start.png"];
+
+/// What a run that starts from a photo (`clip generate --init PHOTO`) saves next to its result:
+/// `<stem>.start.png`, the photo resized and centre-cropped to the canvas.
+pub const START_SUFFIX: &str = ".start.png";
 
 /// A result's lock: `.<stem>.lock` in its directory, held (an advisory `flock`) while a run
 /// writes that result, so that two runs never write the same result at once. The kernel releases
@@ -493,6 +502,8 @@ pub struct InitRecord {
     /// The start image (the photo resized and centre-cropped to the canvas), saved beside the
     /// result.
     pub start_image: String,
+    /// The start image's SHA-256 (as written).
+    pub start_image_sha256: String,
     /// The start image against the prompt (an ensemble: the weighted mean of its models').
     pub start_similarity: f64,
     /// An ensemble: the start image against the prompt under each model, by token.
@@ -638,6 +649,10 @@ mod tests {
         // Lossy mappings carry the prompt's hash: different prompts, different names.
         assert!(part("AC/DC: a \"band\"?").starts_with("AC-DC-_a_-band--~"));
         assert!(part("../etc").starts_with("_.-etc~"));
+        // Never another result's start image (`<stem>.start.png`).
+        assert!(part("a.start").starts_with("a.start~"));
+        assert!(part("a.START").starts_with("a.START~"));
+        assert_eq!(part("a.started"), "a.started");
         for (a, b) in [("a/b", "a-b"), (".", "_"), ("a b", "a_b"), ("a:b", "a?b"), ("x\ny", "x-y")]
         {
             assert_ne!(part(a), part(b), "{a:?} and {b:?}");

@@ -756,7 +756,8 @@ fn save(
             record.init = Some(InitRecord {
                 photo: photo.display().to_string(),
                 photo_sha256: photo_sha256.clone(),
-                start_image: format!("{stem}.start.png"),
+                start_image: format!("{stem}{}", output::START_SUFFIX),
+                start_image_sha256: String::new(),
                 start_similarity: record.initial_similarity,
                 start_similarity_by_model: by_model(&member_initial),
                 epsilon: settings.epsilon,
@@ -771,6 +772,7 @@ fn save(
                 output::to_rgb8(start).context("converting the start image to 8 bits")?;
             let start_png = prepared.dir.join(&init.start_image);
             let bytes = output::png_bytes(&start_rgb, sw, sh, &[], &start_png)?;
+            init.start_image_sha256 = output::sha256_hex(&bytes);
             output::write_atomic(&start_png, &bytes)?;
             let (linf, l2) = output::distances(&rgb, start)?;
             init.linf = linf;
@@ -841,7 +843,8 @@ mod tests {
 
     #[test]
     fn an_ensembles_out_of_memory_names_its_models_and_suggests_fewer_prompts() {
-        let panic = "called `Result::unwrap()` on an `Err` value: Torch(\"CUDA out of memory. Tried \
+        let panic =
+            "called `Result::unwrap()` on an `Err` value: Torch(\"CUDA out of memory. Tried \
                      to allocate 2.00 GiB\\nException raised from malloc at …\")";
         let oom = torch_error::out_of_memory(panic).expect("an out-of-memory error");
         let message = ensemble_out_of_memory(6, &["RN50x64", "ViT-L/14@336px"], &oom);

@@ -654,10 +654,11 @@ fn distance_lines(init: &PhotoStart) -> (Vec<String>, bool) {
     (lines, beyond_budget(init))
 }
 
-/// Whether the saved image is farther from its start than the run's budget allowed (beyond a
-/// rounding error).
+/// Whether the saved image is farther from its start than the run's budget allowed: the float
+/// image stays within ε, and its 8-bit rounding may add up to half a step (0.5/255) when ε is not
+/// a whole number of steps; beyond that (and a float rounding error) it broke the budget.
 fn beyond_budget(init: &PhotoStart) -> bool {
-    matches!((init.linf, init.epsilon), (Some(linf), Some(eps)) if linf > eps + 1e-6)
+    matches!((init.linf, init.epsilon), (Some(linf), Some(eps)) if linf > eps + 0.5 / 255.0 + 1e-6)
 }
 
 /// `path` relative to `dir` when inside it (with `/` separators), else as given.

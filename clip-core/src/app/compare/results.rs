@@ -20,10 +20,7 @@ use std::path::{Path, PathBuf};
 /// `generated_by` of the real photos given with `--real`.
 pub const REAL_PHOTO: &str = "real photo";
 
-/// What a run that starts from a photo (`clip generate --init PHOTO`) saves next to its result:
-/// `<stem>.start.png`, the photo resized and centre-cropped to the canvas. Defined here until
-/// `output.rs` exports it.
-pub const START_SUFFIX: &str = ".start.png";
+pub use crate::app::output::START_SUFFIX;
 
 /// The largest run record read: a record is a few kilobytes (its prompt included); a larger
 /// `.json` is not one, and is not read into memory.
@@ -130,6 +127,10 @@ pub struct PhotoStart {
     /// The start image's file name, next to the result (`<stem>.start.png`).
     #[serde(default, deserialize_with = "lenient_string")]
     pub start_image: Option<String>,
+    /// The start image's SHA-256 as the run wrote it: a start image that does not match is not
+    /// this result's.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub start_image_sha256: Option<String>,
     /// The start image's similarity under the generating model(s), as the run measured it.
     #[serde(default, deserialize_with = "lenient_f64")]
     pub start_similarity: Option<f64>,
@@ -326,7 +327,29 @@ pub fn find_results_with(dir: &Path, stop: &dyn Fn() -> bool) -> Result<Discover
                                 found.warnings.push(message);
                                 None
                             }
-                            start => start,
+                            Some(start) => {
+                                let recorded =
+                                    run.init.as_ref().and_then(|i| i.start_image_sha256.as_deref());
+                                match (recorded, sha256_hex(&start)) {
+                                    (Some(recorded), Ok(actual))
+                                        if !recorded.eq_ignore_ascii_case(&actual) =>
+                                    {
+                                        let message = format!(
+                                            "{rel}: its start image {} is not the one the run \
+                                             wrote (its SHA-256 is {actual}, the record's \
+                                             start_image_sha256 {}); the contact sheet shows a \
+                                             placeholder",
+                                            file_name(&start),
+                                            excerpt(recorded)
+                                        );
+                                        eprintln!("warning: {message}");
+                                        found.warnings.push(message);
+                                        None
+                                    }
+                                    _ => Some(start),
+                                }
+                            }
+                            None => None,
                         };
                         found.results.push(ResultEntry {
                             png: file.clone(),
