@@ -13,6 +13,7 @@
 //! question). A run that began from a photo (`init`) has its start image (`<stem>.start.png`)
 //! scored too, shown beside the edit, with the edit's distance from it.
 
+pub mod findings;
 mod history;
 mod plots;
 mod report;

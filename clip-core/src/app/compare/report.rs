@@ -86,6 +86,19 @@ pub fn markdown(c: &Comparison) -> String {
         scoring.len(),
         scoring.iter().map(|m| format!("`{}`", m.name)).collect::<Vec<_>>().join(", ")
     );
+    let findings = super::findings::findings(c);
+    if !findings.is_empty() {
+        let _ = writeln!(md, "## Findings\n");
+        let _ = writeln!(
+            md,
+            "Computed from the tables below (means over the images that have the score; n as \
+             said).\n"
+        );
+        for f in &findings {
+            let _ = writeln!(md, "- {}", cell(f));
+        }
+        md.push('\n');
+    }
     if !c.warnings.is_empty() {
         let _ = writeln!(md, "## Warnings\n");
         for w in &c.warnings {

@@ -1,0 +1,173 @@
+//! The report's "Findings": sentences computed from the comparison's tables, each with its numbers
+//! — nothing that does not depend on the data.
+//!
+//! What is computed, from the same scores `transfer.csv` holds (each mean is over the images that
+//! have the score; n is said):
+//! - per generating model and mode, the mean similarity under its own model (an ensemble's:
+//!   under each member, weighted as the run weighted them);
+//! - the seed's first claim, per model with both modes: unconstrained images score higher under
+//!   their own model than constrained ones — said to hold or, when the numbers say otherwise, to be
+//!   contradicted;
+//! - the transfer gap per row: the mean under the models it was optimised against minus the mean
+//!   under the held-out scoring models;
+//! - the real photos' mean similarity per model, as the scale the generated images are read on.
+//!
+//! Numbers are printed with 3 decimals (similarities) or as whole percentages; each sentence names
+//! the images it averages.
+
+use super::{Comparison, Scored, REAL_PHOTO};
+
+/// A group of the transfer table: (generating model, mode).
+type Group = (String, String);
+
+/// The mean of some values and how many there were.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Mean {
+    pub value: f64,
+    pub n: usize,
+}
+
+impl Mean {
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Option<Self> {
+        let values: Vec<f64> = values.into_iter().filter(|v| v.is_finite()).collect();
+        (!values.is_empty()).then(|| Self {
+            value: values.iter().sum::<f64>() / values.len() as f64,
+            n: values.len(),
+        })
+    }
+}
+
+fn images<'a>(c: &'a Comparison, group: &'a Group) -> impl Iterator<Item = &'a Scored> {
+    c.images.iter().filter(move |s| s.generated_by == group.0 && s.mode == group.1)
+}
+
+/// The group's mean similarity under the models its images were optimised against (its own
+/// model; an ensemble's members, each image's weighted mean), only where those scored here.
+pub fn own_mean(c: &Comparison, group: &Group) -> Option<Mean> {
+    Mean::of(
+        images(c, group).filter_map(|s| s.own_score().filter(|(_, here)| *here).map(|(v, _)| v)),
+    )
+}
+
+/// The group's mean similarity under the scoring models it was not optimised against.
+pub fn held_out_mean(c: &Comparison, group: &Group) -> Option<(Mean, Vec<String>)> {
+    let held_out: Vec<String> = c
+        .scoring_models()
+        .map(|m| m.name.clone())
+        .filter(|m| !c.optimised_against(group, m))
+        .collect();
+    let values = images(c, group)
+        .flat_map(|s| held_out.iter().filter_map(|m| s.scores.get(m).copied()))
+        .collect::<Vec<_>>();
+    Mean::of(values).map(|m| (m, held_out))
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+fn list(names: &[String]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
+/// The sentences, in order; empty when nothing was generated or scored.
+pub fn findings(c: &Comparison) -> Vec<String> {
+    let mut out = Vec::new();
+    let groups: Vec<Group> =
+        c.groups().into_iter().filter(|g| g.0 != REAL_PHOTO).collect::<Vec<_>>();
+
+    // Own-model similarity, per model and mode.
+    let mut models: Vec<&str> = Vec::new();
+    for g in &groups {
+        if !models.contains(&g.0.as_str()) {
+            models.push(&g.0);
+        }
+    }
+    for model in &models {
+        let parts: Vec<String> = groups
+            .iter()
+            .filter(|g| g.0 == *model)
+            .filter_map(|g| {
+                own_mean(c, g)
+                    .map(|m| format!("{} {:.3} ({})", g.1, m.value, plural(m.n, "image", "images")))
+            })
+            .collect();
+        if parts.is_empty() {
+            continue;
+        }
+        let whose = if groups.iter().any(|g| g.0 == *model && c.is_ensemble(g)) {
+            format!("the ensemble {model}'s images score, under its members (weighted)")
+        } else {
+            format!("{model}'s images score, under {model} itself")
+        };
+        out.push(format!("Mean similarity to their prompts: {whose}, {}.", parts.join("; ")));
+    }
+
+    // The seed's claim: unconstrained above constrained under the own model.
+    for model in &models {
+        let mean = |mode: &str| own_mean(c, &(model.to_string(), mode.to_string()));
+        if let (Some(u), Some(k)) = (mean("unconstrained"), mean("constrained")) {
+            let verdict = if u.value > k.value {
+                "as the seed found: the augmentations and the TV penalty cost similarity"
+            } else {
+                "which contradicts the seed's finding that unconstrained optimisation scores \
+                 higher"
+            };
+            out.push(format!(
+                "Under {model}, its unconstrained images score {:.3} and its constrained ones \
+                 {:.3} (difference {:+.3}), {verdict}.",
+                u.value,
+                k.value,
+                u.value - k.value
+            ));
+        }
+    }
+
+    // The transfer gap.
+    for g in &groups {
+        let (Some(own), Some((held, names))) = (own_mean(c, g), held_out_mean(c, g)) else {
+            continue;
+        };
+        let against = if c.is_ensemble(g) { "its members" } else { "its own model" };
+        // A share of a similarity that is not positive says nothing.
+        let kept = if own.value > 1e-9 && held.value >= 0.0 {
+            format!("; the held-out models give {:.0} % of it", 100.0 * held.value / own.value)
+        } else {
+            String::new()
+        };
+        out.push(format!(
+            "Transfer, {} · {}: {:.3} under {against}, {:.3} under the held-out {} (gap {:+.3}{kept}).",
+            g.0,
+            g.1,
+            own.value,
+            held.value,
+            list(&names),
+            own.value - held.value
+        ));
+    }
+
+    // The real photos, for scale.
+    let real: Vec<&Scored> = c.images.iter().filter(|s| s.generated_by == REAL_PHOTO).collect();
+    if !real.is_empty() {
+        let parts: Vec<String> = c
+            .scoring_models()
+            .filter_map(|m| {
+                Mean::of(real.iter().filter_map(|s| s.scores.get(&m.name).copied()))
+                    .map(|mean| format!("{:.3} under {}", mean.value, m.name))
+            })
+            .collect();
+        if !parts.is_empty() {
+            let (n, verb) = (real.len(), if real.len() == 1 { "scores" } else { "score" });
+            out.push(format!(
+                "For scale, {} {verb} {} on average.",
+                plural(n, "real photo", "real photos"),
+                parts.join(", ")
+            ));
+        }
+    }
+    out
+}
