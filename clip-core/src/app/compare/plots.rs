@@ -161,9 +161,13 @@ pub fn transfer_png(c: &Comparison, path: &Path, _cell: u32) -> Result<Vec<u8>, 
     })
 }
 
+/// The lower end of `robustness.png`'s colour scale, unless a fraction kept is lower.
+const KEPT_SCALE_LOW: f64 = 0.8;
+
 /// `robustness.png`: the mean fraction of its similarity an image keeps after each probe
 /// ([`Comparison::mean_kept`]), one panel per scoring model: rows = generating model · mode (and
-/// the real photos), columns = probe. One colour scale for all panels; each cell says how many
+/// the real photos), columns = probe. One colour scale for all panels (from at most
+/// [`KEPT_SCALE_LOW`] to at least 1); each cell says how many
 /// images it averages and how many were left out (a plain similarity below
 /// [`super::KEPT_MIN_BASELINE`]). Without probes (`--probes none`) it says so.
 pub fn robustness_png(c: &Comparison, path: &Path, _cell: u32) -> Result<Vec<u8>, CompareError> {
@@ -184,8 +188,10 @@ pub fn robustness_png(c: &Comparison, path: &Path, _cell: u32) -> Result<Vec<u8>
     }
     // Fractions of finite similarities, but a non-finite one must never reach the colour scale.
     values.retain(|v| v.is_finite());
-    let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    // The scale spans at least 0.8 to 1 (all kept), so that a spread of a few thousandths
+    // around 1 does not look like a drop.
+    let lo = values.iter().copied().fold(KEPT_SCALE_LOW, f64::min);
+    let hi = values.iter().copied().fold(1.0, f64::max);
     let scale = |v: f64| if hi > lo { (v - lo) / (hi - lo) } else { 0.5 };
     render(path, (width as u32, height as u32), |root| {
         e(root.fill(&WHITE))?;
@@ -220,6 +226,7 @@ pub fn robustness_png(c: &Comparison, path: &Path, _cell: u32) -> Result<Vec<u8>
                     let left_out = cell.map_or(0, |k| k.left_out);
                     let note = match (cell.map_or(0, |k| k.images), left_out) {
                         (0, 0) => String::new(),
+                        (0, l) => format!("{l} left out"),
                         (n, 0) => format!("{n} image(s)"),
                         (n, l) => format!("{n} image(s), {l} left out"),
                     };
