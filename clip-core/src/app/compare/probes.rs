@@ -260,41 +260,90 @@ pub fn blur_kernel_size(sigma: f64) -> i64 {
     2 * (3.0 * sigma).ceil() as i64 + 1
 }
 
+/// How many floats one strip of [`gaussian_blur`]'s convolution may unfold: libtorch's CPU
+/// `conv2d` for this grouped convolution unfolds k² values per pixel (49 for σ = 1), which for a
+/// whole 12-megapixel image is 2.3 GB; in strips of rows it stays near 64 MiB.
+pub const BLUR_STRIP_FLOATS: usize = 16 << 20;
+
 /// `F.gaussian_blur(img, [k, k], [sigma, sigma])` on an RGB PIL image, k = [`blur_kernel_size`],
 /// bit for bit: torchvision 0.26's `_functional_tensor.gaussian_blur` op for op, in libtorch, on
-/// the CPU.
+/// the CPU. The convolution runs on strips of rows ([`BLUR_STRIP_FLOATS`]); each output pixel is
+/// the same dot product of the same inputs as in one pass over the whole image (a unit test
+/// checks strips against the whole).
 pub fn gaussian_blur(img: &RgbImage, sigma: f64) -> Result<RgbImage, ProbeError> {
+    gaussian_blur_in_strips(img, sigma, BLUR_STRIP_FLOATS)
+}
+
+/// torchvision's `_get_gaussian_kernel1d(k, sigma, float32)`, then `_get_gaussian_kernel2d`'s
+/// outer product, expanded to `[3, 1, k, k]` as `gaussian_blur` does.
+fn blur_kernel(k: i64, sigma: f64) -> Result<Tensor, ProbeError> {
+    let half = (k - 1) as f64 * 0.5;
+    let x = Tensor::f_linspace(-half, half, k, (Kind::Float, Device::Cpu))?;
+    let pdf = x.f_div_scalar(sigma)?.f_pow_tensor_scalar(2)?.f_mul_scalar(-0.5)?.f_exp()?;
+    let kernel1d = pdf.f_div(&pdf.f_sum(None::<Kind>)?)?;
+    let kernel = kernel1d.f_unsqueeze(1)?.f_mm(&kernel1d.f_unsqueeze(0)?)?;
+    Ok(kernel.f_expand([3, 1, k, k], false)?)
+}
+
+/// `torch.nn.functional.pad(mode="reflect")`'s source index for index `i` of an axis padded on
+/// both sides (`i` from `-pad` to `size + pad - 1`, `pad < size`).
+fn reflect(i: i64, size: i64) -> usize {
+    let i = if i < 0 { -i } else { i };
+    (if i >= size { 2 * (size - 1) - i } else { i }) as usize
+}
+
+/// [`gaussian_blur`] with strips of at most about `strip_floats` unfolded values (at least one
+/// row).
+fn gaussian_blur_in_strips(
+    img: &RgbImage,
+    sigma: f64,
+    strip_floats: usize,
+) -> Result<RgbImage, ProbeError> {
     let (width, height) = img.dimensions();
     let k = blur_kernel_size(sigma);
     let pad = k / 2;
     if pad >= width as i64 || pad >= height as i64 {
         return Err(ProbeError::TooSmallForBlur { width, height, sigma, pad: pad as u32 });
     }
-    let options = (Kind::Float, Device::Cpu);
-    // `_get_gaussian_kernel1d(k, sigma, float32)`, then `_get_gaussian_kernel2d`'s outer product.
-    let half = (k - 1) as f64 * 0.5;
-    let x = Tensor::f_linspace(-half, half, k, options)?;
-    let pdf = x.f_div_scalar(sigma)?.f_pow_tensor_scalar(2)?.f_mul_scalar(-0.5)?.f_exp()?;
-    let kernel1d = pdf.f_div(&pdf.f_sum(None::<Kind>)?)?;
-    let kernel = kernel1d.f_unsqueeze(1)?.f_mm(&kernel1d.f_unsqueeze(0)?)?;
-    let kernel = kernel.f_expand([3, 1, k, k], false)?;
-    // `pil_to_tensor` (uint8 [3, H, W]), `_cast_squeeze_in` ([1, 3, H, W], float32).
-    let (h, w) = (height as i64, width as i64);
-    let t = Tensor::f_from_slice(img.as_raw())?
-        .f_view([h, w, 3])?
-        .f_permute([2, 0, 1])?
-        .f_unsqueeze(0)?
-        .f_to_kind(Kind::Float)?;
-    let padded = t.f_reflection_pad2d([pad, pad, pad, pad])?;
-    let blurred = padded.f_conv2d(&kernel, None::<Tensor>, [1, 1], [0, 0], [1, 1], 3)?;
-    // `_cast_squeeze_out`: round, then cast to uint8.
-    let out = blurred
-        .f_squeeze_dim(0)?
-        .f_round()?
-        .f_to_kind(Kind::Uint8)?
-        .f_permute([1, 2, 0])?
-        .f_contiguous()?;
-    let raw = Vec::<u8>::try_from(&out.f_view([-1])?)?;
+    let kernel = blur_kernel(k, sigma)?;
+    let (w, h) = (width as i64, height as i64);
+    let (pw, src) = (w + 2 * pad, img.as_raw());
+    let rows_per_strip = (strip_floats / (k * k * w).max(1) as usize).max(1) as i64;
+    let mut raw = vec![0u8; src.len()];
+    let mut top = 0i64;
+    while top < h {
+        let rows = rows_per_strip.min(h - top);
+        let ph = rows + 2 * pad;
+        // `pil_to_tensor` ([3, H, W] uint8) and `reflect` padding of this strip's rows (a copy of
+        // bytes: the same values as padding after the cast), then `_cast_squeeze_in`'s float32.
+        let mut planes = vec![0u8; (3 * ph * pw) as usize];
+        for y in 0..ph {
+            let sy = reflect(top + y - pad, h);
+            for x in 0..pw {
+                let at = (sy * width as usize + reflect(x - pad, w)) * 3;
+                for c in 0..3 {
+                    planes[((c as i64 * ph + y) * pw + x) as usize] = src[at + c];
+                }
+            }
+        }
+        let strip =
+            Tensor::f_from_slice(&planes)?.f_view([1, 3, ph, pw])?.f_to_kind(Kind::Float)?;
+        let blurred = strip.f_conv2d(&kernel, None::<Tensor>, [1, 1], [0, 0], [1, 1], 3)?;
+        // `_cast_squeeze_out`: round (half to even), then cast to uint8.
+        let out = blurred
+            .f_squeeze_dim(0)?
+            .f_round()?
+            .f_to_kind(Kind::Uint8)?
+            .f_permute([1, 2, 0])?
+            .f_contiguous()?;
+        let bytes = Vec::<u8>::try_from(&out.f_view([-1])?)?;
+        let start = (top * w * 3) as usize;
+        match raw.get_mut(start..start + bytes.len()) {
+            Some(dst) if bytes.len() == (rows * w * 3) as usize => dst.copy_from_slice(&bytes),
+            _ => return Err(ProbeError::Torch("a blurred strip has the wrong size".to_string())),
+        }
+        top += rows;
+    }
     RgbImage::from_raw(width, height, raw)
         .ok_or_else(|| ProbeError::Torch("the blurred image has the wrong size".to_string()))
 }
@@ -501,6 +550,27 @@ mod tests {
         assert_ne!(plus, rotate_bilinear(&img, -5.0));
         assert_eq!(rotate_bilinear(&img, 360.0), img);
         assert_eq!(rotate_bilinear(&img, -355.0), plus);
+    }
+
+    #[test]
+    fn blur_in_strips_equals_blur_in_one_pass() {
+        // Sharp, irregular content: many values near a rounding boundary.
+        let img = RgbImage::from_fn(173, 121, |x, y| {
+            let v = (x * 37 + y * 91 + x * y * 13) % 256;
+            let stripe = if (x / 5 + y / 3) % 2 == 0 { 0 } else { 255 };
+            image::Rgb([v as u8, ((v * 7 + y) % 256) as u8, stripe])
+        });
+        for sigma in [0.7, 1.0, 1.5] {
+            let whole = gaussian_blur_in_strips(&img, sigma, usize::MAX).expect("blurs");
+            let k = blur_kernel_size(sigma) as usize;
+            for rows in [1, 2, 7, 50] {
+                let strips = gaussian_blur_in_strips(&img, sigma, rows * k * k * 173);
+                assert!(strips.expect("blurs") == whole, "sigma {sigma}, strips of {rows} row(s)");
+            }
+        }
+        assert_eq!(reflect(-3, 10), 3);
+        assert_eq!(reflect(9, 10), 9);
+        assert_eq!(reflect(12, 10), 6);
     }
 
     #[test]
