@@ -18,8 +18,9 @@
 //!   image with k = 2⌈3·SIGMA⌉ + 1, exactly: the same libtorch ops in the same order
 //!   (`_get_gaussian_kernel1d` in float32: `linspace`, `exp(-0.5 * (x / σ)²)`, divided by its
 //!   sum; the 2-D kernel as `mm` of the two; `pil_to_tensor`, cast to float32, `reflect`
-//!   padding of k // 2, a grouped `conv2d`, `round` (half to even) and the cast back to uint8).
-//!   Reflection needs each side longer than k // 2 (torchvision raises otherwise): a smaller
+//!   padding of k // 2, a grouped `conv2d`, `round` (half to even) and the cast back to uint8),
+//!   the convolution run on strips of rows so that its memory stays bounded (byte for byte the
+//!   same). Reflection needs each side longer than k // 2 (torchvision raises otherwise): a smaller
 //!   image is left without this probe (warned). 0 < SIGMA ≤ 64.
 //! - `down:K` — Pillow's `img.resize((w // K, h // K), BICUBIC).resize((w, h), BICUBIC)`, exactly
 //!   ([`preprocess::resize_bicubic`]): the small side is floored, and a side that would be 0 is 1
