@@ -1,7 +1,8 @@
 //! `clip compare` end to end on results made by the experiment with the tiny random-weight
-//! fixtures: the five files, one CSV row per image × model, pictures of the expected size with real
-//! content, scores equal to `clip score`'s and to the runs' own `final_similarity`, and clear
-//! messages (with the report still written) for stray files, PNGs without JSON and missing models.
+//! fixtures: the seven files, one CSV row per image × model (and per probe in robustness.csv),
+//! pictures of the expected size with real content, scores equal to `clip score`'s and to the
+//! runs' own `final_similarity`, and clear messages (with the report still written) for stray
+//! files, PNGs without JSON, missing models and bad `--probes`.
 
 #[path = "common/hostile_files.rs"]
 mod hostile_files;
@@ -93,7 +94,7 @@ fn csv_rows(path: &Path) -> Vec<Vec<String>> {
 }
 
 #[test]
-fn writes_five_files_with_scores_equal_to_clip_score() {
+fn writes_every_file_with_scores_equal_to_clip_score() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     make_results(dir.path());
     let photo = fixture("images/wide300x200.png");
@@ -207,6 +208,7 @@ fn writes_five_files_with_scores_equal_to_clip_score() {
     let again = clip(&args, &[]);
     assert!(again.status.success(), "{}", text(&again.stderr));
     assert!(!text(&again.stderr).contains("transfer"), "{}", text(&again.stderr));
+    assert!(!text(&again.stderr).contains("robustness"), "{}", text(&again.stderr));
     assert_eq!(csv_rows(&dir.path().join("transfer.csv")).len(), 18);
 }
 
@@ -837,8 +839,15 @@ fn ctrl_c_stops_compare_with_status_130_and_writes_nothing() {
     assert!(left.is_empty(), "{left:?}");
 }
 
-const OUTPUTS: [&str; 5] =
-    ["transfer.csv", "transfer.png", "contact_sheet.png", "curves.png", "report.md"];
+const OUTPUTS: [&str; 7] = [
+    "transfer.csv",
+    "transfer.png",
+    "contact_sheet.png",
+    "curves.png",
+    "robustness.csv",
+    "robustness.png",
+    "report.md",
+];
 
 // ---------------------------------------------------------------------------------------------
 // Ensembles and photo starts, made by hand as `clip generate` records them.
@@ -1152,4 +1161,192 @@ fn photo_starts_show_their_start_image_and_distance() {
     assert_eq!(w_row[4], "3.0/255 (beyond ε)", "{w_row:?}");
     assert!(!section(&report, "## Photo starts").contains("plain.png"), "{report}");
     assert!(report.contains("y.start.png is missing"), "{report}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Robustness probes.
+
+/// `robustness.csv`'s header.
+const ROBUSTNESS_HEADER: &str = "image,prompt,generated_by,mode,scored_by,probe,similarity";
+
+/// The default probes, in their order.
+const DEFAULT_PROBES: [&str; 5] = ["jpeg:75", "blur:1", "down:2", "rotate:5", "noise:0.03"];
+
+/// robustness.csv's rows as (image, prompt, generated_by, mode, scored_by, probe, similarity); no
+/// field here holds a comma.
+fn robustness_rows(path: &Path) -> Vec<Vec<String>> {
+    let csv = std::fs::read_to_string(path).expect("robustness.csv");
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some(ROBUSTNESS_HEADER));
+    let rows: Vec<Vec<String>> =
+        lines.map(|l| l.split(',').map(str::to_string).collect()).collect();
+    assert!(rows.iter().all(|r| r.len() == 7), "{rows:?}");
+    rows
+}
+
+/// `image` written as a PNG into `dir` under `name`.
+fn save_png(dir: &Path, name: &str, image: &image::RgbImage) -> PathBuf {
+    let path = dir.join(name);
+    image.save(&path).expect("PNG written");
+    path
+}
+
+/// Short runs of each mode with both tiny models and a real photo, under the default probes:
+/// robustness.csv has a row for every image × model × probe, each equal to `clip score` on the
+/// perturbed image (made with the library's probes), and the report's "Robustness" tables are
+/// the mean fractions kept computed from the two CSVs.
+#[test]
+fn robustness_probes_score_every_image_under_every_model() {
+    use clip_core::app::compare as c;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let d = dir.path();
+    make_results(d);
+    let photo = fixture("images/wide300x200.png");
+    let prompt = "A cute golden retriever";
+    let real = format!("{}={prompt}", photo.display());
+    let rn = weights_flag("tiny-rn", "tiny-rn.pt");
+    let vit = weights_flag("tiny-vit", "tiny-vit.pt");
+    let dir_arg = d.to_str().expect("UTF-8");
+    let args = ["compare", dir_arg, "--weights", &rn, "--weights", &vit, "--real", &real];
+    let output = clip_within(&[&args[..], &["--device", "cpu"]].concat(), DEADLINE);
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    assert!(stderr.contains("each also after 5 probe(s)"), "{stderr}");
+
+    // Every image × model × probe, in transfer.csv's order, then the probes'.
+    let transfer = csv_rows(&d.join("transfer.csv"));
+    assert_eq!(transfer.len(), 9 * 2);
+    let rows = robustness_rows(&d.join("robustness.csv"));
+    assert_eq!(rows.len(), 9 * 2 * DEFAULT_PROBES.len(), "{rows:?}");
+    for (t, chunk) in transfer.iter().zip(rows.chunks(DEFAULT_PROBES.len())) {
+        for (r, probe) in chunk.iter().zip(DEFAULT_PROBES) {
+            assert_eq!(r[..5], t[..5], "{r:?} vs {t:?}");
+            assert_eq!(r[5], probe, "{r:?}");
+            let sim: f64 = r[6].parse().expect("a number");
+            assert!(sim.is_finite() && sim.abs() <= 1.0, "{r:?}");
+        }
+    }
+    let real_rows = rows.iter().filter(|r| r[2] == "real photo" && r[3] == "real").count();
+    assert_eq!(real_rows, 2 * DEFAULT_PROBES.len());
+
+    // Each probe's score is `clip score` of the perturbed photo (rotate: the mean of ±5°).
+    let img = clip_core::clip::preprocess::load_rgb(&photo).expect("readable");
+    let views = tempfile::tempdir().expect("a temporary directory");
+    let perturbed: [(&str, Vec<image::RgbImage>); 5] = [
+        ("jpeg:75", vec![c::jpeg_round_trip(&img, 75).expect("encodes")]),
+        ("blur:1", vec![c::gaussian_blur(&img, 1.0).expect("blurs")]),
+        ("down:2", vec![c::down_up(&img, 2)]),
+        ("rotate:5", vec![c::rotate_bilinear(&img, 5.0), c::rotate_bilinear(&img, -5.0)]),
+        ("noise:0.03", vec![c::add_noise(&img, 0.03, c::noise_seed(&img))]),
+    ];
+    for (probe, images) in &perturbed {
+        for (model, weights) in [("tiny-rn", "tiny-rn.pt"), ("tiny-vit", "tiny-vit.pt")] {
+            let scores: Vec<f64> = images
+                .iter()
+                .enumerate()
+                .map(|(k, im)| {
+                    let name = format!("{}-{k}.png", probe.replace(':', "_"));
+                    clip_score(weights, &save_png(views.path(), &name, im), prompt)
+                })
+                .collect();
+            let expected = scores.iter().sum::<f64>() / scores.len() as f64;
+            let row = rows
+                .iter()
+                .find(|r| r[2] == "real photo" && r[4] == model && r[5] == *probe)
+                .unwrap_or_else(|| panic!("no row for {probe} under {model}"));
+            let ours: f64 = row[6].parse().expect("a number");
+            assert!((ours - expected).abs() < 1e-5, "{probe} {model}: {ours} vs {expected}");
+        }
+    }
+
+    // The report's tables: the mean fraction kept per row and probe, from the CSVs.
+    let report = report(d);
+    let robustness = section(&report, "## Robustness");
+    assert!(robustness.contains("![Robustness](robustness.png)"), "{robustness}");
+    let plain = |image: &str, model: &str| -> f64 {
+        let t = transfer.iter().find(|t| t[0] == image && t[4] == model).expect("a transfer row");
+        t[5].parse().expect("a number")
+    };
+    for model in ["tiny-rn", "tiny-vit"] {
+        let at = robustness.find(&format!("Scored by {model}:")).expect("a table per model");
+        let table = &robustness[at..];
+        for (generated_by, mode, label) in [
+            ("tiny-rn", "constrained", "| tiny-rn · constrained |"),
+            ("tiny-vit", "unconstrained", "| tiny-vit · unconstrained |"),
+            ("real photo", "real", "| real photo |"),
+        ] {
+            let cells = table_row(table, label);
+            assert_eq!(cells.len(), 1 + DEFAULT_PROBES.len(), "{cells:?}");
+            for (cell, probe) in cells[1..].iter().zip(DEFAULT_PROBES) {
+                let (mut kept, mut left_out) = (Vec::new(), 0);
+                for r in rows.iter().filter(|r| r[2] == generated_by && r[3] == mode) {
+                    if r[4] == model && r[5] == probe {
+                        let base = plain(&r[0], model);
+                        if base >= c::KEPT_MIN_BASELINE {
+                            kept.push(r[6].parse::<f64>().expect("a number") / base);
+                        } else {
+                            left_out += 1;
+                        }
+                    }
+                }
+                let mean = match kept.len() {
+                    0 => "–".to_string(),
+                    n => format!("{:.3}", kept.iter().sum::<f64>() / n as f64),
+                };
+                let expected = match left_out {
+                    0 => mean,
+                    l => format!("{mean} ({l} of {} left out)", l + kept.len()),
+                };
+                assert_eq!(*cell, expected, "{model} {label} {probe}");
+            }
+        }
+    }
+    let (w, h, colours) = png_stats(&d.join("robustness.png"));
+    // Two panels of five rows (four groups and the real photos), five probe columns.
+    assert!((800..2000).contains(&w) && (700..2000).contains(&h), "robustness {w}x{h}");
+    assert!(colours > 20, "robustness.png has {colours} colours");
+}
+
+/// `--probes none` scores no probe (robustness.csv is its header, the report says so); a bad
+/// `--probes` is a usage error naming the probe, before anything is read or written.
+#[test]
+fn probes_can_be_turned_off_and_bad_ones_are_refused() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let d = dir.path();
+    hand_result(d, "fine", &square64(), &record("a dog", "tiny-rn"), None);
+    let output = compare_tiny(d, &["--probes", "none"]);
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("probe(s)") && !stderr.contains("warning"), "{stderr}");
+    let csv = std::fs::read_to_string(d.join("robustness.csv")).expect("robustness.csv");
+    assert_eq!(csv, format!("{ROBUSTNESS_HEADER}\n"));
+    assert!(report(d).contains("No probes were applied (`--probes none`)."));
+    assert!(png_stats(&d.join("robustness.png")).2 > 2);
+
+    // Chosen probes, in the order given.
+    let output = compare_tiny(d, &["--probes", "rotate:90,blur:1.5"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let probes: Vec<String> =
+        robustness_rows(&d.join("robustness.csv")).into_iter().map(|r| r[5].clone()).collect();
+    assert_eq!(probes, ["rotate:90", "blur:1.5"]);
+
+    let cases = [
+        ("sharpen:2", "unknown probe \"sharpen:2\""),
+        ("jpeg:75,blur:x", "probe \"blur:x\": SIGMA must be a number > 0"),
+        ("down:1", "probe \"down:1\": K must be an integer factor ≥ 2"),
+        ("jpeg:75,jpeg:75", "probe jpeg:75 is given twice"),
+        ("none,blur:1", "`none` turns the probes off"),
+    ];
+    for (bad, needle) in cases {
+        let fresh = tempfile::tempdir().expect("a temporary directory");
+        hand_result(fresh.path(), "fine", &square64(), &record("a dog", "tiny-rn"), None);
+        let output = compare_tiny(fresh.path(), &["--probes", bad]);
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{bad}: {stderr}");
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 1, "{bad}: {stderr}");
+        assert!(errors[0].contains("--probes") && errors[0].contains(needle), "{bad}: {stderr}");
+        assert!(!fresh.path().join("transfer.csv").exists() && output.stdout.is_empty());
+    }
 }

@@ -312,6 +312,20 @@ pub fn resize_shorter_side(img: &RgbImage, n: u32) -> RgbImage {
     RgbImage::from_raw(w, h, raw).unwrap_or_else(|| RgbImage::new(w, h))
 }
 
+/// Pillow's `img.resize((width, height), Image.BICUBIC)` on an RGB image, bit for bit: the same
+/// resampler as [`resize_shorter_side`] to a size given outright (each pass skipped when its side
+/// is unchanged, so the image's own size returns it as is). An empty size or image gives an empty
+/// or black image (Pillow refuses a size of 0).
+pub fn resize_bicubic(img: &RgbImage, width: u32, height: u32) -> RgbImage {
+    if width == 0 || height == 0 || img.width() == 0 || img.height() == 0 {
+        return RgbImage::new(width, height);
+    }
+    let all = |size: u32| Span { start: 0, len: size as u64 };
+    let out = (width as u64, height as u64);
+    let raw = resample_bicubic(img.as_raw(), 3, img.dimensions(), out, all(width), all(height));
+    RgbImage::from_raw(width, height, raw).unwrap_or_else(|| RgbImage::new(width, height))
+}
+
 /// `CenterCrop(n)(Resize(n, interpolation=BICUBIC)(img))` on an RGB PIL image, bit for bit, making
 /// only the resized pixels the crop keeps.
 pub fn resize_and_crop(img: &RgbImage, n: u32) -> RgbImage {

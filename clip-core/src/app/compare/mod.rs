@@ -12,18 +12,31 @@
 //! scoring models that are its members are marked, the others are held out (the transfer
 //! question). A run that began from a photo (`init`) has its start image (`<stem>.start.png`)
 //! scored too, shown beside the edit, with the edit's distance from it.
+//!
+//! Robustness (`probes.rs`, `robustness.rs`): each image (results and real photos, not the start
+//! images) is also scored after each perturbation of [`CompareOptions::probes`] (JPEG, blur,
+//! down/up-scaling, rotation, noise), in the same batched pass as its plain score, under every
+//! model; `robustness.csv` and `robustness.png` give the similarities and the fraction of the
+//! plain similarity each probe keeps.
 
 pub mod findings;
 mod history;
 mod plots;
+mod probes;
 mod report;
 mod results;
+mod robustness;
 
 pub use history::{Cut, History};
+pub use probes::{
+    add_noise, blur_kernel_size, down_up, gaussian_blur, jpeg_round_trip, noise_seed,
+    rotate_bilinear, Probe, ProbeError, ProbeList, ProbeParseError, DEFAULT_PROBES, MAX_BLUR_SIGMA,
+};
 pub use results::{
     find_results, find_results_with, Discovery, EnsembleMember, NegativePrompt, PhotoStart,
     RealPhoto, ResultEntry, RunInfo, REAL_PHOTO, START_SUFFIX,
 };
+pub use robustness::{robustness_csv, Kept, KEPT_MIN_BASELINE, ROBUSTNESS_CSV_HEADER};
 
 use crate::app::interrupt::Interrupted;
 use crate::app::output::{self, OutputError};
@@ -37,8 +50,15 @@ use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
 /// The files `clip compare` writes into the results directory (and skips when it reads it).
-pub const OUTPUT_FILES: [&str; 5] =
-    ["transfer.csv", "transfer.png", "contact_sheet.png", "curves.png", "report.md"];
+pub const OUTPUT_FILES: [&str; 7] = [
+    "transfer.csv",
+    "transfer.png",
+    "contact_sheet.png",
+    "curves.png",
+    "robustness.csv",
+    "robustness.png",
+    "report.md",
+];
 
 /// The seed's models, scored when neither `--models` nor `--weights` names any.
 pub const DEFAULT_MODELS: [&str; 3] = crate::clip::released::SEED_MODELS;
@@ -87,14 +107,17 @@ pub struct CompareOptions {
     pub batch_size: usize,
     /// Side of an image in the contact sheet, in pixels.
     pub cell_size: u32,
-    /// Asked between files, batches and pictures whether to give up
+    /// The robustness probes, in column order (empty: none; `robustness.csv` is then only its
+    /// header). Default: [`DEFAULT_PROBES`].
+    pub probes: Vec<Probe>,
+    /// Asked between files, images, batches and pictures whether to give up
     /// ([`CompareError::Interrupted`]); the binary passes `interrupt::requested` (Ctrl-C).
     pub stop: fn() -> bool,
 }
 
 impl Default for CompareOptions {
-    /// The results in `results`, the seed's models, batches of 16, cells of 160 pixels, on the
-    /// CPU, never stopping.
+    /// The results in `results`, the seed's models, batches of 16, cells of 160 pixels, the
+    /// default probes, on the CPU, never stopping.
     fn default() -> Self {
         Self {
             results_dir: PathBuf::from("results"),
@@ -104,6 +127,7 @@ impl Default for CompareOptions {
             device: Device::Cpu,
             batch_size: 16,
             cell_size: 160,
+            probes: ProbeList::default().0,
             stop: || false,
         }
     }
@@ -140,6 +164,10 @@ pub struct Scored {
     pub start: Option<PathBuf>,
     /// The start image's similarity to the prompt per scoring model, as `scores`.
     pub start_scores: BTreeMap<String, f64>,
+    /// The similarity after each probe, by (scoring model, probe as named, e.g. `blur:1`): only
+    /// finite values, only probes that could be applied (`rotate`: the mean of its two). See
+    /// [`Scored::kept`] for the fraction of `scores` it keeps.
+    pub probes: BTreeMap<(String, String), f64>,
 }
 
 impl Scored {
@@ -205,6 +233,8 @@ pub struct Comparison {
     pub results_dir: PathBuf,
     pub models: Vec<ScoringModel>,
     pub images: Vec<Scored>,
+    /// The probes each image was scored after (`robustness.csv`'s probes, in column order).
+    pub probes: Vec<Probe>,
     /// Everything the user should know about: skipped files, models left out.
     pub warnings: Vec<String>,
     /// Files ignored without harm (shown in the report, not as warnings).
@@ -295,7 +325,8 @@ fn warn(warnings: &mut Vec<String>, message: String) {
     warnings.push(message);
 }
 
-/// Finds the results, scores them under every model, and writes the five output files. Warnings
+/// Finds the results, scores them under every model (as they are and after each probe), and
+/// writes the seven output files. Warnings
 /// (skipped files, unavailable models, unreadable images) are printed, kept in the report, and do
 /// not stop it; it fails only when nothing at all could be scored, an output cannot be written,
 /// or `options.stop` asks it to (then nothing is written).
@@ -321,6 +352,7 @@ pub fn run(options: &CompareOptions) -> Result<Comparison, CompareError> {
             scores: BTreeMap::new(),
             start: r.start,
             start_scores: BTreeMap::new(),
+            probes: BTreeMap::new(),
         })
         .collect();
     for photo in &options.real {
@@ -336,6 +368,7 @@ pub fn run(options: &CompareOptions) -> Result<Comparison, CompareError> {
                 scores: BTreeMap::new(),
                 start: None,
                 start_scores: BTreeMap::new(),
+                probes: BTreeMap::new(),
             });
         } else {
             warn(&mut warnings, format!("--real {}: no such file; left out", photo.path.display()));
@@ -385,7 +418,15 @@ pub fn run(options: &CompareOptions) -> Result<Comparison, CompareError> {
                 0 => String::new(),
                 n => format!(" and {n} start image(s)"),
             };
-            eprintln!("scoring {} image(s){starts} with {name} ({})", images.len(), path.display());
+            let probes = match options.probes.len() {
+                0 => String::new(),
+                n => format!(", each also after {n} probe(s),"),
+            };
+            eprintln!(
+                "scoring {} image(s){starts}{probes} with {name} ({})",
+                images.len(),
+                path.display()
+            );
             let with = ScoringInput { options, tokens: &tokens, prompts: &prompts, name };
             score_with(&path, &with, &mut images, &mut warnings, &mut unreadable)
         });
@@ -423,6 +464,7 @@ pub fn run(options: &CompareOptions) -> Result<Comparison, CompareError> {
         results_dir: dir.clone(),
         models,
         images,
+        probes: options.probes.clone(),
         warnings,
         notes,
         written: Vec::new(),
@@ -439,9 +481,36 @@ struct ScoringInput<'a> {
     name: &'a str,
 }
 
-/// Loads one model and scores every image with it, `batch_size` images at a time: only one batch
-/// is preprocessed and held at once. An image that cannot be read (or scores NaN) is warned about
-/// once and left without this model's score. `Err`: the model cannot score at all (or `stop`).
+/// What one row of a forward pass scores.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    /// Image `.0` as it is (`.1`: its start image instead).
+    Plain(usize, bool),
+    /// A view of probe `probe` (an index into [`CompareOptions::probes`]) on image `image`.
+    Probe { image: usize, probe: usize },
+}
+
+/// The preprocessed images waiting for a forward pass, with what each one scores.
+#[derive(Default)]
+struct Pending {
+    targets: Vec<Target>,
+    pixels: Vec<Tensor>,
+}
+
+impl Pending {
+    fn push(&mut self, target: Target, pixels: Tensor) {
+        self.targets.push(target);
+        self.pixels.push(pixels);
+    }
+}
+
+/// Loads one model and scores every image with it — as it is and after each probe — in forward
+/// passes of at most `batch_size` images: each image is read, perturbed and preprocessed in turn
+/// and queued, and a pass runs whenever `batch_size` are queued, so only about one batch (plus
+/// one image's probe views) is held at a time. An image that cannot be read (or scores NaN) is
+/// warned about once and left without this model's score; a probe that cannot be applied to an
+/// image is warned about once and left out for that image. `Err`: the model cannot score at all
+/// (or `stop`).
 fn score_with(
     weights: &Path,
     input: &ScoringInput,
@@ -469,72 +538,171 @@ fn score_with(
             _ => images[i].image.clone(),
         }
     };
-    for chunk in all.chunks(options.batch_size.max(1)) {
+    let batch_size = options.batch_size.max(1);
+    let scorer = Scorer { model, text: &text, row_of: &row_of, device, name };
+    let mut pending = Pending::default();
+    // The similarities of each (image, probe)'s views, averaged once all are in.
+    let mut views: BTreeMap<(usize, usize), Vec<f64>> = BTreeMap::new();
+    for job in all {
         if stop() {
             return Err("interrupted".to_string());
         }
-        let mut readable = Vec::with_capacity(chunk.len());
-        let mut pixels = Vec::with_capacity(chunk.len());
-        for &job in chunk {
-            match preprocess::preprocess_path(&path_of(images, job), resolution) {
-                Ok(p) => {
-                    readable.push(job);
-                    pixels.push(p);
-                }
-                Err(e) if job.1 => {
-                    let message = format!(
+        let path = path_of(images, job);
+        match preprocess::preprocess_path(&path, resolution) {
+            Ok(p) => pending.push(Target::Plain(job.0, job.1), p),
+            Err(e) => {
+                let message = if job.1 {
+                    format!(
                         "{e}; the start image of {} is not scored, and shown as a placeholder",
                         images[job.0].image.file_name().unwrap_or_default().to_string_lossy()
-                    );
-                    if unreadable.insert(message.clone()) {
-                        warn(warnings, message);
-                    }
+                    )
+                } else {
+                    format!("{e}; not scored")
+                };
+                if unreadable.insert(message.clone()) {
+                    warn(warnings, message);
                 }
-                Err(e) => {
-                    let message = format!("{e}; not scored");
-                    if unreadable.insert(message.clone()) {
-                        warn(warnings, message);
-                    }
-                }
+                continue;
             }
         }
-        if pixels.is_empty() {
+        if !job.1 && !options.probes.is_empty() {
+            let mut noted = |message: String| {
+                if unreadable.insert(message.clone()) {
+                    warn(warnings, message);
+                }
+            };
+            match preprocess::load_rgb(&path) {
+                Ok(img) => {
+                    for (k, probe) in options.probes.iter().enumerate() {
+                        if stop() {
+                            return Err("interrupted".to_string());
+                        }
+                        for view in 0..probe.views() {
+                            match probe.apply(&img, view) {
+                                Ok(perturbed) => {
+                                    let p = preprocess::preprocess_image(&perturbed, resolution);
+                                    pending.push(Target::Probe { image: job.0, probe: k }, p);
+                                }
+                                Err(e) => {
+                                    noted(format!(
+                                        "{}: probe {probe} not applied: {e}; left out of \
+                                         robustness.csv for this image",
+                                        path.display()
+                                    ));
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(e) => noted(format!("{e}; the probes are not applied to it")),
+            }
+        }
+        while pending.targets.len() >= batch_size {
+            let rest = Pending {
+                targets: pending.targets.split_off(batch_size),
+                pixels: pending.pixels.split_off(batch_size),
+            };
+            let batch = std::mem::replace(&mut pending, rest);
+            scorer.score(batch, images, &mut views, warnings)?;
+        }
+    }
+    if !pending.targets.is_empty() {
+        scorer.score(pending, images, &mut views, warnings)?;
+    }
+    for ((i, k), sims) in views {
+        let probe = options.probes[k];
+        if sims.len() != probe.views() {
             continue;
         }
-        let batch = Tensor::stack(&pixels, 0).to_device(device);
-        drop(pixels);
-        let prompt_rows: Vec<i64> = readable
-            .iter()
-            .map(|&(i, _)| row_of.get(images[i].prompt.as_str()).copied().unwrap_or(0))
-            .collect();
-        let sims = tch::no_grad(|| {
-            let features = model.encode_image(&batch);
-            let texts = text.index_select(0, &Tensor::from_slice(&prompt_rows).to_device(device));
-            cosine_similarity(&features, &texts).to_kind(Kind::Double).to_device(Device::Cpu)
-        });
-        let sims = Vec::<f64>::try_from(&sims).map_err(|e| format!("reading scores back: {e}"))?;
-        for (&(i, start), sim) in readable.iter().zip(sims) {
-            let scores = if start { &mut images[i].start_scores } else { &mut images[i].scores };
-            if sim.is_finite() {
-                scores.insert(name.to_string(), sim);
-            } else {
-                // fp16 overflow or broken weights: a NaN must not reach a mean or a picture.
-                warn(
-                    warnings,
-                    format!(
-                        "{} scored {sim} under {name} (not a finite number); left out of {name}'s column",
-                        path_of(images, (i, start)).display()
-                    ),
-                );
-            }
+        let mean = sims.iter().sum::<f64>() / sims.len() as f64;
+        if mean.is_finite() {
+            images[i].probes.insert((name.to_string(), probe.to_string()), mean);
+        } else {
+            warn(
+                warnings,
+                format!(
+                    "{} scored {mean} under {name} after probe {probe} (not a finite number); \
+                     left out of robustness.csv",
+                    images[i].image.display()
+                ),
+            );
         }
     }
     Ok(())
 }
 
-/// `transfer.csv`, the three pictures and `report.md`. All five are made in memory first (asking
-/// `stop` between them), then each is written atomically: an interrupted run writes nothing, and
-/// a failed drawing leaves the earlier report whole.
+/// One loaded model's forward passes.
+struct Scorer<'a> {
+    model: &'a crate::clip::model::Clip,
+    /// The prompts' text features.
+    text: &'a Tensor,
+    row_of: &'a HashMap<&'a str, i64>,
+    device: Device,
+    name: &'a str,
+}
+
+impl Scorer<'_> {
+    /// One forward pass over `batch`: plain similarities go to the images' `scores` (or
+    /// `start_scores`), probe views' into `views`.
+    fn score(
+        &self,
+        batch: Pending,
+        images: &mut [Scored],
+        views: &mut BTreeMap<(usize, usize), Vec<f64>>,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), String> {
+        let Pending { targets, pixels } = batch;
+        let (device, name) = (self.device, self.name);
+        let pixels = Tensor::stack(&pixels, 0).to_device(device);
+        let prompt_rows: Vec<i64> = targets
+            .iter()
+            .map(|t| match *t {
+                Target::Plain(i, _) | Target::Probe { image: i, .. } => i,
+            })
+            .map(|i| self.row_of.get(images[i].prompt.as_str()).copied().unwrap_or(0))
+            .collect();
+        let sims = tch::no_grad(|| {
+            let features = self.model.encode_image(&pixels);
+            let rows = Tensor::from_slice(&prompt_rows).to_device(device);
+            let texts = self.text.index_select(0, &rows);
+            cosine_similarity(&features, &texts).to_kind(Kind::Double).to_device(Device::Cpu)
+        });
+        let sims = Vec::<f64>::try_from(&sims).map_err(|e| format!("reading scores back: {e}"))?;
+        for (target, sim) in targets.into_iter().zip(sims) {
+            let (i, start) = match target {
+                Target::Probe { image, probe } => {
+                    // Non-finite values are caught once the views are averaged.
+                    views.entry((image, probe)).or_default().push(sim);
+                    continue;
+                }
+                Target::Plain(i, start) => (i, start),
+            };
+            let scores = if start { &mut images[i].start_scores } else { &mut images[i].scores };
+            if sim.is_finite() {
+                scores.insert(name.to_string(), sim);
+            } else {
+                // fp16 overflow or broken weights: a NaN must not reach a mean or a picture.
+                let path = match (start, &images[i].start) {
+                    (true, Some(path)) => path.clone(),
+                    _ => images[i].image.clone(),
+                };
+                warn(
+                    warnings,
+                    format!(
+                        "{} scored {sim} under {name} (not a finite number); left out of {name}'s column",
+                        path.display()
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `transfer.csv`, `robustness.csv`, the four pictures and `report.md`. All seven are made in
+/// memory first (asking `stop` between them), then each is written atomically: an interrupted run
+/// writes nothing, and a failed drawing leaves the earlier report whole.
 fn write_outputs(
     comparison: &mut Comparison,
     cell_size: u32,
@@ -543,12 +711,14 @@ fn write_outputs(
     let dir = comparison.results_dir.clone();
     let mut outputs: Vec<(PathBuf, Vec<u8>)> = Vec::new();
     outputs.push((dir.join("transfer.csv"), transfer_csv(comparison).into_bytes()));
+    outputs.push((dir.join("robustness.csv"), robustness_csv(comparison).into_bytes()));
     plots::install_font()?;
     type Draw = fn(&Comparison, &Path, u32) -> Result<Vec<u8>, CompareError>;
-    let pictures: [(&str, Draw); 3] = [
+    let pictures: [(&str, Draw); 4] = [
         ("transfer.png", plots::transfer_png),
         ("contact_sheet.png", plots::contact_sheet_png),
         ("curves.png", plots::curves_png),
+        ("robustness.png", plots::robustness_png),
     ];
     for (name, draw) in pictures {
         if stop() {

@@ -1,8 +1,9 @@
 //! `clip compare`: scores every result under a results directory (and real photos) with every
-//! CLIP model, and writes `transfer.csv`, `transfer.png`, `contact_sheet.png`, `curves.png` and
+//! CLIP model — as they are and after each robustness probe — and writes `transfer.csv`,
+//! `transfer.png`, `contact_sheet.png`, `curves.png`, `robustness.csv`, `robustness.png` and
 //! `report.md` there. The logic is `clip_core::app::compare`.
 
-use clip_core::app::compare::{self, CompareError, CompareOptions, RealPhoto};
+use clip_core::app::compare::{self, CompareError, CompareOptions, ProbeList, RealPhoto};
 use clip_core::app::device::DeviceChoice;
 use clip_core::app::interrupt;
 use clip_core::clip::excerpt::excerpt;
@@ -37,6 +38,18 @@ pub struct CompareArgs {
     /// Side of each image in contact_sheet.png, in pixels.
     #[arg(long, value_name = "PX", default_value_t = 160, value_parser = clap::value_parser!(u32).range(64..=1024))]
     pub cell_size: u32,
+    /// Robustness probes, comma-separated: each image is scored again after each one, under every
+    /// model (robustness.csv, robustness.png). jpeg:Q (quality 1-100), blur:SIGMA (torchvision's
+    /// gaussian_blur, kernel 2*ceil(3*SIGMA)+1), down:K (Pillow bicubic down by K and back up),
+    /// rotate:DEG (mean of +DEG and -DEG, bilinear, black corners), noise:SD (Gaussian, in [0, 1]
+    /// units, fixed seed per image); `none` for no probes.
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = compare::DEFAULT_PROBES,
+        value_parser = Shown(|s: &str| s.parse::<ProbeList>().map_err(|e| e.to_string()))
+    )]
+    pub probes: ProbeList,
 }
 
 /// A flag's parser whose error shows the value cut to an excerpt: clap's own message for a bad
@@ -121,6 +134,7 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
         device: args.device.resolve()?,
         batch_size: args.batch_size as usize,
         cell_size: args.cell_size,
+        probes: args.probes.0.clone(),
         stop: interrupt::requested,
     };
     // Ctrl-C stops between batches and between pictures; nothing is written then (status 130).
