@@ -1,8 +1,10 @@
 //! The applications built on the library: one generation run (`run`) driven by the experiment
 //! binaries (`experiment`) and `clip generate` (`generate`), with its outputs (`output`) and
 //! progress (`progress`); the `clip` tool's shared flags (`cli`, `device`); Ctrl-C and libtorch
-//! errors (`interrupt`); the cross-model report (`compare`) and the step's benchmark (`bench`).
+//! errors (`interrupt`); the cross-model report (`compare`), the step's benchmark (`bench`) and
+//! zero-shot classification (`classify`).
 pub mod bench;
+pub mod classify;
 pub mod cli;
 pub mod compare;
 pub mod device;

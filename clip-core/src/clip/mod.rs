@@ -1,6 +1,6 @@
 //! CLIP itself, as OpenAI's `clip` package: the models (`model`), checkpoints and their strict
 //! loading (`weights`), the released models' table (`released`), the BPE tokenizer (`tokenizer`)
-//! and image preprocessing (`preprocess`).
+//! and image preprocessing (`preprocess`); zero-shot classification (`zeroshot`).
 pub mod excerpt;
 pub mod model;
 pub mod preprocess;
@@ -8,3 +8,4 @@ pub mod released;
 pub mod tokenizer;
 pub mod torch_error;
 pub mod weights;
+pub mod zeroshot;

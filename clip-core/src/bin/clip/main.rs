@@ -1,7 +1,9 @@
 //! `clip`: OpenAI's CLIP from the command line — embeddings, similarity scores, token ids, and the
-//! cross-model comparison of the experiment's results, and the optimisation step's benchmark.
+//! cross-model comparison of the experiment's results, zero-shot classification, and the
+//! optimisation step's benchmark.
 
 mod bench;
+mod classify;
 mod compare;
 mod embed;
 mod generate;
@@ -15,7 +17,7 @@ use std::process::ExitCode;
 #[command(
     name = "clip",
     version,
-    about = "OpenAI's CLIP on libtorch: embed, score, tokenize, generate, compare, bench"
+    about = "OpenAI's CLIP on libtorch: embed, score, tokenize, generate, compare, classify, bench"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -36,6 +38,9 @@ enum Command {
     /// Optimise images for prompts with any parameterisation, augmentation pipeline and canvas,
     /// from the seed's presets; outputs as the experiment binaries'.
     Generate(Box<clip_core::app::generate::GenerateArgs>),
+    /// Zero-shot classification (ImageNet's classes or your own): one JSON line per image with
+    /// its K most probable classes.
+    Classify(Box<clip_core::app::classify::ClassifyArgs>),
     /// Time the optimisation step (random weights) per architecture, mode and number of prompts:
     /// ms per step, prompt-steps/s, peak memory, ratio to the FLOP floor.
     Bench(bench::BenchArgs),
@@ -49,6 +54,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tokenize(args) => done(tokenize::run(&args)),
         Command::Compare(args) => done(compare::run(&args)),
         Command::Generate(args) => generate::run(&args),
+        Command::Classify(args) => done(classify::run(&args)),
         Command::Bench(args) => done(bench::run(&args)),
     }
 }

@@ -49,11 +49,17 @@ impl TextTransformer {
         }
     }
 
-    /// Token ids [N, context_length] (Int64) → [N, embed_dim]. The features are taken at each row's
-    /// highest id, `<|endoftext|>` (the first one where it occurs twice), as the reference's `argmax`.
+    /// Token ids [N, L] (Int64) → [N, embed_dim], L the context length. The features are taken at
+    /// each row's highest id, `<|endoftext|>` (the first one where it occurs twice), as the
+    /// reference's `argmax`.
+    ///
+    /// Rows may also be cut short (L < context length, as long as every row's `<|endoftext|>` is
+    /// kept): the causal mask means a position never sees the ones after it, so the features at
+    /// `<|endoftext|>` are those of the full rows (`clip::zeroshot` encodes its many texts so).
     pub fn forward(&self, tokens: &Tensor, kind: Kind) -> Tensor {
+        let length = tokens.size().last().copied().unwrap_or(0);
         let xs = tokens.apply(&self.token_embedding).to_kind(kind)
-            + self.positional_embedding.to_kind(kind);
+            + self.positional_embedding.narrow(0, 0, length).to_kind(kind);
         let xs = self.transformer.forward(&xs, true).apply(&self.ln_final);
         let n = tokens.size()[0];
         let rows = Tensor::arange(n, (Kind::Int64, tokens.device()));
