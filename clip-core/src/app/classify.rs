@@ -118,7 +118,7 @@ fn image_features(loaded: &LoadedClip, images: &[PathBuf]) -> anyhow::Result<Ten
     Ok(Tensor::cat(&features, 0))
 }
 
-fn progress_bar(total: usize) -> ProgressBar {
+pub fn progress_bar(total: usize) -> ProgressBar {
     let target = if std::io::stderr().is_terminal() {
         ProgressDrawTarget::stderr()
     } else {

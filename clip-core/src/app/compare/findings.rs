@@ -15,7 +15,10 @@
 //!   after each probe (`robustness.csv`; images whose plain similarity is below the probes'
 //!   baseline are left out, as in the Robustness table), the real photos' under every model, and
 //!   the seed's second claim — constrained images, with more visual structure, survive the probes
-//!   better than unconstrained ones — said to hold or to be contradicted, probe by probe.
+//!   better than unconstrained ones — said to hold or to be contradicted, probe by probe;
+//! - zero-shot (`zeroshot.csv`): per row and for the real photos, how many images whose prompt
+//!   names a class are classified as that class (top-1) under their own model (real photos: under
+//!   each model).
 //!
 //! Numbers are printed with 3 decimals (similarities) or as whole percentages; each sentence names
 //! the images it averages.
@@ -156,6 +159,7 @@ pub fn findings(c: &Comparison) -> Vec<String> {
     }
 
     robustness(c, &mut out);
+    zero_shot(c, &groups, &mut out);
 
     // The real photos, for scale.
     let real: Vec<&Scored> = c.images.iter().filter(|s| s.generated_by == REAL_PHOTO).collect();
@@ -270,4 +274,37 @@ fn robustness(c: &Comparison, out: &mut Vec<String>) {
         )
     };
     out.push(sentence);
+}
+
+fn zero_shot(c: &Comparison, groups: &[Group], out: &mut Vec<String>) {
+    let Some(labels) = &c.zero_shot_labels else { return };
+    for g in groups {
+        let own = |s: &Scored| super::zeroshot::own_verdict(c, s).map(|(m, _)| m.to_string());
+        let (hits, n) = super::zeroshot::subject_hits(labels, images(c, g), &own);
+        if n == 0 {
+            continue;
+        }
+        let verb = if n == 1 { "is" } else { "are" };
+        out.push(format!(
+            "Zero-shot, {} · {}: {hits} of {} whose prompt names a class {verb} classified as \
+             that class (top-1 of {}) under their own model ({:.0} %).",
+            g.0,
+            g.1,
+            plural(n, "image", "images"),
+            labels.len(),
+            100.0 * hits as f64 / n as f64
+        ));
+    }
+    for m in c.scoring_models() {
+        let real = c.images.iter().filter(|s| s.generated_by == REAL_PHOTO);
+        let (hits, n) = super::zeroshot::subject_hits(labels, real, &|_| Some(m.name.clone()));
+        if n > 0 {
+            out.push(format!(
+                "Zero-shot, real photos under {}: {hits} of {n} classified as their prompt's \
+                 subject ({:.0} %).",
+                m.name,
+                100.0 * hits as f64 / n as f64
+            ));
+        }
+    }
 }

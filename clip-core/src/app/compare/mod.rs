@@ -26,6 +26,7 @@ mod probes;
 mod report;
 mod results;
 mod robustness;
+pub mod zeroshot;
 
 pub use history::{Cut, History};
 pub use probes::{
@@ -44,14 +45,17 @@ use crate::clip::model::{LoadedClip, Precision};
 use crate::clip::preprocess;
 use crate::clip::tokenizer::Tokenizer;
 use crate::clip::weights::download;
+use crate::clip::zeroshot::{self as zs, ClassWeights, Labels, Prediction, Templates};
 use crate::engine::objective::cosine_similarity;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
+pub use zeroshot::{zeroshot_csv, ZeroShotChoice, ZEROSHOT_CSV_HEADER};
 
 /// The files `clip compare` writes into the results directory (and skips when it reads it).
-pub const OUTPUT_FILES: [&str; 7] = [
+pub const OUTPUT_FILES: [&str; 8] = [
     "transfer.csv",
+    "zeroshot.csv",
     "transfer.png",
     "contact_sheet.png",
     "curves.png",
@@ -81,6 +85,8 @@ pub enum CompareError {
     Output(#[from] OutputError),
     #[error(transparent)]
     Tokenize(#[from] crate::clip::tokenizer::TokenizeError),
+    #[error("--zero-shot: {0}")]
+    ZeroShot(#[from] zs::ZeroShotError),
     /// [`CompareOptions::stop`] asked to stop; nothing was written (the outputs are written only
     /// once all are drawn). The binary turns it into [`Interrupted`], exit status 130.
     #[error(transparent)]
@@ -110,6 +116,9 @@ pub struct CompareOptions {
     /// The robustness probes, in column order (empty: none; `robustness.csv` is then only its
     /// header). Default: [`DEFAULT_PROBES`].
     pub probes: Vec<Probe>,
+    /// Zero-shot verdicts (`zeroshot.csv`): by default ImageNet for the models whose class
+    /// weights are cached, or on CUDA ([`ZeroShotChoice`]).
+    pub zero_shot: ZeroShotChoice,
     /// Asked between files, images, batches and pictures whether to give up
     /// ([`CompareError::Interrupted`]); the binary passes `interrupt::requested` (Ctrl-C).
     pub stop: fn() -> bool,
@@ -128,6 +137,7 @@ impl Default for CompareOptions {
             batch_size: 16,
             cell_size: 160,
             probes: ProbeList::default().0,
+            zero_shot: ZeroShotChoice::Auto,
             stop: || false,
         }
     }
@@ -168,6 +178,8 @@ pub struct Scored {
     /// finite values, only probes that could be applied (`rotate`: the mean of its two). See
     /// [`Scored::kept`] for the fraction of `scores` it keeps.
     pub probes: BTreeMap<(String, String), f64>,
+    /// The top-5 zero-shot classes per scoring model that gave verdicts, most probable first.
+    pub zeroshot: BTreeMap<String, Vec<Prediction>>,
 }
 
 impl Scored {
@@ -235,6 +247,11 @@ pub struct Comparison {
     pub images: Vec<Scored>,
     /// The probes each image was scored after (`robustness.csv`'s probes, in column order).
     pub probes: Vec<Probe>,
+    /// The zero-shot classes, when any model gave verdicts.
+    pub zero_shot_labels: Option<Labels>,
+    /// Per scoring model without zero-shot verdicts (when they were asked for or would be by
+    /// default): why not.
+    pub zero_shot_skipped: Vec<(String, String)>,
     /// Everything the user should know about: skipped files, models left out.
     pub warnings: Vec<String>,
     /// Files ignored without harm (shown in the report, not as warnings).
@@ -353,6 +370,7 @@ pub fn run(options: &CompareOptions) -> Result<Comparison, CompareError> {
             start: r.start,
             start_scores: BTreeMap::new(),
             probes: BTreeMap::new(),
+            zeroshot: BTreeMap::new(),
         })
         .collect();
     for photo in &options.real {
@@ -369,6 +387,7 @@ pub fn run(options: &CompareOptions) -> Result<Comparison, CompareError> {
                 start: None,
                 start_scores: BTreeMap::new(),
                 probes: BTreeMap::new(),
+                zeroshot: BTreeMap::new(),
             });
         } else {
             warn(&mut warnings, format!("--real {}: no such file; left out", photo.path.display()));
@@ -390,6 +409,20 @@ pub fn run(options: &CompareOptions) -> Result<Comparison, CompareError> {
         }
     };
 
+    let mut zero = match &options.zero_shot {
+        ZeroShotChoice::Off => None,
+        ZeroShotChoice::Auto => Some((Labels::imagenet(), false)),
+        ZeroShotChoice::Labels(spec) => Some((Labels::from_spec(spec)?, true)),
+    }
+    .map_or(
+        ZeroShotState { labels: None, forced: false, given_by: Vec::new(), skipped: Vec::new() },
+        |(labels, forced)| ZeroShotState {
+            labels: Some(labels),
+            forced,
+            given_by: Vec::new(),
+            skipped: Vec::new(),
+        },
+    );
     let mut unreadable = HashSet::new();
     let mut models = Vec::new();
     for name in &options.models {
@@ -427,8 +460,14 @@ pub fn run(options: &CompareOptions) -> Result<Comparison, CompareError> {
                 images.len(),
                 path.display()
             );
-            let with = ScoringInput { options, tokens: &tokens, prompts: &prompts, name };
-            score_with(&path, &with, &mut images, &mut warnings, &mut unreadable)
+            let with = ScoringInput {
+                options,
+                tokens: &tokens,
+                prompts: &prompts,
+                name,
+                tokenizer: &tokenizer,
+            };
+            score_with(&path, &with, &mut zero, &mut images, &mut warnings, &mut unreadable)
         });
         // A download or load that Ctrl-C cut short is a stop, not a model left out.
         if stop() {
@@ -465,6 +504,8 @@ pub fn run(options: &CompareOptions) -> Result<Comparison, CompareError> {
         models,
         images,
         probes: options.probes.clone(),
+        zero_shot_labels: zero.labels.filter(|_| !zero.given_by.is_empty()),
+        zero_shot_skipped: zero.skipped,
         warnings,
         notes,
         written: Vec::new(),
@@ -479,6 +520,17 @@ struct ScoringInput<'a> {
     tokens: &'a Tensor,
     prompts: &'a [String],
     name: &'a str,
+    tokenizer: &'a Tokenizer,
+}
+
+/// The zero-shot side of a comparison: the labels (when asked for or by default), which models
+/// gave verdicts and which did not (and why).
+struct ZeroShotState {
+    labels: Option<Labels>,
+    /// `true`: compute class weights that are not cached (an explicit `--zero-shot`).
+    forced: bool,
+    given_by: Vec<String>,
+    skipped: Vec<(String, String)>,
 }
 
 /// What one row of a forward pass scores.
@@ -514,15 +566,38 @@ impl Pending {
 fn score_with(
     weights: &Path,
     input: &ScoringInput,
+    zero: &mut ZeroShotState,
     images: &mut [Scored],
     warnings: &mut Vec<String>,
     unreadable: &mut HashSet<String>,
 ) -> Result<(), String> {
-    let ScoringInput { options, tokens, prompts, name } = *input;
+    let ScoringInput { options, tokens, prompts, name, tokenizer } = *input;
     let (device, stop) = (options.device, options.stop);
     let loaded = LoadedClip::load_with(weights, device, Precision::for_device(device), &stop)
         .map_err(|e| format!("loading {}: {e}", weights.display()))?;
     let model = &loaded.model;
+    let classes = match &zero.labels {
+        None => None,
+        Some(labels) => {
+            match zero_shot_classes(&loaded, weights, labels, zero.forced, tokenizer, options) {
+                Ok((classes, notes)) => {
+                    for note in notes {
+                        warn(warnings, note);
+                    }
+                    zero.given_by.push(name.to_string());
+                    Some(classes)
+                }
+                Err(reason) => {
+                    if stop() {
+                        return Err("interrupted".to_string());
+                    }
+                    eprintln!("note: no zero-shot verdicts from {name}: {reason}");
+                    zero.skipped.push((name.to_string(), reason));
+                    None
+                }
+            }
+        }
+    };
     let resolution = model.config.image_resolution as u32;
     let text = tch::no_grad(|| model.encode_text(&tokens.to_device(device)));
     let row_of: HashMap<&str, i64> =
@@ -539,7 +614,8 @@ fn score_with(
         }
     };
     let batch_size = options.batch_size.max(1);
-    let scorer = Scorer { model, text: &text, row_of: &row_of, device, name };
+    let scorer =
+        Scorer { model, text: &text, row_of: &row_of, device, name, classes: classes.as_ref() };
     let mut pending = Pending::default();
     // The similarities of each (image, probe)'s views, averaged once all are in.
     let mut views: BTreeMap<(usize, usize), Vec<f64>> = BTreeMap::new();
@@ -632,6 +708,51 @@ fn score_with(
     Ok(())
 }
 
+/// The zero-shot class weights of `labels` under a loaded model, with any cache warnings: from the
+/// cache, or — when `forced` (an explicit `--zero-shot`) or on CUDA — computed (with a progress
+/// bar) and cached. `Err`: why this model gives no verdicts.
+fn zero_shot_classes(
+    loaded: &LoadedClip,
+    weights: &Path,
+    labels: &Labels,
+    forced: bool,
+    tokenizer: &Tokenizer,
+    options: &CompareOptions,
+) -> Result<(ClassWeights, Vec<String>), String> {
+    let stop = options.stop;
+    let model = &loaded.model;
+    let sha256 = download::sha256_file_with(weights, &stop)
+        .map_err(|e| format!("hashing {}: {e}", weights.display()))?;
+    let templates = Templates::openai();
+    if !forced && !options.device.is_cuda() {
+        let key = zs::CacheKey::new(&sha256, model, labels, &templates);
+        let cached = zs::default_cache_dir().map(|d| d.join(key.file_name()).is_file());
+        if !matches!(cached, Ok(true)) {
+            return Err(format!(
+                "its {} class weights are not cached and the device is not CUDA: `--zero-shot \
+                 {}` computes them ({} texts; minutes on a CPU) and caches them",
+                labels.source,
+                labels.source,
+                labels.len() * templates.len()
+            ));
+        }
+    }
+    let bar = crate::app::classify::progress_bar(labels.len() * templates.len());
+    let outcome = zs::class_weights(
+        model,
+        &sha256,
+        tokenizer,
+        labels,
+        &templates,
+        &zs::ZeroShotOptions::default(),
+        &mut |done, _| bar.set_position(done as u64),
+        &stop,
+    );
+    bar.finish_and_clear();
+    let outcome = outcome.map_err(|e| e.to_string())?;
+    Ok((outcome.weights, outcome.warnings))
+}
+
 /// One loaded model's forward passes.
 struct Scorer<'a> {
     model: &'a crate::clip::model::Clip,
@@ -640,6 +761,8 @@ struct Scorer<'a> {
     row_of: &'a HashMap<&'a str, i64>,
     device: Device,
     name: &'a str,
+    /// The zero-shot classifier, when this model gives verdicts.
+    classes: Option<&'a ClassWeights>,
 }
 
 impl Scorer<'_> {
@@ -662,12 +785,36 @@ impl Scorer<'_> {
             })
             .map(|i| self.row_of.get(images[i].prompt.as_str()).copied().unwrap_or(0))
             .collect();
+        let features = tch::no_grad(|| self.model.encode_image(&pixels));
         let sims = tch::no_grad(|| {
-            let features = self.model.encode_image(&pixels);
             let rows = Tensor::from_slice(&prompt_rows).to_device(device);
             let texts = self.text.index_select(0, &rows);
             cosine_similarity(&features, &texts).to_kind(Kind::Double).to_device(Device::Cpu)
         });
+        if let Some(classes) = self.classes {
+            // The results and real photos as they are (not their probes or start images).
+            let plain: Vec<(usize, usize)> = targets
+                .iter()
+                .enumerate()
+                .filter_map(|(row, t)| match *t {
+                    Target::Plain(i, false) => Some((row, i)),
+                    _ => None,
+                })
+                .collect();
+            if !plain.is_empty() {
+                let rows: Vec<i64> = plain.iter().map(|(row, _)| *row as i64).collect();
+                let rows = Tensor::from_slice(&rows).to_device(device);
+                let top = tch::no_grad(|| {
+                    classes.top_k(&features.index_select(0, &rows), zeroshot::TOP_K)
+                })
+                .map_err(|e| format!("zero-shot classification: {e}"))?;
+                for ((_, i), top) in plain.iter().zip(top) {
+                    if top.iter().all(|p| p.probability.is_finite()) {
+                        images[*i].zeroshot.insert(name.to_string(), top);
+                    }
+                }
+            }
+        }
         let sims = Vec::<f64>::try_from(&sims).map_err(|e| format!("reading scores back: {e}"))?;
         for (target, sim) in targets.into_iter().zip(sims) {
             let (i, start) = match target {
@@ -712,6 +859,7 @@ fn write_outputs(
     let mut outputs: Vec<(PathBuf, Vec<u8>)> = Vec::new();
     outputs.push((dir.join("transfer.csv"), transfer_csv(comparison).into_bytes()));
     outputs.push((dir.join("robustness.csv"), robustness_csv(comparison).into_bytes()));
+    outputs.push((dir.join("zeroshot.csv"), zeroshot_csv(comparison).into_bytes()));
     plots::install_font()?;
     type Draw = fn(&Comparison, &Path, u32) -> Result<Vec<u8>, CompareError>;
     let pictures: [(&str, Draw); 4] = [
@@ -780,7 +928,7 @@ pub fn transfer_csv(comparison: &Comparison) -> String {
 /// formula, and prompts, file names and model names are user text; as OWASP advises, such a cell
 /// is prefixed with a single quote `'` (shown as text, not run) and quoted. Only text cells go
 /// through here: a negative similarity stays a number.
-fn csv_field(field: &str) -> String {
+pub(crate) fn csv_field(field: &str) -> String {
     let formula = field.starts_with(['=', '+', '-', '@', '\t', '\r']);
     if formula {
         format!("\"'{}\"", field.replace('"', "\"\""))

@@ -322,6 +322,8 @@ enum Line {
     Other,
     /// A photo start's distance from its start; `true` when beyond its ε.
     Distance(bool),
+    /// The image's top-1 zero-shot class under its own model.
+    Class,
 }
 
 /// The lines under a contact-sheet image: its own model's score first (an ensemble's: the
@@ -335,6 +337,12 @@ fn cell_lines(c: &Comparison, s: &Scored) -> Vec<(String, Line)> {
             Some((v, false)) => lines.push((format!("own {} (run's record)", fmt3(v)), Line::Own)),
             None => lines.push(("own: not scored".to_string(), Line::Own)),
         }
+    }
+    if let Some((model, top)) = super::zeroshot::own_verdict(c, s) {
+        let label: String = top.label.chars().take(22).collect();
+        let cut = if label.len() < top.label.len() { "…" } else { "" };
+        let line = format!("{model}: {label}{cut} {:.0} %", 100.0 * top.probability);
+        lines.push((line, Line::Class));
     }
     if let Some(init) = s.photo_start() {
         let (shown, over) = distance_lines(init);
@@ -428,7 +436,8 @@ pub fn contact_sheet_png(c: &Comparison, path: &Path, cell: u32) -> Result<Vec<u
     let cell = cell.max(64) as i32;
     let col_w = cell.max(150) + 16;
     let distance_rows = if c.images.iter().any(|s| s.photo_start().is_some()) { 2 } else { 0 };
-    let n_lines = 1 + c.scoring_models().count() as i32 + distance_rows;
+    let class_rows = i32::from(c.images.iter().any(|s| !s.zeroshot.is_empty()));
+    let n_lines = 1 + c.scoring_models().count() as i32 + distance_rows + class_rows;
     let row_h = cell + 10 + 24 + 19 * (n_lines - 1) + 14;
     let (label_w, top) = (200i32, 110i32);
     let width = (label_w + col_w * columns.len() as i32 + 8).max(560);
@@ -493,6 +502,7 @@ pub fn contact_sheet_png(c: &Comparison, path: &Path, cell: u32) -> Result<Vec<u
                         Line::Other => (font(15).color(&GREY), 19),
                         Line::Distance(false) => (font(15).color(&RGBColor(31, 119, 180)), 19),
                         Line::Distance(true) => (font(15).color(&RED), 19),
+                        Line::Class => (font(15).color(&RGBColor(44, 120, 44)), 19),
                     };
                     e(root.draw_text(&line, &style, (x, ty)))?;
                     ty += step;

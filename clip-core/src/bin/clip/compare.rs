@@ -50,6 +50,26 @@ pub struct CompareArgs {
         value_parser = Shown(|s: &str| s.parse::<ProbeList>().map_err(|e| e.to_string()))
     )]
     pub probes: ProbeList,
+    /// Zero-shot verdicts (zeroshot.csv, the contact sheet, the Findings): imagenet (OpenAI's
+    /// 1 000 classes and 80 templates), a labels file (one class name a line), or none. Default:
+    /// imagenet for the models whose class weights are cached (`clip classify` or an earlier
+    /// `--zero-shot imagenet` made them), or every model on CUDA; given explicitly, the class
+    /// weights are computed (and cached) where missing — minutes per model on a CPU.
+    #[arg(
+        long,
+        value_name = "imagenet|FILE|none",
+        value_parser = Shown(parse_zero_shot)
+    )]
+    pub zero_shot: Option<compare::ZeroShotChoice>,
+}
+
+/// `--zero-shot`: a labels file is read here, so an empty or unreadable one is a usage error.
+fn parse_zero_shot(s: &str) -> Result<compare::ZeroShotChoice, String> {
+    let choice: compare::ZeroShotChoice = s.parse()?;
+    if let compare::ZeroShotChoice::Labels(spec) = &choice {
+        clip_core::clip::zeroshot::Labels::from_spec(spec).map_err(|e| e.to_string())?;
+    }
+    Ok(choice)
 }
 
 /// A flag's parser whose error shows the value cut to an excerpt: clap's own message for a bad
@@ -135,6 +155,7 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
         batch_size: args.batch_size as usize,
         cell_size: args.cell_size,
         probes: args.probes.0.clone(),
+        zero_shot: args.zero_shot.clone().unwrap_or_default(),
         stop: interrupt::requested,
     };
     // Ctrl-C stops between batches and between pictures; nothing is written then (status 130).
