@@ -220,8 +220,12 @@ fn robustness(c: &Comparison, out: &mut Vec<String>) {
             .iter()
             .filter_map(|p| {
                 mode_kept(c, mode, p).map(|m| {
-                    let n = if mode == "real" { "scores" } else { "images" };
-                    format!("{:.0} % after {p} (n = {} {n})", 100.0 * m.value, m.n)
+                    let n = if mode == "real" {
+                        plural(m.n, "score", "scores")
+                    } else {
+                        plural(m.n, "image", "images")
+                    };
+                    format!("{:.0} % after {p} (n = {n})", 100.0 * m.value)
                 })
             })
             .collect();

@@ -124,6 +124,7 @@ mod tests {
             start: None,
             start_scores: BTreeMap::new(),
             probes,
+            zeroshot: BTreeMap::new(),
         }
     }
 
@@ -133,6 +134,8 @@ mod tests {
             models: vec![ScoringModel { name: "m".into(), weights: None, unavailable: None }],
             images,
             probes: vec![Probe::Blur { sigma: 1.0 }, Probe::Down { factor: 2 }],
+            zero_shot_labels: None,
+            zero_shot_skipped: Vec::new(),
             warnings: Vec::new(),
             notes: Vec::new(),
             written: Vec::new(),

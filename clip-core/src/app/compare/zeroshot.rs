@@ -157,9 +157,11 @@ mod tests {
     fn subjects_are_whole_words_and_the_longest_wins() {
         let labels = Labels::imagenet();
         let golden = subject("A cute golden retriever", &labels).expect("a subject");
-        assert_eq!(labels.names[golden], "golden retriever");
-        let tomato = subject("A bright red tomato", &labels);
-        assert!(tomato.is_none_or(|i| labels.names[i] != "tomato"));
+        assert_eq!(labels.names[golden].to_lowercase(), "golden retriever");
+        let peak = subject("A snow-covered mountain peak", &labels).expect("a subject");
+        assert_eq!(labels.names[peak].to_lowercase(), "mountain");
+        let bike = subject("an old mountain bike", &labels).expect("a subject");
+        assert_eq!(labels.names[bike].to_lowercase(), "mountain bike", "the longest name wins");
         assert_eq!(subject("", &labels), None);
         assert!(contains_words("a Goldfish.", "goldfish"));
         assert!(!contains_words("goldfishes", "goldfish"));
