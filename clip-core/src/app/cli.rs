@@ -46,6 +46,21 @@ impl WeightsArgs {
     }
 }
 
+/// Negative prompts, as `clip generate` and the experiment binaries take them.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct NegativeArgs {
+    /// A negative prompt: the loss adds --negative-weight × the image's mean similarity with the
+    /// negatives, pushing it away from them; repeat for several (replaces a model crate's
+    /// NEGATIVE_PROMPTS).
+    #[arg(long = "negative", value_name = "TEXT", allow_hyphen_values = true)]
+    pub negatives: Vec<String>,
+    /// The weight of the negatives' mean similarity in the loss, >= 0 (default 0.5, or a model
+    /// crate's NEGATIVE_WEIGHT).
+    #[arg(long, value_name = "W", value_parser = crate::app::experiment::parse_negative_weight,
+          allow_hyphen_values = true)]
+    pub negative_weight: Option<f64>,
+}
+
 /// A request the flags make that cannot be carried out (the same model twice, a count that does
 /// not match, a file that is not what the flag needs): the binaries print it as one `error:` line
 /// naming the flag and exit with status 2, as for a malformed flag, before writing anything.

@@ -10,7 +10,7 @@
 //! `target/<profile>/`, so nothing may rely on which model `target/release/constrained` is. A
 //! binary refuses weights of another architecture than its model.
 
-use super::cli::PrecisionArg;
+use super::cli::{NegativeArgs, PrecisionArg};
 use super::device::DeviceChoice;
 use super::interrupt;
 use super::run::{self, ModelSource, PromptResult, RunSpec};
@@ -98,13 +98,8 @@ pub struct ExperimentArgs {
     /// A prompt to optimise for; repeat for several. Replaces the crate's TEXT_PROMPTS.
     #[arg(long = "prompt", value_name = "TEXT", allow_hyphen_values = true)]
     pub prompts: Vec<String>,
-    /// A negative prompt; repeat for several. Replaces the crate's NEGATIVE_PROMPTS.
-    #[arg(long = "negative", value_name = "TEXT", allow_hyphen_values = true)]
-    pub negatives: Vec<String>,
-    /// The weight of the negatives' mean similarity in the loss, >= 0 (default: the crate's
-    /// NEGATIVE_WEIGHT).
-    #[arg(long, value_name = "W", value_parser = parse_negative_weight, allow_hyphen_values = true)]
-    pub negative_weight: Option<f64>,
+    #[command(flatten)]
+    pub negative: NegativeArgs,
     /// Where the model runs: cpu, cuda or auto.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
@@ -192,14 +187,14 @@ impl Experiment {
         if let Some(tv) = args.tv_weight {
             settings.tv_weight = tv;
         }
-        if let Some(w) = args.negative_weight {
+        if let Some(w) = args.negative.negative_weight {
             settings.negative_weight = w;
         }
         settings.cuda_graph = !args.eager;
-        let negatives = if args.negatives.is_empty() {
+        let negatives = if args.negative.negatives.is_empty() {
             self.negative_prompts.iter().map(|p| p.to_string()).collect()
         } else {
-            args.negatives.clone()
+            args.negative.negatives.clone()
         };
         let prompts = if args.prompts.is_empty() {
             self.prompts.iter().map(|p| p.to_string()).collect()

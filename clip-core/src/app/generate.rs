@@ -11,9 +11,9 @@
 //! ensemble) and `--init PHOTO` (start from a photo; `--epsilon E` keeps the image within E of it
 //! in L∞).
 
-use super::cli::{parse_augment, AugmentSpec, PrecisionArg, UsageError};
+use super::cli::{parse_augment, AugmentSpec, NegativeArgs, PrecisionArg, UsageError};
 use super::device::DeviceChoice;
-use super::experiment::{parse_learning_rate, parse_negative_weight, parse_steps, parse_tv_weight};
+use super::experiment::{parse_learning_rate, parse_steps, parse_tv_weight};
 use super::run::{ModelSource, RunSpec};
 use crate::clip::model::Precision;
 use crate::clip::preprocess;
@@ -52,13 +52,8 @@ pub struct GenerateArgs {
     /// A prompt to optimise an image for; repeat for several (default: the seed's three).
     #[arg(long = "prompt", value_name = "TEXT", allow_hyphen_values = true)]
     pub prompts: Vec<String>,
-    /// A negative prompt: the loss adds --negative-weight × the image's mean similarity with the
-    /// negatives, pushing it away from them; repeat for several.
-    #[arg(long = "negative", value_name = "TEXT", allow_hyphen_values = true)]
-    pub negatives: Vec<String>,
-    /// The weight of the negatives' mean similarity in the loss, >= 0 (default 0.5).
-    #[arg(long, value_name = "W", value_parser = parse_negative_weight, allow_hyphen_values = true)]
-    pub negative_weight: Option<f64>,
+    #[command(flatten)]
+    pub negative: NegativeArgs,
     /// Start from this photo instead of noise: CLIP's resize and centre crop to the canvas, not
     /// normalised. Only with --param pixels.
     #[arg(long, value_name = "PHOTO")]
@@ -222,35 +217,11 @@ impl GenerateArgs {
         weights.chain(self.models.iter().cloned().map(ModelArg::Model)).collect()
     }
 
-    /// What the flags ask for that clap cannot check alone: one weight per model, no model twice,
-    /// a readable start photo with the pixels parameterisation, a budget only with a photo.
-    fn check(&self, models: &[ModelArg], param: Param) -> Result<(), UsageError> {
+    /// What the flags ask for that clap cannot check alone, beyond what the run checks before
+    /// any work (one weight per model, no model twice: `run::resolve`): a readable start photo
+    /// with the pixels parameterisation, a budget only with a photo.
+    fn check(&self, param: Param) -> Result<(), UsageError> {
         let usage = |m: String| Err(UsageError(m));
-        if !self.model_weights.is_empty() && self.model_weights.len() != models.len() {
-            return usage(format!(
-                "--model-weight is given {} time(s) for {} model(s): give one per model, in the \
-                 order of --model/--weights",
-                self.model_weights.len(),
-                models.len()
-            ));
-        }
-        for (i, m) in models.iter().enumerate() {
-            let same = |o: &ModelArg| match (o, m) {
-                (ModelArg::Model(a), ModelArg::Model(b)) => a == b,
-                (ModelArg::Weights(a), ModelArg::Weights(b)) => {
-                    let canonical = |p: &PathBuf| std::fs::canonicalize(p).unwrap_or(p.clone());
-                    canonical(a) == canonical(b)
-                }
-                _ => false,
-            };
-            if models[..i].iter().any(same) {
-                let flag = match m {
-                    ModelArg::Model(name) => format!("--model {name}"),
-                    ModelArg::Weights(path) => format!("--weights {}", path.display()),
-                };
-                return usage(format!("{flag} is given twice: an ensemble's models must differ"));
-            }
-        }
         match &self.init {
             Some(photo) => {
                 if param != Param::Pixels {
@@ -303,13 +274,13 @@ impl GenerateArgs {
             settings.learning_rate = lr;
         }
         settings.cuda_graph = !self.eager;
-        settings.negative_weight = self.negative_weight.unwrap_or(DEFAULT_NEGATIVE_WEIGHT);
+        settings.negative_weight = self.negative.negative_weight.unwrap_or(DEFAULT_NEGATIVE_WEIGHT);
         settings.epsilon = self.epsilon;
         let ordered = self.ordered_models();
         if ordered.is_empty() {
             anyhow::bail!(UsageError("give --weights PATH or --model NAME".to_string()));
         }
-        self.check(&ordered, settings.param)?;
+        self.check(settings.param)?;
         let mut models = Vec::new();
         for m in &ordered {
             models.push(match m {
@@ -328,7 +299,7 @@ impl GenerateArgs {
             models,
             model_weights: self.model_weights.clone(),
             prompts,
-            negatives: self.negatives.clone(),
+            negatives: self.negative.negatives.clone(),
             init: self.init.clone(),
             name: self.name.clone().unwrap_or_else(|| self.preset.to_string()),
             preset: Some(self.preset),

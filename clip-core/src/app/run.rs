@@ -33,7 +33,7 @@ use crate::clip::weights::download;
 use crate::engine::draws::TorchDraws;
 use crate::engine::objective::{cosine_similarity, Member};
 use crate::engine::optimize::{
-    optimize_objective_until, similarity, Keep, Outcome, Preset, Settings,
+    optimize_objective_until, similarity, similarity_matrix, Keep, Outcome, Preset, Settings,
 };
 use anyhow::Context;
 use std::path::{Path, PathBuf};
@@ -587,23 +587,6 @@ fn cosines(features: &Tensor, texts: &Tensor) -> anyhow::Result<Vec<f64>> {
             .to_kind(Kind::Double)
     });
     Vec::<f64>::try_from(sims.to_device(Device::Cpu)).context("reading back the similarities")
-}
-
-/// Each image of [N, 3, H, W] against each row of `texts` [K, D] under `model`: [N][K].
-fn similarity_matrix(
-    model: &crate::clip::model::Clip,
-    images: &Tensor,
-    texts: &Tensor,
-) -> anyhow::Result<Vec<Vec<f64>>> {
-    let n = images.size()[0];
-    (0..n)
-        .map(|i| {
-            let image = images.narrow(0, i, 1);
-            let k = texts.size()[0];
-            let rows = similarity(model, &image.expand([k, -1, -1, -1], false), texts)?;
-            Ok(rows)
-        })
-        .collect()
 }
 
 /// The weighted mean of per-member values.

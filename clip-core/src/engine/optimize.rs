@@ -31,7 +31,7 @@ use super::adam::Adam;
 use super::augment::{self, Augment};
 use super::draws::Draws;
 use super::executor::{Execution, Executor, Plan};
-use super::objective::{Member, Objective};
+use super::objective::{Member, Normalize, Objective};
 use super::param::{Canvas, Param, ParamImage, DEFAULT_DECAY, MAX_CANVAS, MIN_CANVAS};
 use crate::clip::model::Clip;
 use std::time::Instant;
@@ -304,6 +304,28 @@ pub fn similarity(
         objective.similarity(&views).to_kind(Kind::Double)
     });
     read_back(&sim, "similarities")
+}
+
+/// The cosine similarity of each image [N, 3, H, W] in [0, 1] with each row of `texts` [K, D]:
+/// [N][K], each image resampled and encoded once (no augmentation, no gradient).
+pub fn similarity_matrix(
+    model: &Clip,
+    images: &Tensor,
+    texts: &Tensor,
+) -> Result<Vec<Vec<f64>>, EngineError> {
+    let res = model.config.image_resolution;
+    let device = texts.device();
+    let unit = |t: Tensor| {
+        let t = t.to_kind(Kind::Float);
+        &t / t.norm_scalaropt_dim(2, [-1], true)
+    };
+    let sims = tch::no_grad(|| {
+        let views = augment::resample(&images.to_device(device).to_kind(Kind::Float), res);
+        let features = model.encode_image(&Normalize::new(device).forward(&views));
+        unit(features).matmul(&unit(texts.shallow_clone()).transpose(0, 1)).to_kind(Kind::Double)
+    });
+    let k = texts.size()[0].max(1) as usize;
+    Ok(read_back::<f64>(&sims, "similarities")?.chunks(k).map(<[f64]>::to_vec).collect())
 }
 
 /// Everything one step reads and writes. The state tensors are allocated once and updated in
