@@ -721,20 +721,34 @@ fn zero_shot_classes(
 ) -> Result<(ClassWeights, Vec<String>), String> {
     let stop = options.stop;
     let model = &loaded.model;
+    let templates = Templates::openai();
+    let only_if_cached = !forced && !options.device.is_cuda();
+    let not_cached = || {
+        Err(format!(
+            "its {} class weights are not cached and the device is not CUDA: `--zero-shot {}` \
+             computes them ({} texts; minutes on a CPU) and caches them",
+            labels.source,
+            labels.source,
+            labels.len() * templates.len()
+        ))
+    };
+    let cache = zs::default_cache_dir();
+    // The checkpoint's hash is the costly part of the key (seconds for a large file): taken only
+    // when a cache file for these labels, templates and precision is there at all.
+    let suffix = zs::CacheKey::new("", model, labels, &templates).file_name();
+    let any_cached =
+        cache.as_ref().ok().and_then(|d| std::fs::read_dir(d).ok()).is_some_and(|entries| {
+            entries.flatten().any(|e| e.file_name().to_string_lossy().ends_with(&suffix))
+        });
+    if only_if_cached && !any_cached {
+        return not_cached();
+    }
     let sha256 = download::sha256_file_with(weights, &stop)
         .map_err(|e| format!("hashing {}: {e}", weights.display()))?;
-    let templates = Templates::openai();
-    if !forced && !options.device.is_cuda() {
+    if only_if_cached {
         let key = zs::CacheKey::new(&sha256, model, labels, &templates);
-        let cached = zs::default_cache_dir().map(|d| d.join(key.file_name()).is_file());
-        if !matches!(cached, Ok(true)) {
-            return Err(format!(
-                "its {} class weights are not cached and the device is not CUDA: `--zero-shot \
-                 {}` computes them ({} texts; minutes on a CPU) and caches them",
-                labels.source,
-                labels.source,
-                labels.len() * templates.len()
-            ));
+        if !cache.as_ref().is_ok_and(|d| d.join(key.file_name()).is_file()) {
+            return not_cached();
         }
     }
     let bar = crate::app::classify::progress_bar(labels.len() * templates.len());
