@@ -123,7 +123,7 @@ pub enum ModelArg {
     Weights(PathBuf),
 }
 
-fn parse_model_weight(s: &str) -> Result<f64, String> {
+pub fn parse_model_weight(s: &str) -> Result<f64, String> {
     let x: f64 = s.trim().parse().map_err(|e| format!("not a number: {e}"))?;
     if x.is_finite() && x > 0.0 {
         Ok(x)
@@ -150,23 +150,23 @@ pub fn parse_epsilon(s: &str) -> Result<f64, String> {
     }
 }
 
-fn parse_preset(s: &str) -> Result<Preset, String> {
+pub fn parse_preset(s: &str) -> Result<Preset, String> {
     s.parse()
 }
 
-fn parse_param(s: &str) -> Result<Param, String> {
+pub fn parse_param(s: &str) -> Result<Param, String> {
     s.parse()
 }
 
-fn parse_keep(s: &str) -> Result<Keep, String> {
+pub fn parse_keep(s: &str) -> Result<Keep, String> {
     s.parse()
 }
 
-fn parse_canvas(s: &str) -> Result<Canvas, String> {
+pub fn parse_canvas(s: &str) -> Result<Canvas, String> {
     s.parse()
 }
 
-fn parse_decay(s: &str) -> Result<f64, String> {
+pub fn parse_decay(s: &str) -> Result<f64, String> {
     let x: f64 = s.trim().parse().map_err(|e| format!("not a number: {e}"))?;
     if x.is_finite() {
         Ok(x)
@@ -176,7 +176,7 @@ fn parse_decay(s: &str) -> Result<f64, String> {
 }
 
 /// `--name`: letters, digits, `-`, `+`, `.` and `_`, not starting with `.`, at most 64 bytes.
-fn parse_name(s: &str) -> Result<String, String> {
+pub fn parse_name(s: &str) -> Result<String, String> {
     let ok = !s.is_empty()
         && s.len() <= 64
         && !s.starts_with('.')

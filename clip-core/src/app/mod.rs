@@ -2,7 +2,8 @@
 //! binaries (`experiment`) and `clip generate` (`generate`), with its outputs (`output`) and
 //! progress (`progress`); the `clip` tool's shared flags (`cli`, `device`); Ctrl-C and libtorch
 //! errors (`interrupt`); the cross-model report (`compare`), the step's benchmark (`bench`) and
-//! zero-shot classification (`classify`).
+//! zero-shot classification (`classify`); grids of runs, batched, sharded, on
+//! workers or Slurm (`sweep`).
 pub mod bench;
 pub mod classify;
 pub mod cli;
@@ -14,3 +15,4 @@ pub mod interrupt;
 pub mod output;
 pub mod progress;
 pub mod run;
+pub mod sweep;

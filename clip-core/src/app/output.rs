@@ -136,7 +136,17 @@ pub fn file_stem(name: &str, token: &str, prompt: &str) -> String {
 /// The stems of all prompts of a run, refusing two prompts that map to the same file (the same
 /// prompt twice).
 pub fn file_stems(name: &str, token: &str, prompts: &[String]) -> Result<Vec<String>, OutputError> {
-    let stems: Vec<String> = prompts.iter().map(|p| file_stem(name, token, p)).collect();
+    file_stems_named(&vec![name.to_string(); prompts.len()], token, prompts)
+}
+
+/// As [`file_stems`], each prompt with its own name (`names[i]` for `prompts[i]`).
+pub fn file_stems_named(
+    names: &[String],
+    token: &str,
+    prompts: &[String],
+) -> Result<Vec<String>, OutputError> {
+    let stems: Vec<String> =
+        names.iter().zip(prompts).map(|(name, p)| file_stem(name, token, p)).collect();
     for (i, stem) in stems.iter().enumerate() {
         if let Some(j) = stems[..i].iter().position(|s| s == stem) {
             return Err(OutputError::SameName {
@@ -428,6 +438,14 @@ pub struct RunRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub init: Option<InitRecord>,
     pub seed: u64,
+    /// Where the random draws came from: absent for torch's generator seeded with `seed` (one
+    /// seed for the whole batch), `keyed` for draws keyed by this prompt's own seed
+    /// (`clip sweep`: independent of the batch-mates).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub draws: Option<String>,
+    /// The sweep run this result is (`clip sweep`): a hash of everything that makes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
     pub device: String,
     /// fp16 or fp32: the model's weights and activations.
     pub precision: String,
@@ -558,9 +576,14 @@ impl RunRecord {
             ("learning_rate", self.learning_rate.to_string()),
             ("tv_weight", self.tv_weight.to_string()),
             ("seed", self.seed.to_string()),
-            ("device", self.device.clone()),
-            ("precision", self.precision.clone()),
         ]);
+        if let Some(draws) = &self.draws {
+            text.push(("draws", draws.clone()));
+        }
+        if let Some(id) = &self.run_id {
+            text.push(("run_id", id.clone()));
+        }
+        text.extend([("device", self.device.clone()), ("precision", self.precision.clone())]);
         if let Some(sha) = &self.weights_sha256 {
             text.push(("weights_sha256", sha.clone()));
         }

@@ -65,6 +65,7 @@ pub struct Progress<'a> {
     pub history: History,
     /// Prompts already reported as stopped by a non-finite loss.
     frozen: Vec<bool>,
+    quiet: bool,
 }
 
 impl<'a> Progress<'a> {
@@ -94,6 +95,23 @@ impl<'a> Progress<'a> {
             bar,
             history: History::new(),
             frozen: vec![false; prompts.len()],
+            quiet: false,
+        }
+    }
+
+    /// No bar, no log lines, no warnings: the history only (a sweep's batch, whose progress the
+    /// sweep shows).
+    pub fn quiet(prompts: &'a [String], steps: usize) -> Self {
+        Self {
+            prompts,
+            show_tv: false,
+            tv_weight: 0.0,
+            steps,
+            log_every: usize::MAX,
+            bar: ProgressBar::hidden(),
+            history: History::new(),
+            frozen: vec![true; prompts.len()],
+            quiet: true,
         }
     }
 
@@ -104,7 +122,7 @@ impl<'a> Progress<'a> {
                     self.announce_frozen(i, stats.step);
                 }
             }
-            if stats.step % self.log_every == 0 || stats.step == self.steps {
+            if !self.quiet && (stats.step % self.log_every == 0 || stats.step == self.steps) {
                 for (i, prompt) in self.prompts.iter().enumerate() {
                     let mut line = format!(
                         "Step {} | Sim Loss {:.4}",

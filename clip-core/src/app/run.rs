@@ -30,13 +30,16 @@ use crate::clip::released::{self, ReleasedModel};
 use crate::clip::tokenizer::Tokenizer;
 use crate::clip::torch_error;
 use crate::clip::weights::download;
-use crate::engine::draws::TorchDraws;
+use crate::engine::draws::{Draws, KeyedDraws, TorchDraws};
 use crate::engine::objective::{cosine_similarity, Member};
 use crate::engine::optimize::{
     optimize_objective_until, similarity, similarity_matrix, Keep, Outcome, Preset, Settings,
+    StepStats,
 };
 use anyhow::Context;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -120,6 +123,57 @@ impl RunSpec {
     }
 }
 
+/// One prompt of a sweep's batch: its own seed (its draws keyed by it), result name and run id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowSpec {
+    pub seed: u64,
+    /// The first part of its file names and its record's `mode`.
+    pub name: String,
+    pub run_id: String,
+}
+
+/// How `clip sweep` runs a batch of runs that differ only in prompt and seed: each row its own
+/// seed, name and run id; the batch padded to `width` rows with copies of its last (so every
+/// batch of a sweep has the same shape and a run's result does not depend on how many
+/// batch-mates it has); the models loaded once for all batches; quiet, its steps reported.
+pub struct Batch<'a> {
+    /// One per prompt of the spec, in its order.
+    pub rows: Vec<RowSpec>,
+    /// The number of rows the optimisation runs (>= the prompts).
+    pub width: usize,
+    pub models: &'a mut ModelCache,
+    /// Called with the number of steps done at every read-back.
+    pub on_steps: &'a mut dyn FnMut(usize),
+}
+
+/// Models loaded once and shared by the batches of a sweep: by source, device and precision.
+#[derive(Default)]
+pub struct ModelCache {
+    models: HashMap<String, CachedModel>,
+}
+
+#[derive(Clone)]
+struct CachedModel {
+    model: Rc<LoadedClip>,
+    weights: PathBuf,
+    weights_sha256: String,
+}
+
+impl ModelCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many models are loaded.
+    pub fn len(&self) -> usize {
+        self.models.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.models.is_empty()
+    }
+}
+
 /// What a run produced for one prompt.
 #[derive(Debug, Clone)]
 pub struct PromptResult {
@@ -132,6 +186,14 @@ pub struct PromptResult {
 /// The request, checked and completed.
 struct Resolved {
     prompts: Vec<String>,
+    /// Per prompt: its result name (the spec's name, or its sweep row's).
+    names: Vec<String>,
+    /// Per prompt with keyed draws (a sweep's batch): its seed and run id.
+    rows: Vec<RowSpec>,
+    /// The optimisation's rows: the prompts, padded (a sweep's batch).
+    width: usize,
+    /// No progress bar, no log lines (a sweep's batch).
+    quiet: bool,
     tokens: Tensor,
     /// The negative prompts' tokens, when there are any.
     negative_tokens: Option<Tensor>,
@@ -153,7 +215,7 @@ struct Prepared {
 
 /// One model, loaded.
 struct LoadedMember {
-    model: LoadedClip,
+    model: Rc<LoadedClip>,
     weights: PathBuf,
     weights_sha256: String,
     /// The released model's name, or the file's token.
@@ -205,8 +267,25 @@ fn known_token(models: &[ModelSource]) -> Option<String> {
 
 /// Runs every prompt of `spec` in one batch and writes their outputs.
 pub fn run(spec: &RunSpec) -> anyhow::Result<Vec<PromptResult>> {
+    run_inner(spec, None)
+}
+
+/// Runs a sweep's batch: as [`run`], each prompt with its row's seed, name and run id.
+pub fn run_batch(spec: &RunSpec, batch: Batch) -> anyhow::Result<Vec<PromptResult>> {
+    if batch.rows.len() != spec.prompts.len() || batch.width < spec.prompts.len() {
+        anyhow::bail!(
+            "a batch of {} prompt(s) needs as many rows (not {}) and a width of at least that              (not {})",
+            spec.prompts.len(),
+            batch.rows.len(),
+            batch.width
+        );
+    }
+    run_inner(spec, Some(batch))
+}
+
+fn run_inner(spec: &RunSpec, mut batch: Option<Batch>) -> anyhow::Result<Vec<PromptResult>> {
     let started = Instant::now();
-    let resolved = resolve(spec)?;
+    let resolved = resolve(spec, batch.as_ref())?;
     // The outputs are prepared before anything slow when the models' tokens are known.
     let early = match known_token(&spec.models) {
         Some(token) => {
@@ -226,14 +305,15 @@ pub fn run(spec: &RunSpec) -> anyhow::Result<Vec<PromptResult>> {
         }
         None => None,
     };
-    let loaded = load(spec, &resolved)?;
+    let loaded = load(spec, &resolved, batch.as_mut().map(|b| &mut *b.models))?;
     let prepared = match early {
         Some(p) => p,
         None => prepare(spec, &resolved, &loaded.token)?,
     };
     // optimize_objective_until checks the settings against the models before any step.
     interrupt::check("before the optimisation")?;
-    let (outcome, progress_history) = optimise(spec, &resolved, &loaded)?;
+    let on_steps = batch.map(|b| b.on_steps);
+    let (outcome, progress_history) = optimise(spec, &resolved, &loaded, on_steps)?;
     let results = save(spec, &resolved, &loaded, &prepared, &outcome, &progress_history, started)?;
     prepared.new_dirs.keep();
     Ok(results)
@@ -272,7 +352,7 @@ fn check_distinct_models(models: &[ModelSource]) -> anyhow::Result<()> {
 }
 
 /// Prompts tokenized (a too-long one is named), the seed drawn, the device resolved.
-fn resolve(spec: &RunSpec) -> anyhow::Result<Resolved> {
+fn resolve(spec: &RunSpec, batch: Option<&Batch>) -> anyhow::Result<Resolved> {
     if spec.models.is_empty() {
         anyhow::bail!("no model: give --weights PATH or --model NAME");
     }
@@ -293,8 +373,12 @@ fn resolve(spec: &RunSpec) -> anyhow::Result<Resolved> {
     }
     let total: f64 = weights.iter().sum();
     let weights = weights.iter().map(|w| w / total).collect();
+    let names: Vec<String> = match batch {
+        Some(b) => b.rows.iter().map(|r| r.name.clone()).collect(),
+        None => vec![spec.name.clone(); spec.prompts.len()],
+    };
     // Two prompts that would share a file are refused before any work, whatever the model.
-    output::file_stems(&spec.name, "model", &spec.prompts)?;
+    output::file_stems_named(&names, "model", &spec.prompts)?;
     let tokenizer = Tokenizer::new()?;
     let tokens = tokenizer.tokenize(&spec.prompts, false).context("tokenizing the prompts")?;
     let negative_tokens = if spec.negatives.is_empty() {
@@ -309,6 +393,10 @@ fn resolve(spec: &RunSpec) -> anyhow::Result<Resolved> {
     let device = spec.device.resolve()?;
     Ok(Resolved {
         prompts: spec.prompts.clone(),
+        names,
+        rows: batch.map(|b| b.rows.clone()).unwrap_or_default(),
+        width: batch.map_or(spec.prompts.len(), |b| b.width),
+        quiet: batch.is_some(),
         tokens,
         negative_tokens,
         weights,
@@ -321,7 +409,7 @@ fn resolve(spec: &RunSpec) -> anyhow::Result<Resolved> {
 /// The result names, checked against the records already in the directory, locked, and the
 /// directory created and probed for writing.
 fn prepare(spec: &RunSpec, resolved: &Resolved, token: &str) -> anyhow::Result<Prepared> {
-    let stems = output::file_stems(&spec.name, token, &resolved.prompts)?;
+    let stems = output::file_stems_named(&resolved.names, token, &resolved.prompts)?;
     let dir = spec.out.join(token);
     let new_dirs = output::create_writable_dir(&dir)?;
     let mut locks = Vec::new();
@@ -364,10 +452,14 @@ fn describe(config: &ClipConfig) -> String {
 
 /// The models (each downloaded if needed, checked against the expected architecture, hashed, its
 /// texts encoded), the ensemble's name and token, and the start image.
-fn load(spec: &RunSpec, resolved: &Resolved) -> anyhow::Result<Loaded> {
+fn load(
+    spec: &RunSpec,
+    resolved: &Resolved,
+    mut cache: Option<&mut ModelCache>,
+) -> anyhow::Result<Loaded> {
     let mut members = Vec::new();
     for source in &spec.models {
-        members.push(load_member(spec, resolved, source)?);
+        members.push(load_member(spec, resolved, source, cache.as_deref_mut())?);
     }
     for (i, m) in members.iter().enumerate() {
         if let Some(j) = members[..i].iter().position(|o| o.weights_sha256 == m.weights_sha256) {
@@ -427,36 +519,34 @@ fn load_member(
     spec: &RunSpec,
     resolved: &Resolved,
     source: &ModelSource,
+    cache: Option<&mut ModelCache>,
 ) -> anyhow::Result<LoadedMember> {
-    let (path, expect) = match source {
-        ModelSource::Released(m) => {
-            let path = download::resolve_model_with(m.name, None, &interrupt::requested)
-                .with_context(|| format!("getting the released {} weights", m.name))?;
-            (path, Some(*m))
-        }
-        ModelSource::Weights { path, expect } => (path.clone(), *expect),
-    };
-    println!(
-        "{} {}: {} prompt(s), {} steps, lr {}, param {}, augment [{}], tv weight {}, keep {}, \
-         seed {}, device {}, precision {}, weights {}",
-        expect.map_or("CLIP", |m| m.name),
-        spec.name,
-        resolved.prompts.len(),
-        spec.settings.steps,
-        spec.settings.learning_rate,
-        spec.settings.param,
-        spec.settings.augment.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" "),
-        spec.settings.tv_weight,
-        spec.settings.keep,
-        resolved.seed,
+    let key = format!(
+        "{} on {} in {}",
+        match source {
+            ModelSource::Released(m) => format!("released {}", m.name),
+            ModelSource::Weights { path, .. } =>
+                format!("file {}", std::fs::canonicalize(path).unwrap_or(path.clone()).display()),
+        },
         device_name(resolved.device),
-        resolved.precision,
-        path.display()
+        resolved.precision
     );
-    // Loaded first: its errors say what is wrong with a missing or broken file.
-    let model =
-        LoadedClip::load_with(&path, resolved.device, resolved.precision, &interrupt::requested)
-            .with_context(|| format!("loading the CLIP model from {}", path.display()))?;
+    let cached = cache.as_ref().and_then(|c| c.models.get(&key)).cloned();
+    let expect = match source {
+        ModelSource::Released(m) => Some(*m),
+        ModelSource::Weights { expect, .. } => *expect,
+    };
+    let cached = match cached {
+        Some(cached) => cached,
+        None => {
+            let loaded = load_model(spec, resolved, source)?;
+            if let Some(cache) = cache {
+                cache.models.insert(key, loaded.clone());
+            }
+            loaded
+        }
+    };
+    let CachedModel { model, weights: path, weights_sha256 } = cached;
     let config = model.model.config;
     let matched = released::by_config(&config);
     if let Some(expected) = expect {
@@ -478,7 +568,6 @@ fn load_member(
             (token.clone(), token)
         }
     };
-    let weights_sha256 = download::sha256_file_with(&path, &interrupt::requested)?;
     let device = resolved.device;
     let (text, negatives) = tch::no_grad(|| {
         let text = model.model.encode_text(&resolved.tokens.to_device(device));
@@ -491,45 +580,120 @@ fn load_member(
     Ok(LoadedMember { model, weights: path, weights_sha256, name, token, text, negatives })
 }
 
+/// One model's weights (downloaded if needed), loaded on the device and hashed.
+fn load_model(
+    spec: &RunSpec,
+    resolved: &Resolved,
+    source: &ModelSource,
+) -> anyhow::Result<CachedModel> {
+    let (path, expect) = match source {
+        ModelSource::Released(m) => {
+            let path = download::resolve_model_with(m.name, None, &interrupt::requested)
+                .with_context(|| format!("getting the released {} weights", m.name))?;
+            (path, Some(*m))
+        }
+        ModelSource::Weights { path, expect } => (path.clone(), *expect),
+    };
+    if !resolved.quiet {
+        println!(
+            "{} {}: {} prompt(s), {} steps, lr {}, param {}, augment [{}], tv weight {}, keep {}, \
+         seed {}, device {}, precision {}, weights {}",
+            expect.map_or("CLIP", |m| m.name),
+            spec.name,
+            resolved.prompts.len(),
+            spec.settings.steps,
+            spec.settings.learning_rate,
+            spec.settings.param,
+            spec.settings.augment.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" "),
+            spec.settings.tv_weight,
+            spec.settings.keep,
+            resolved.seed,
+            device_name(resolved.device),
+            resolved.precision,
+            path.display()
+        );
+    }
+    // Loaded first: its errors say what is wrong with a missing or broken file.
+    let model =
+        LoadedClip::load_with(&path, resolved.device, resolved.precision, &interrupt::requested)
+            .with_context(|| format!("loading the CLIP model from {}", path.display()))?;
+    let weights_sha256 = download::sha256_file_with(&path, &interrupt::requested)?;
+    Ok(CachedModel { model: Rc::new(model), weights: path, weights_sha256 })
+}
+
 /// The optimisation, with the progress bar and log lines; Ctrl-C stops it after the current step.
 fn optimise(
     spec: &RunSpec,
     resolved: &Resolved,
     loaded: &Loaded,
+    mut on_steps: Option<&mut dyn FnMut(usize)>,
 ) -> anyhow::Result<(Outcome, super::progress::History)> {
     let settings = &spec.settings;
     let show_tv = settings.tv_weight > 0.0;
-    let mut progress = Progress::new(
-        &resolved.prompts,
-        settings.steps,
-        settings.tv_weight,
-        show_tv,
-        spec.log_every,
-    );
+    let mut progress = if resolved.quiet {
+        Progress::quiet(&resolved.prompts, settings.steps)
+    } else {
+        Progress::new(
+            &resolved.prompts,
+            settings.steps,
+            settings.tv_weight,
+            show_tv,
+            spec.log_every,
+        )
+    };
+    let n = resolved.prompts.len();
+    // A padded batch repeats its last prompt (and seed) up to the width; their results go.
+    let rows: Vec<i64> = (0..resolved.width).map(|i| i.min(n - 1) as i64).collect();
+    let padded = resolved.width > n;
+    let pad = |t: &Tensor| {
+        if padded {
+            t.index_select(0, &Tensor::from_slice(&rows).to_device(t.device()))
+        } else {
+            t.shallow_clone()
+        }
+    };
+    let texts: Vec<Tensor> = loaded.members.iter().map(|m| pad(&m.text)).collect();
     let members: Vec<Member> = loaded
         .members
         .iter()
+        .zip(&texts)
         .zip(&resolved.weights)
-        .map(|(m, &weight)| Member {
+        .map(|((m, text), &weight)| Member {
             model: &m.model.model,
-            text: &m.text,
+            text,
             negatives: m.negatives.as_ref(),
             weight,
         })
         .collect();
-    tch::manual_seed(resolved.seed as i64);
+    let mut draws: Box<dyn Draws> = if resolved.rows.is_empty() {
+        tch::manual_seed(resolved.seed as i64);
+        Box::new(TorchDraws)
+    } else {
+        let seeds: Vec<u64> = rows.iter().map(|&i| resolved.rows[i as usize].seed).collect();
+        Box::new(KeyedDraws::new(&seeds, resolved.device))
+    };
     let run = || {
         optimize_objective_until(
             &members,
             loaded.start.as_ref(),
             settings,
-            &mut TorchDraws,
-            &mut |chunk| progress.update(chunk),
+            draws.as_mut(),
+            &mut |chunk| {
+                if padded {
+                    let kept: Vec<StepStats> = chunk.iter().map(|s| s.first(n)).collect();
+                    progress.update(&kept);
+                } else {
+                    progress.update(chunk);
+                }
+                if let (Some(f), Some(last)) = (on_steps.as_mut(), chunk.last()) {
+                    f(last.step);
+                }
+            },
             &interrupt::requested,
         )
     };
     let outcome = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
-        Ok(outcome) => outcome?,
+        Ok(outcome) => outcome?.first(n),
         Err(payload) => {
             let message = torch_error::payload_text(&*payload);
             match torch_error::out_of_memory(&message) {
@@ -548,13 +712,15 @@ fn optimise(
         }
     }
     let done = outcome.steps_done;
-    println!(
-        "{done} steps in {:.1} s ({:.2} steps/s); steps: {}",
-        outcome.loop_seconds,
-        outcome.steps_per_second(done),
-        outcome.execution
-    );
-    if outcome.interrupted {
+    if !resolved.quiet {
+        println!(
+            "{done} steps in {:.1} s ({:.2} steps/s); steps: {}",
+            outcome.loop_seconds,
+            outcome.steps_per_second(done),
+            outcome.execution
+        );
+    }
+    if outcome.interrupted && !resolved.quiet {
         println!("interrupted at step {done} of {}: saving the images reached", settings.steps);
     }
     Ok((outcome, progress.history))
@@ -678,7 +844,7 @@ fn save(
         let mut record = RunRecord {
             prompt: prompt.clone(),
             model: loaded.name.clone(),
-            mode: spec.name.clone(),
+            mode: resolved.names[i].clone(),
             preset: spec.preset.map(|p| p.to_string()),
             image: format!("{stem}.png"),
             image_sha256: String::new(),
@@ -700,11 +866,13 @@ fn save(
             negative_weight: (!spec.negatives.is_empty()).then_some(settings.negative_weight),
             negatives: Vec::new(),
             init: None,
-            seed: resolved.seed,
+            seed: resolved.rows.get(i).map_or(resolved.seed, |r| r.seed),
+            draws: resolved.rows.get(i).map(|_| "keyed".to_string()),
+            run_id: resolved.rows.get(i).map(|r| r.run_id.clone()),
             device: device_name(device),
             precision: resolved.precision.to_string(),
             resolution,
-            batch_size: resolved.prompts.len(),
+            batch_size: resolved.width,
             initial_similarity: weighted(&member_initial, weights),
             final_similarity: f64::NAN,
             final_similarity_unquantized: weighted(&member_unquantized, weights),
@@ -814,7 +982,9 @@ fn save(
                 init.l2
             ));
         }
-        println!("{line}  ({} -> {})", excerpt(prompt), png.display());
+        if !resolved.quiet {
+            println!("{line}  ({} -> {})", excerpt(prompt), png.display());
+        }
         results.push(PromptResult { png, json, csv, record });
     }
     Ok(results)

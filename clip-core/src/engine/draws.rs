@@ -307,7 +307,6 @@ mod tests {
         assert!(h.max().double_value(&[]) < 1.0);
     }
 
-
     #[test]
     fn a_replay_hands_back_each_prompts_rows() {
         let mut recorder = Recorder::new(TorchDraws);

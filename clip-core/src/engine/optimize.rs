@@ -250,6 +250,20 @@ pub struct StepStats {
     pub negative: Vec<f32>,
 }
 
+impl StepStats {
+    /// The statistics of the first `n` prompts only.
+    pub fn first(&self, n: usize) -> Self {
+        let cut = |v: &Vec<f32>| v[..n.min(v.len())].to_vec();
+        Self {
+            step: self.step,
+            similarity: cut(&self.similarity),
+            tv: cut(&self.tv),
+            per_model: self.per_model.iter().map(cut).collect(),
+            negative: cut(&self.negative),
+        }
+    }
+}
+
 /// The result of one optimisation of a batch of prompts.
 #[derive(Debug)]
 pub struct Outcome {
@@ -273,6 +287,21 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// The outcome of the first `n` prompts only (a padded batch's real ones).
+    pub fn first(self, n: usize) -> Self {
+        let rows = self.images.size()[0];
+        if n as i64 >= rows {
+            return self;
+        }
+        Self {
+            initial: self.initial.narrow(0, 0, n as i64),
+            images: self.images.narrow(0, 0, n as i64),
+            best: self.best.map(|b| b[..n].to_vec()),
+            frozen_at: self.frozen_at[..n].to_vec(),
+            ..self
+        }
+    }
+
     pub fn steps_per_second(&self, steps: usize) -> f64 {
         steps as f64 / self.loop_seconds.max(f64::MIN_POSITIVE)
     }

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 #[command(
     name = "clip",
     version,
-    about = "OpenAI's CLIP on libtorch: embed, score, tokenize, generate, compare, classify, bench"
+    about = "OpenAI's CLIP on libtorch: embed, score, tokenize, generate, sweep, compare, classify, bench"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -41,6 +41,9 @@ enum Command {
     /// Zero-shot classification (ImageNet's classes or your own): one JSON line per image with
     /// its K most probable classes.
     Classify(Box<clip_core::app::classify::ClassifyArgs>),
+    /// Run a grid of generations from a TOML SPEC (the product of its axes): batched, resumable,
+    /// sharded, on every local GPU or as a Slurm job array.
+    Sweep(Box<clip_core::app::sweep::SweepArgs>),
     /// Time the optimisation step (random weights) per architecture, mode and number of prompts:
     /// ms per step, prompt-steps/s, peak memory, ratio to the FLOP floor.
     Bench(bench::BenchArgs),
@@ -55,6 +58,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Compare(args) => done(compare::run(&args)),
         Command::Generate(args) => generate::run(&args),
         Command::Classify(args) => done(classify::run(&args)),
+        Command::Sweep(args) => clip_core::app::sweep::main(&args),
         Command::Bench(args) => done(bench::run(&args)),
     }
 }

@@ -1,0 +1,473 @@
+//! `clip sweep SPEC.toml`: a grid of runs — the Cartesian product of the SPEC's axes (`spec.rs`,
+//! `plan.rs`) — batched, resumable and shardable, here (`local.rs`: this process, one worker per
+//! GPU, or CPU workers) or as a Slurm job array (`slurm.rs`).
+//!
+//! - Batched: runs that differ only in prompt and seed share one optimisation of `--batch-prompts`
+//!   rows (default 32 on CUDA, 3 on the CPU); each run draws from its own seed (keyed draws) and
+//!   every batch has the same width (the last padded), so a run's result does not depend on its
+//!   batch-mates, its shard or the number of workers, and a run redone alone is the same, bit for
+//!   bit on the CPU (where each worker computes on one thread for that reason).
+//! - Resumable, idempotent: a run is done when its record (with its run id) is there
+//!   (`state.rs`); an invocation does only the rest, and an interrupted batch is redone whole.
+//! - `--shard I/N`: the runs whose id mod N is I — stable as prompts are added.
+
+pub mod local;
+pub mod plan;
+pub mod slurm;
+pub mod spec;
+pub mod state;
+
+use super::cli::{UsageError, USAGE_EXIT};
+use super::device::DeviceChoice;
+use super::interrupt;
+use plan::{Run, Shard};
+use spec::Spec;
+use state::{RunState, States};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tch::Device;
+
+/// Rows per optimisation unless `--batch-prompts` says otherwise.
+pub const DEFAULT_BATCH_CUDA: usize = 32;
+pub const DEFAULT_BATCH_CPU: usize = 3;
+/// Most array tasks `--slurm` makes unless `--tasks` says otherwise.
+pub const DEFAULT_MAX_TASKS: usize = 100;
+
+/// `clip sweep`'s flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SweepArgs {
+    /// The sweep: a TOML file whose keys are `clip generate`'s settings; a list makes an axis.
+    #[arg(value_name = "SPEC.toml")]
+    pub spec: PathBuf,
+    /// Print how many runs are done, pending and failed (and the failed runs' errors); run nothing.
+    #[arg(long, conflicts_with_all = ["dry_run", "slurm"])]
+    pub status: bool,
+    /// List the runs (id, state, model, name, seed, prompt; tab-separated) without running them.
+    #[arg(long, conflicts_with = "slurm")]
+    pub dry_run: bool,
+    /// Only shard I of N: the runs whose id mod N is I (0 <= I < N).
+    #[arg(long, value_name = "I/N", value_parser = parse_shard, conflicts_with = "slurm")]
+    pub shard: Option<Shard>,
+    /// One worker process per GPU (all, or a list such as 0,1), each on its own part of the runs.
+    #[arg(long, value_name = "all|0,1,…", conflicts_with_all = ["workers", "slurm"])]
+    pub gpus: Option<String>,
+    /// N worker processes on the CPU (each on one thread), each on its own part of the runs.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=256), conflicts_with = "slurm")]
+    pub workers: Option<u64>,
+    /// Rows per optimisation batch (runs that differ only in prompt and seed share one); default 32
+    /// on CUDA, 3 on the CPU.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub batch_prompts: Option<u64>,
+    /// Where the runs compute: cpu, cuda or auto.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+    /// The output directory, instead of the SPEC's `out`.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Submit the sweep to Slurm as a job array (task i runs `--shard i/N`); writes
+    /// <out>/sweep.sbatch.
+    #[arg(long)]
+    pub slurm: bool,
+    /// Slurm: the partition.
+    #[arg(long, value_name = "P", requires = "slurm")]
+    pub partition: Option<String>,
+    /// Slurm: GPUs per array task (more than 1: one worker per GPU inside the task).
+    #[arg(long, value_name = "G", default_value_t = 0, requires = "slurm")]
+    pub gpus_per_task: usize,
+    /// Slurm: at most K array tasks at once.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..), requires = "slurm")]
+    pub array_parallel: Option<u64>,
+    /// Slurm: each task's time limit (e.g. 04:00:00).
+    #[arg(long, value_name = "T", requires = "slurm")]
+    pub time: Option<String>,
+    /// Slurm: an extra `#SBATCH` line (repeatable), e.g. --sbatch-arg=--mem=32G.
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true, requires = "slurm")]
+    pub sbatch_arg: Vec<String>,
+    /// Slurm: array tasks (shards); default one per batch of the runs, at most 100.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000), requires = "slurm")]
+    pub tasks: Option<u64>,
+    /// Slurm: write and print the script, submit nothing.
+    #[arg(long, requires = "slurm")]
+    pub print: bool,
+    /// Slurm: wait for the array to end, then print --status.
+    #[arg(long, requires = "slurm", conflicts_with = "print")]
+    pub wait: bool,
+    /// Internal: this process is worker K of G of the shard (`--gpus`, `--workers`).
+    #[arg(long, value_name = "K/G", value_parser = parse_shard, hide = true)]
+    pub worker: Option<Shard>,
+}
+
+fn parse_shard(s: &str) -> Result<Shard, String> {
+    s.parse()
+}
+
+/// The sweep, as the flags ask. Exit status: 0 every run done; 1 some failed (recorded) or a
+/// worker died; 2 bad input (nothing started); 130 Ctrl-C.
+pub fn main(args: &SweepArgs) -> anyhow::Result<ExitCode> {
+    match sweep(args) {
+        Err(err) if super::cli::is_usage_error(&err) => {
+            eprintln!("error: {}", interrupt::error_line(&err));
+            Ok(ExitCode::from(USAGE_EXIT))
+        }
+        other => other,
+    }
+}
+
+fn usage(message: String) -> anyhow::Error {
+    UsageError(message).into()
+}
+
+/// The GPUs `--gpus` names.
+fn gpu_list(text: &str) -> anyhow::Result<Vec<usize>> {
+    let count = if tch::Cuda::is_available() { tch::Cuda::device_count() as usize } else { 0 };
+    if count == 0 {
+        return Err(usage(format!("--gpus {text}: no CUDA device is available here")));
+    }
+    if text.trim() == "all" {
+        return Ok((0..count).collect());
+    }
+    let mut gpus = Vec::new();
+    for part in text.split(',') {
+        let g: usize = part.trim().parse().map_err(|_| {
+            usage(format!(
+                "--gpus {text}: {:?} is not a GPU number (give all, or e.g. 0,1)",
+                part.trim()
+            ))
+        })?;
+        if g >= count {
+            return Err(usage(format!(
+                "--gpus {text}: there is no GPU {g} (this machine has {count})"
+            )));
+        }
+        if gpus.contains(&g) {
+            return Err(usage(format!("--gpus {text}: GPU {g} is given twice")));
+        }
+        gpus.push(g);
+    }
+    Ok(gpus)
+}
+
+fn sweep(args: &SweepArgs) -> anyhow::Result<ExitCode> {
+    let spec = Spec::read(&args.spec)?;
+    let out = match &args.out {
+        Some(o) => std::path::absolute(o).unwrap_or(o.clone()),
+        None => spec.out.clone(),
+    };
+    let all = plan::runs(&spec)?;
+    check_settings(&all)?;
+    let shard = args.shard.unwrap_or(Shard::ALL);
+    let runs: Vec<Run> = all
+        .iter()
+        .filter(|r| match &args.worker {
+            Some(part) => shard.holds_part(part, r),
+            None => shard.holds(r),
+        })
+        .cloned()
+        .collect();
+    let scope = match (args.shard, args.worker) {
+        (None, None) => String::new(),
+        (Some(s), None) => format!(" (shard {s})"),
+        (s, Some(w)) => format!(" (shard {}, worker {w})", s.unwrap_or(Shard::ALL)),
+    };
+
+    if args.slurm {
+        return submit_slurm(args, &spec, &all, &out);
+    }
+    if args.gpus.is_some() && args.device == DeviceChoice::Cpu {
+        return Err(usage("--gpus runs on CUDA: not with --device cpu (use --workers N)".into()));
+    }
+    let gpus = match &args.gpus {
+        Some(text) => Some(gpu_list(text)?),
+        None => None,
+    };
+
+    let states = States::scan(&out);
+    if args.status {
+        print_status(&spec, &runs, &states, &scope);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let device = match (&gpus, args.device) {
+        (Some(_), _) => Device::Cuda(0),
+        (None, choice) => choice.resolve().map_err(|e| usage(e.to_string()))?,
+    };
+    let width = args.batch_prompts.map(|n| n as usize).unwrap_or(match device {
+        Device::Cpu => DEFAULT_BATCH_CPU,
+        _ => DEFAULT_BATCH_CUDA,
+    });
+    let pending: Vec<Run> =
+        runs.iter().filter(|r| states.of(r) != RunState::Done).cloned().collect();
+    let batches = plan::batches(&pending, width);
+    if args.dry_run {
+        for run in &runs {
+            println!(
+                "{}\t{}\t{}\t{}\t{}\t{}",
+                run.id,
+                states.of(run).word(),
+                run.model.label(),
+                run.name,
+                run.seed,
+                run.prompt
+            );
+        }
+        eprintln!(
+            "{} run(s){scope}: {} to do, in {} batch(es) of up to {width}; results in {}",
+            runs.len(),
+            pending.len(),
+            batches.len(),
+            out.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if pending.is_empty() {
+        println!(
+            "sweep: nothing to do: all {} run(s){scope} of {} are done (in {})",
+            runs.len(),
+            spec.path.display(),
+            out.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    interrupt::install();
+    let options = local::Options {
+        out: out.clone(),
+        device: match device {
+            Device::Cpu => DeviceChoice::Cpu,
+            _ => DeviceChoice::Cuda,
+        },
+        width,
+        machine_progress: args.worker.is_some(),
+    };
+    let prompt_steps: u64 = pending.iter().map(|r| r.settings.steps as u64).sum();
+    let workers = gpus.as_ref().map(Vec::len).or(args.workers.map(|n| n as usize)).unwrap_or(1);
+    let (tally, died) = if workers > 1 && args.worker.is_none() {
+        let mut base = vec![
+            "sweep".to_string(),
+            spec.path.display().to_string(),
+            "--out".to_string(),
+            out.display().to_string(),
+            "--batch-prompts".to_string(),
+            width.to_string(),
+        ];
+        if let Some(s) = args.shard {
+            base.extend(["--shard".to_string(), s.to_string()]);
+        }
+        let plans: Vec<local::WorkerPlan> = (0..workers)
+            .map(|k| {
+                let part = Shard { index: k as u64, count: workers as u64 };
+                let mine: Vec<&Run> =
+                    pending.iter().filter(|r| shard.holds_part(&part, r)).collect();
+                local::WorkerPlan {
+                    part,
+                    gpu: gpus.as_ref().map(|g| g[k]),
+                    runs: mine.len(),
+                    prompt_steps: mine.iter().map(|r| r.settings.steps as u64).sum(),
+                }
+            })
+            .collect();
+        let device_arg = if gpus.is_some() { "cuda" } else { "cpu" };
+        println!(
+            "sweep: {} pending run(s){scope} of {} on {workers} workers, batches of {width}; results in {}",
+            pending.len(),
+            runs.len(),
+            out.display()
+        );
+        local::run_workers(&base, &plans, device_arg)?
+    } else {
+        if device == Device::Cpu {
+            // Bit-for-bit results whatever the batch: one thread (see the module's notes).
+            tch::set_num_threads(1);
+        }
+        if args.worker.is_none() {
+            println!(
+                "sweep: {} pending run(s){scope} of {} in {} batch(es) of {width}; results in {}",
+                pending.len(),
+                runs.len(),
+                batches.len(),
+                out.display()
+            );
+        }
+        let mut report = local::Report::new(pending.len(), prompt_steps, options.machine_progress);
+        let tally = local::run_batches(&batches, &options, &mut report);
+        report.finish();
+        (tally, Vec::new())
+    };
+    for line in &died {
+        eprintln!("error: {line}");
+    }
+    if args.worker.is_none() {
+        let states = States::scan(&out);
+        let failed: Vec<&Run> =
+            runs.iter().filter(|r| matches!(states.of(r), RunState::Failed(_))).collect();
+        let done = runs.iter().filter(|r| states.of(r) == RunState::Done).count();
+        println!(
+            "sweep: {done} of {} run(s){scope} done, {} failed, {} pending (this invocation: {} \
+             done, {} failed)",
+            runs.len(),
+            failed.len(),
+            runs.len() - done - failed.len(),
+            tally.done,
+            tally.failed
+        );
+        for run in failed.iter().take(10) {
+            if let RunState::Failed(e) = states.of(run) {
+                eprintln!(
+                    "failed: {} {} {} {:?}: {e}",
+                    run.id,
+                    run.model.label(),
+                    run.name,
+                    run.prompt
+                );
+            }
+        }
+        if failed.len() > 10 {
+            eprintln!(
+                "… and {} more: `clip sweep {} --status` lists them",
+                failed.len() - 10,
+                args.spec.display()
+            );
+        }
+    }
+    if tally.interrupted {
+        return Ok(ExitCode::from(interrupt::INTERRUPTED_EXIT));
+    }
+    if tally.failed > 0 || !died.is_empty() {
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Each distinct setting is checked against the models' resolution before anything starts (for
+/// checkpoints of unknown architecture, when their batch loads).
+fn check_settings(runs: &[Run]) -> anyhow::Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for run in runs {
+        if !seen.insert(run.batch_key.clone()) {
+            continue;
+        }
+        if let Some(res) = run.model.known_resolution() {
+            run.settings.validate(res).map_err(|e| {
+                usage(format!("the runs of {} {}: {e}", run.model.label(), run.name))
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn print_status(spec: &Spec, runs: &[Run], states: &States, scope: &str) {
+    let mut counts = [0usize; 3];
+    let mut failed = Vec::new();
+    for run in runs {
+        match states.of(run) {
+            RunState::Done => counts[0] += 1,
+            RunState::Pending => counts[1] += 1,
+            RunState::Failed(e) => {
+                counts[2] += 1;
+                failed.push((run, e));
+            }
+        }
+    }
+    println!(
+        "{} run(s){scope}: {} done, {} pending, {} failed ({})",
+        runs.len(),
+        counts[0],
+        counts[1],
+        counts[2],
+        spec.path.display()
+    );
+    for (run, e) in failed {
+        println!(
+            "failed\t{}\t{}\t{}\t{}\t{:?}\t{e}",
+            run.id,
+            run.model.label(),
+            run.name,
+            run.seed,
+            run.prompt
+        );
+    }
+}
+
+fn submit_slurm(
+    args: &SweepArgs,
+    spec: &Spec,
+    all: &[Run],
+    out: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    if !args.print && !local::on_path("sbatch") {
+        return Err(usage(
+            "--slurm: `sbatch` is not on the PATH (run on a Slurm login node, or use --print to \
+             write the script only)"
+                .into(),
+        ));
+    }
+    if args.wait && !local::on_path("squeue") {
+        return Err(usage("--wait: `squeue` is not on the PATH".into()));
+    }
+    // For the number of tasks only: each task resolves its own default on its own device.
+    let width = args.batch_prompts.map(|n| n as usize).unwrap_or(if args.gpus_per_task > 0 {
+        DEFAULT_BATCH_CUDA
+    } else {
+        DEFAULT_BATCH_CPU
+    });
+    let tasks = match args.tasks {
+        Some(n) => n as usize,
+        None => all.len().div_ceil(width).clamp(1, DEFAULT_MAX_TASKS),
+    };
+    let log_dir = slurm::log_dir(out);
+    std::fs::create_dir_all(&log_dir)?;
+    let mut sweep_args =
+        vec![spec.path.display().to_string(), "--out".to_string(), out.display().to_string()];
+    if let Some(b) = args.batch_prompts {
+        sweep_args.extend(["--batch-prompts".to_string(), b.to_string()]);
+    }
+    if args.device != DeviceChoice::Auto {
+        let d = if args.device == DeviceChoice::Cpu { "cpu" } else { "cuda" };
+        sweep_args.extend(["--device".to_string(), d.to_string()]);
+    }
+    let options = slurm::SlurmOptions {
+        partition: args.partition.clone(),
+        gpus_per_task: args.gpus_per_task,
+        array_parallel: args.array_parallel.map(|k| k as usize),
+        time: args.time.clone(),
+        sbatch_args: args.sbatch_arg.clone(),
+        tasks,
+    };
+    let exe = std::env::current_exe()?;
+    let workdir = std::env::current_dir()?;
+    let job_name = format!(
+        "clip-sweep-{}",
+        spec.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+    );
+    let text = slurm::script(&exe, &workdir, &job_name, &log_dir, &sweep_args, &options);
+    let path = out.join("sweep.sbatch");
+    super::output::write_atomic(&path, text.as_bytes())?;
+    if args.print {
+        print!("{text}");
+        eprintln!(
+            "wrote {} ({tasks} array task(s)); submit it with `sbatch {}`",
+            path.display(),
+            path.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let id = slurm::submit(&path)?;
+    println!(
+        "sweep: submitted Slurm array job {id} ({tasks} task(s)) from {}; logs in {}; `clip sweep {} \
+         --status` shows the progress",
+        path.display(),
+        log_dir.display(),
+        args.spec.display()
+    );
+    if !args.wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    interrupt::install();
+    slurm::wait(&id, Duration::from_millis(500))?;
+    let states = States::scan(out);
+    print_status(spec, all, &states, "");
+    if all.iter().all(|r| states.of(r) == RunState::Done) {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::FAILURE)
+    }
+}
