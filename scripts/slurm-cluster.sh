@@ -40,7 +40,7 @@
 #   state/                            slurmctld StateSaveLocation
 #   spool/                            slurmd SlurmdSpoolDir
 #   run/*.pid                         pid files of the three daemons (used by `stop`)
-#   log/*.log                         daemon logs
+#   log/*.log, log/*.out              daemon logs; start-up output (stdout/stderr) of each daemon
 #
 # Harmless log noise: "can not load PMIx library", "Could not open ... state file" (fresh state
 # directory), munged "Unauthorized credential for client UID=0".
@@ -200,7 +200,8 @@ stop_all() {
 
 show_logs() {
     local f
-    for f in "$MUNGED_LOG" "$SLURMCTLD_LOG" "$SLURMD_LOG"; do
+    for f in "$LOG_DIR"/munged.out "$MUNGED_LOG" "$LOG_DIR"/slurmctld.out "$SLURMCTLD_LOG" \
+        "$LOG_DIR"/slurmd.out "$SLURMD_LOG"; do
         if [[ -s $f ]]; then
             echo "----- last 25 lines of $f -----" >&2
             tail -n 25 "$f" >&2 || true
@@ -367,6 +368,15 @@ on_exit() {
     fi
 }
 
+# launch PROGRAM ARGS...: start a self-daemonising program. Its stdin/stdout/stderr are detached
+# from ours (start-up messages go to log/PROGRAM.out) and our fd 3 -- the real stdout -- is closed
+# for it: a daemon that inherited any of them would keep the caller's pipe open, and
+# `$(slurm-cluster.sh start DIR)` or `... 2>&1 | tee` would then never finish.
+launch() {
+    local name=$1
+    "$@" </dev/null >>"$LOG_DIR/$name.out" 2>&1 3>&-
+}
+
 # wait_for_pidfile PIDFILE NAME SECONDS: wait until the daemon has written its pid file.
 wait_for_pidfile() {
     local pidfile=$1 name=$2 secs=$3 i
@@ -450,7 +460,7 @@ cmd_start() {
     # (mode 700) is not. --force turns that check into a log warning instead of changing the
     # caller's directory permissions. (It also lets munged take over a socket that another munged
     # holds -- the "already running" check above is what prevents that.)
-    munged --force --socket="$MUNGE_SOCK" --key-file="$MUNGE_KEY" --pid-file="$MUNGED_PID" \
+    launch munged --force --socket="$MUNGE_SOCK" --key-file="$MUNGE_KEY" --pid-file="$MUNGED_PID" \
         --log-file="$MUNGED_LOG" --seed-file="$MUNGE_SEED" ||
         start_failed "munged failed to start"
     wait_for_pidfile "$MUNGED_PID" munged 10
@@ -462,11 +472,11 @@ cmd_start() {
     t0=$(date +%s%N)
     note "starting slurmctld"
     # -c: start from clean state (no jobs or node states recovered from an earlier run).
-    slurmctld -c -f "$CONF" || start_failed "slurmctld failed to start"
+    launch slurmctld -c -f "$CONF" || start_failed "slurmctld failed to start"
     wait_for_pidfile "$SLURMCTLD_PID" slurmctld 10
     note "starting slurmd"
     # -N: the node name, so it matches slurm.conf even if hostname resolution is odd.
-    slurmd -c -N "$host" -f "$CONF" || start_failed "slurmd failed to start"
+    launch slurmd -c -N "$host" -f "$CONF" || start_failed "slurmd failed to start"
     wait_for_pidfile "$SLURMD_PID" slurmd 10
 
     # --- wait for the node to report idle ---

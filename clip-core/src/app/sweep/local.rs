@@ -306,6 +306,13 @@ pub fn run_workers(
                     let (d, f) = (value("done") as usize, value("failed") as usize);
                     if d + f > 0 {
                         report.finished(d, f);
+                        if report.lines {
+                            let t = report.tally();
+                            report.say(&format!(
+                                "runs {}/{} done, {} failed (worker {k}: {d} more done, {f} failed)",
+                                t.done, report.runs, t.failed
+                            ));
+                        }
                     }
                 }
                 None => report.say(&format!("[worker {k}] {line}")),
