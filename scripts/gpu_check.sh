@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 5's checks on a GPU machine, from what scripts/gpu_prepare.sh packed into .gpu/.
 #
-#   bash scripts/gpu_check.sh [PART...]   PART: test bench engine layouts seed runs (default: test bench engine seed)
+#   bash scripts/gpu_check.sh [PART...]   PART: test bench engine layouts seed sweep runs (default: test bench engine seed)
 #
 #   test     the CUDA-graph test (graph replay against eager, 20 steps, RN50/ViT-B/32/tiny, both
 #            presets and an fft-decorrelated + Lucent transforms + cutouts pipeline)
@@ -12,6 +12,9 @@
 #   layouts  ViT patch embedding conv vs matmul, ResNet NCHW vs channels-last (1 and 3 prompts, eager
 #            and graph)
 #   seed     scripts/bench_side_by_side.sh: the seed's loops and clip bench, ratios
+#   sweep    clip sweep on random full-size RN50, ViT-B/32 and ViT-L/14: 64 prompts × constrained,
+#            200 steps, batches of 32 (graph): prompt-steps/s per batch and the time outside the
+#            loop (loading, encoding, saving), for BENCHMARKS.md's scale estimate
 #   runs     the 18 seed runs: the six experiment binaries with their constants (3 prompts × 10 000
 #            steps each) on random full-size checkpoints, one after another; total wall time
 #
@@ -135,6 +138,33 @@ if want runs; then
         done
     done
     note "all 18 runs: $(seconds "$start" "$(date +%s%N)") s wall (loading included)"
+    rm -rf "$ckpt"
+fi
+if want sweep; then
+    ckpt=$(mktemp -d)
+    prompts=$(python3 -c 'print(", ".join(f"\"prompt number {i}\"" for i in range(64)))')
+    note "-- sweep: 64 prompts, constrained, ${SWEEP_STEPS:-200} steps, batches of 32:"
+    for arch in RN50 ViT-B/32 ViT-L/14; do
+        file="$ckpt/$(echo "$arch" | tr -d '/-' | tr 'A-Z' 'a-z').pt"
+        python3 scripts/make_random_checkpoint.py --arch "$arch" --seed 1 --out "$file" >>"$out/checkpoints.log" 2>&1
+        spec="$ckpt/$(basename "$file" .pt).toml"
+        printf 'models = ["m"]\nprompts = [%s]\nsteps = %s\n\n[weights]\nm = "%s"\n' \
+            "$prompts" "${SWEEP_STEPS:-200}" "$file" >"$spec"
+        t0=$(date +%s%N)
+        "$bin/clip" sweep "$spec" --device "$device" --batch-prompts 32 --out "$out/sweep-$(basename "$file" .pt)" \
+            >"$out/sweep-$(basename "$file" .pt).log" 2>&1
+        status=$?
+        note "$arch: exit $status, $(seconds "$t0" "$(date +%s%N)") s wall for the process"
+        python3 - "$out/sweep-$(basename "$file" .pt)" <<'PY' | tee -a "$summary"
+import glob, json, sys
+recs = [json.load(open(p)) for p in glob.glob(sys.argv[1] + "/*/*.json")]
+for loop in sorted({r["loop_seconds"] for r in recs}):
+    rs = [r for r in recs if r["loop_seconds"] == loop]
+    steps, wall = rs[0]["steps_done"], max(r["wall_seconds"] for r in rs)
+    print(f"  batch of {len(rs)} (width {rs[0]['batch_size']}, {rs[0]['execution']}): loop {loop:.2f} s, "
+          f"{len(rs) * steps / loop:.1f} prompt-steps/s; outside the loop {wall - loop:.2f} s")
+PY
+    done
     rm -rf "$ckpt"
 fi
 tar -czf "$final/gpu-check.tar.gz" -C "$out" .

@@ -473,3 +473,42 @@ fn bad_input_is_refused_before_anything_starts() {
         assert!(!dir.path().join("res").exists(), "{body}: nothing is created");
     }
 }
+
+/// A sweep never replaces a result it did not make: `clip generate`'s file of the same name stays
+/// as it was, and the run is recorded as failed with the reason.
+#[test]
+fn another_runs_result_is_never_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let res = dir.path().join("res").display().to_string();
+    let weights = fixture("tiny-vit.pt");
+    let generated = clip(
+        &["generate", "--weights", &weights, "--device", "cpu", "--seed", "1", "--steps", "3"]
+            .into_iter()
+            .chain(["--name", "mine", "--prompt", "a dog", "--out", &res])
+            .collect::<Vec<_>>(),
+        dir.path(),
+    );
+    assert!(generated.status.success(), "{}", text(&generated.stderr));
+    let before = tree(&dir.path().join("res"));
+    let spec = write_spec(
+        dir.path(),
+        "out = \"res\"\nmodels = [\"tiny-vit\"]\nprompts = [\"a dog\"]\nsteps = 3\nname = \"mine\"",
+    );
+    let out = sweep(&spec, &[], dir.path());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("holds a result that is not a sweep run's"),
+        "{}",
+        text(&out.stderr)
+    );
+    let after = tree(&dir.path().join("res"));
+    for (path, bytes) in &before {
+        assert!(after[path] == *bytes, "{path} was changed");
+    }
+    let status = sweep(&spec, &["--status"], dir.path());
+    assert!(
+        text(&status.stdout).starts_with("1 run(s): 0 done, 0 pending, 1 failed"),
+        "{}",
+        text(&status.stdout)
+    );
+}

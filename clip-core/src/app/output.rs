@@ -44,6 +44,11 @@ pub enum OutputError {
          another --out (or --name)"
     )]
     Busy { stem: String, dir: PathBuf, lock: PathBuf },
+    #[error(
+        "{path} holds {holder}, not this sweep run's ({run_id}); it is left as it is: move it away, \
+         or give the sweep another `out` or `name`"
+    )]
+    OtherRun { path: PathBuf, holder: String, run_id: String },
 }
 
 /// Longest prompt part of a file name, in bytes: file names are limited to 255 bytes, and the stem
@@ -353,6 +358,28 @@ pub fn check_not_another_prompts(dir: &Path, stem: &str, prompt: &str) -> Result
             prompt: prompt.to_string(),
         }),
         None => Err(OutputError::NotARecord { path, reason: "it has no \"prompt\"".into() }),
+    }
+}
+
+/// A sweep run's record may replace only a record of the same run (`run_id`): never a result of
+/// another run, from the sweep (a changed `name` template) or not (`clip generate`, the binaries).
+pub fn check_same_run(dir: &Path, stem: &str, run_id: &str) -> Result<(), OutputError> {
+    let path = dir.join(format!("{stem}.json"));
+    let Ok(bytes) = std::fs::read(&path) else { return Ok(()) };
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| OutputError::NotARecord { path: path.clone(), reason: e.to_string() })?;
+    match value.get("run_id").and_then(|p| p.as_str()) {
+        Some(recorded) if recorded == run_id => Ok(()),
+        Some(recorded) => Err(OutputError::OtherRun {
+            path,
+            holder: format!("the result of sweep run {recorded}"),
+            run_id: run_id.to_string(),
+        }),
+        None => Err(OutputError::OtherRun {
+            path,
+            holder: "a result that is not a sweep run's".to_string(),
+            run_id: run_id.to_string(),
+        }),
     }
 }
 

@@ -414,11 +414,14 @@ fn prepare(spec: &RunSpec, resolved: &Resolved, token: &str) -> anyhow::Result<P
     let new_dirs = output::create_writable_dir(&dir)?;
     let mut locks = Vec::new();
     let mut stale = 0;
-    for (stem, prompt) in stems.iter().zip(&resolved.prompts) {
+    for (i, (stem, prompt)) in stems.iter().zip(&resolved.prompts).enumerate() {
         let (lock, removed) = ResultLock::take(&dir, stem)?;
         locks.push(lock);
         stale += removed;
         output::check_not_another_prompts(&dir, stem, prompt)?;
+        if let Some(row) = resolved.rows.get(i) {
+            output::check_same_run(&dir, stem, &row.run_id)?;
+        }
     }
     if stale > 0 {
         eprintln!(
