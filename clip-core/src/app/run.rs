@@ -39,7 +39,7 @@ use crate::engine::optimize::{
 use anyhow::Context;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -135,15 +135,26 @@ pub struct RowSpec {
 /// How `clip sweep` runs a batch of runs that differ only in prompt and seed: each row its own
 /// seed, name and run id; the batch padded to `width` rows with copies of its last (so every
 /// batch of a sweep has the same shape and a run's result does not depend on how many
-/// batch-mates it has); the models loaded once for all batches; quiet, its steps reported.
-pub struct Batch<'a> {
+/// batch-mates it has).
+pub struct Batch {
     /// One per prompt of the spec, in its order.
     pub rows: Vec<RowSpec>,
     /// The number of rows the optimisation runs (>= the prompts).
     pub width: usize,
+}
+
+/// What receives the statistics of the steps at every read-back.
+pub type StatsHook<'a> = &'a mut dyn FnMut(&[StepStats]);
+
+/// How a caller other than the binaries drives runs (`clip sweep`, the Python module): models
+/// loaded once and shared, its own progress and stop, no bar or log lines.
+pub struct Hooks<'a> {
     pub models: &'a mut ModelCache,
-    /// Called with the number of steps done at every read-back.
-    pub on_steps: &'a mut dyn FnMut(usize),
+    /// At every read-back: the statistics of the steps since the last (the real prompts' only).
+    pub on_stats: StatsHook<'a>,
+    /// Asked after every step whether to stop there; the images reached are then saved, marked
+    /// interrupted.
+    pub stop: &'a dyn Fn() -> bool,
 }
 
 /// Models loaded once and shared by the batches of a sweep: by source, device and precision.
@@ -154,14 +165,42 @@ pub struct ModelCache {
 
 #[derive(Clone)]
 struct CachedModel {
-    model: Rc<LoadedClip>,
+    model: Arc<LoadedClip>,
     weights: PathBuf,
     weights_sha256: String,
+}
+
+/// The cache's key of a model: its source, device and precision.
+fn cache_key(source: &ModelSource, device: Device, precision: Precision) -> String {
+    let source = match source {
+        ModelSource::Released(m) => format!("released {}", m.name),
+        ModelSource::Weights { path, .. } => {
+            format!("file {}", std::fs::canonicalize(path).unwrap_or(path.clone()).display())
+        }
+    };
+    format!("{source} on {} in {precision}", device_name(device))
 }
 
 impl ModelCache {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Adds a model loaded elsewhere from the file `weights` (its SHA-256 `weights_sha256`) on
+    /// `device` in `precision`, for runs that name that file.
+    pub fn insert(
+        &mut self,
+        model: Arc<LoadedClip>,
+        weights: PathBuf,
+        weights_sha256: String,
+        device: Device,
+        precision: Precision,
+    ) {
+        let source = ModelSource::Weights { path: weights.clone(), expect: None };
+        self.models.insert(
+            cache_key(&source, device, precision),
+            CachedModel { model, weights, weights_sha256 },
+        );
     }
 
     /// How many models are loaded.
@@ -175,8 +214,11 @@ impl ModelCache {
 }
 
 /// What a run produced for one prompt.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct PromptResult {
+    /// The image [3, H, W] in [0, 1] on the CPU: a view of the optimisation's result (what the PNG
+    /// holds before its 8-bit rounding).
+    pub image: Tensor,
     pub png: PathBuf,
     pub json: PathBuf,
     pub csv: PathBuf,
@@ -215,7 +257,7 @@ struct Prepared {
 
 /// One model, loaded.
 struct LoadedMember {
-    model: Rc<LoadedClip>,
+    model: Arc<LoadedClip>,
     weights: PathBuf,
     weights_sha256: String,
     /// The released model's name, or the file's token.
@@ -267,11 +309,16 @@ fn known_token(models: &[ModelSource]) -> Option<String> {
 
 /// Runs every prompt of `spec` in one batch and writes their outputs.
 pub fn run(spec: &RunSpec) -> anyhow::Result<Vec<PromptResult>> {
-    run_inner(spec, None)
+    run_inner(spec, None, None)
 }
 
-/// Runs a sweep's batch: as [`run`], each prompt with its row's seed, name and run id.
-pub fn run_batch(spec: &RunSpec, batch: Batch) -> anyhow::Result<Vec<PromptResult>> {
+/// Runs every prompt of `spec` in one batch, driven by `hooks` (models, progress, stop; quiet).
+pub fn run_with(spec: &RunSpec, hooks: Hooks) -> anyhow::Result<Vec<PromptResult>> {
+    run_inner(spec, None, Some(hooks))
+}
+
+/// Runs a sweep's batch: as [`run_with`], each prompt with its row's seed, name and run id.
+pub fn run_batch(spec: &RunSpec, batch: Batch, hooks: Hooks) -> anyhow::Result<Vec<PromptResult>> {
     if batch.rows.len() != spec.prompts.len() || batch.width < spec.prompts.len() {
         anyhow::bail!(
             "a batch of {} prompt(s) needs as many rows (not {}) and a width of at least that              (not {})",
@@ -280,12 +327,16 @@ pub fn run_batch(spec: &RunSpec, batch: Batch) -> anyhow::Result<Vec<PromptResul
             batch.width
         );
     }
-    run_inner(spec, Some(batch))
+    run_inner(spec, Some(batch), Some(hooks))
 }
 
-fn run_inner(spec: &RunSpec, mut batch: Option<Batch>) -> anyhow::Result<Vec<PromptResult>> {
+fn run_inner(
+    spec: &RunSpec,
+    batch: Option<Batch>,
+    mut hooks: Option<Hooks>,
+) -> anyhow::Result<Vec<PromptResult>> {
     let started = Instant::now();
-    let resolved = resolve(spec, batch.as_ref())?;
+    let resolved = resolve(spec, batch.as_ref(), hooks.is_some())?;
     // The outputs are prepared before anything slow when the models' tokens are known.
     let early = match known_token(&spec.models) {
         Some(token) => {
@@ -305,15 +356,14 @@ fn run_inner(spec: &RunSpec, mut batch: Option<Batch>) -> anyhow::Result<Vec<Pro
         }
         None => None,
     };
-    let loaded = load(spec, &resolved, batch.as_mut().map(|b| &mut *b.models))?;
+    let loaded = load(spec, &resolved, hooks.as_mut().map(|h| &mut *h.models))?;
     let prepared = match early {
         Some(p) => p,
         None => prepare(spec, &resolved, &loaded.token)?,
     };
     // optimize_objective_until checks the settings against the models before any step.
     interrupt::check("before the optimisation")?;
-    let on_steps = batch.map(|b| b.on_steps);
-    let (outcome, progress_history) = optimise(spec, &resolved, &loaded, on_steps)?;
+    let (outcome, progress_history) = optimise(spec, &resolved, &loaded, hooks)?;
     let results = save(spec, &resolved, &loaded, &prepared, &outcome, &progress_history, started)?;
     prepared.new_dirs.keep();
     Ok(results)
@@ -352,7 +402,7 @@ fn check_distinct_models(models: &[ModelSource]) -> anyhow::Result<()> {
 }
 
 /// Prompts tokenized (a too-long one is named), the seed drawn, the device resolved.
-fn resolve(spec: &RunSpec, batch: Option<&Batch>) -> anyhow::Result<Resolved> {
+fn resolve(spec: &RunSpec, batch: Option<&Batch>, quiet: bool) -> anyhow::Result<Resolved> {
     if spec.models.is_empty() {
         anyhow::bail!("no model: give --weights PATH or --model NAME");
     }
@@ -396,7 +446,7 @@ fn resolve(spec: &RunSpec, batch: Option<&Batch>) -> anyhow::Result<Resolved> {
         names,
         rows: batch.map(|b| b.rows.clone()).unwrap_or_default(),
         width: batch.map_or(spec.prompts.len(), |b| b.width),
-        quiet: batch.is_some(),
+        quiet,
         tokens,
         negative_tokens,
         weights,
@@ -524,16 +574,7 @@ fn load_member(
     source: &ModelSource,
     cache: Option<&mut ModelCache>,
 ) -> anyhow::Result<LoadedMember> {
-    let key = format!(
-        "{} on {} in {}",
-        match source {
-            ModelSource::Released(m) => format!("released {}", m.name),
-            ModelSource::Weights { path, .. } =>
-                format!("file {}", std::fs::canonicalize(path).unwrap_or(path.clone()).display()),
-        },
-        device_name(resolved.device),
-        resolved.precision
-    );
+    let key = cache_key(source, resolved.device, resolved.precision);
     let cached = cache.as_ref().and_then(|c| c.models.get(&key)).cloned();
     let expect = match source {
         ModelSource::Released(m) => Some(*m),
@@ -621,7 +662,11 @@ fn load_model(
         LoadedClip::load_with(&path, resolved.device, resolved.precision, &interrupt::requested)
             .with_context(|| format!("loading the CLIP model from {}", path.display()))?;
     let weights_sha256 = download::sha256_file_with(&path, &interrupt::requested)?;
-    Ok(CachedModel { model: Rc::new(model), weights: path, weights_sha256 })
+    // An Arc (not an Rc) so that the Python module's model objects can share a loaded model with
+    // the runs; libtorch's tensors are safe to read from several threads.
+    #[allow(clippy::arc_with_non_send_sync)]
+    let model = Arc::new(model);
+    Ok(CachedModel { model, weights: path, weights_sha256 })
 }
 
 /// The optimisation, with the progress bar and log lines; Ctrl-C stops it after the current step.
@@ -629,8 +674,12 @@ fn optimise(
     spec: &RunSpec,
     resolved: &Resolved,
     loaded: &Loaded,
-    mut on_steps: Option<&mut dyn FnMut(usize)>,
+    hooks: Option<Hooks>,
 ) -> anyhow::Result<(Outcome, super::progress::History)> {
+    let (mut on_stats, stop): (Option<StatsHook>, &dyn Fn() -> bool) = match hooks {
+        Some(h) => (Some(h.on_stats), h.stop),
+        None => (None, &interrupt::requested),
+    };
     let settings = &spec.settings;
     let show_tv = settings.tv_weight > 0.0;
     let mut progress = if resolved.quiet {
@@ -682,17 +731,19 @@ fn optimise(
             settings,
             draws.as_mut(),
             &mut |chunk| {
-                if padded {
-                    let kept: Vec<StepStats> = chunk.iter().map(|s| s.first(n)).collect();
-                    progress.update(&kept);
+                let kept: Vec<StepStats>;
+                let chunk = if padded {
+                    kept = chunk.iter().map(|s| s.first(n)).collect();
+                    &kept
                 } else {
-                    progress.update(chunk);
-                }
-                if let (Some(f), Some(last)) = (on_steps.as_mut(), chunk.last()) {
-                    f(last.step);
+                    chunk
+                };
+                progress.update(chunk);
+                if let Some(f) = on_stats.as_mut() {
+                    f(chunk);
                 }
             },
-            &interrupt::requested,
+            stop,
         )
     };
     let outcome = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
@@ -988,7 +1039,7 @@ fn save(
         if !resolved.quiet {
             println!("{line}  ({} -> {})", excerpt(prompt), png.display());
         }
-        results.push(PromptResult { png, json, csv, record });
+        results.push(PromptResult { image: outcome.images.get(i as i64), png, json, csv, record });
     }
     Ok(results)
 }

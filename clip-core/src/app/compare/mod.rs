@@ -19,6 +19,7 @@
 //! model; `robustness.csv` and `robustness.png` give the similarities and the fraction of the
 //! plain similarity each probe keeps.
 
+pub mod args;
 pub mod findings;
 mod history;
 mod plots;

@@ -12,7 +12,7 @@ use super::plan::{model_sources, Run, Shard};
 use super::state::{self, frozen_error};
 use crate::app::device::DeviceChoice;
 use crate::app::interrupt;
-use crate::app::run::{self, Batch, ModelCache, RowSpec, RunSpec};
+use crate::app::run::{self, Batch, Hooks, ModelCache, RowSpec, RunSpec};
 use crate::clip::torch_error;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{BufRead, IsTerminal, Write};
@@ -149,18 +149,17 @@ pub fn run_batches(batches: &[Vec<Run>], options: &Options, report: &mut Report)
         let n = batch.len() as u64;
         let mut last_step = 0usize;
         let outcome = {
-            let mut on_steps = |step: usize| {
-                report.steps((step - last_step) as u64 * n);
-                last_step = step;
+            let mut on_stats = |chunk: &[crate::engine::optimize::StepStats]| {
+                if let Some(last) = chunk.last() {
+                    report.steps((last.step - last_step) as u64 * n);
+                    last_step = last.step;
+                }
             };
-            let batch_run = Batch {
-                rows,
-                width: options.width.max(batch.len()),
-                models: &mut models,
-                on_steps: &mut on_steps,
-            };
+            let hooks =
+                Hooks { models: &mut models, on_stats: &mut on_stats, stop: &interrupt::requested };
+            let width = options.width.max(batch.len());
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                run::run_batch(&spec, batch_run)
+                run::run_batch(&spec, Batch { rows, width }, hooks)
             }))
         };
         let first = &batch[0];

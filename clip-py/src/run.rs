@@ -1,0 +1,378 @@
+//! `clip_rs.generate` and `clip_rs.compare`: keyword arguments parsed by `clip generate`'s and
+//! `clip compare`'s own flags, the run done by `clip_core::app::run` (the same PNG/JSON/CSV bytes
+//! as the CLI), with the GIL released, progress and Ctrl-C looked at every read-back.
+
+use crate::errors::{catch, to_py, IntoPy};
+use crate::model::{device_name, signals_pending, Here, Model};
+use clap::{CommandFactory, FromArgMatches};
+use clip_core::app::compare::args::CompareArgs;
+use clip_core::app::compare::{self as comparison, CompareError};
+use clip_core::app::generate::GenerateArgs;
+use clip_core::app::run::{self, Hooks, ModelCache};
+use clip_core::engine::optimize::StepStats;
+use pyo3::exceptions::{PyKeyboardInterrupt, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyList, PyTuple};
+use pyo3_tch::PyTensor;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+#[derive(clap::Parser, Debug)]
+#[command(name = "clip_rs.generate", no_binary_name = true)]
+struct GenerateCommand {
+    #[command(flatten)]
+    args: GenerateArgs,
+}
+
+#[derive(clap::Parser, Debug)]
+#[command(name = "clip_rs.compare", no_binary_name = true)]
+struct CompareCommand {
+    #[command(flatten)]
+    args: CompareArgs,
+}
+
+/// Settings the Python functions take elsewhere: the models, prompts and output of `generate`
+/// come as its arguments.
+const GENERATE_RESERVED: &[(&str, &str)] = &[
+    ("weights", "pass loaded models (clip_rs.load) as the first argument"),
+    ("model", "pass loaded models (clip_rs.load) as the first argument"),
+    ("models", "pass loaded models (clip_rs.load) as the first argument"),
+    ("prompt", "pass the prompts as the second argument"),
+    ("device", "the model's device is chosen by clip_rs.load(..., device=...)"),
+    ("precision", "the model's precision is chosen by clip_rs.load(..., precision=...)"),
+    ("out", "results are kept in memory; write them with result.save(dir)"),
+    ("log_every", "progress goes to the callback (default: a tqdm bar)"),
+    ("help", "see help(clip_rs.generate)"),
+    ("version", "see clip_rs.__version__"),
+];
+
+/// The settings (`snake_case`) a command's flags take, with their long flag names.
+fn settings_of(cmd: &clap::Command) -> Vec<(String, String)> {
+    cmd.get_arguments()
+        .filter_map(|a| a.get_long().map(|l| (l.replace('-', "_"), l.to_string())))
+        .collect()
+}
+
+/// `clip_rs._native.generate_settings()`: the keyword arguments `generate` takes.
+#[pyfunction]
+pub fn generate_settings() -> Vec<String> {
+    let cmd = GenerateCommand::command();
+    settings_of(&cmd)
+        .into_iter()
+        .map(|(s, _)| s)
+        .filter(|s| !GENERATE_RESERVED.iter().any(|(r, _)| r == s))
+        .collect()
+}
+
+/// A keyword argument's value as flag values: a bool is the flag itself (True) or nothing; a list
+/// or tuple repeats the flag; anything else is its `str()` (a path its `os.fspath`).
+fn flag_values(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Option<Vec<String>>> {
+    if value.is_none() {
+        return Ok(Some(Vec::new()));
+    }
+    if value.is_instance_of::<PyBool>() {
+        return Ok(if value.extract::<bool>()? { None } else { Some(Vec::new()) });
+    }
+    let one = |v: &Bound<'_, PyAny>| -> PyResult<String> {
+        if v.is_instance_of::<PyList>()
+            || v.is_instance_of::<PyTuple>()
+            || v.is_instance_of::<PyDict>()
+        {
+            return Err(PyTypeError::new_err(format!(
+                "{name}: expected a value or a list of values, not a nested {}",
+                v.get_type().name()?
+            )));
+        }
+        if let Ok(path) = v.extract::<PathBuf>() {
+            if !v.is_instance_of::<pyo3::types::PyString>() {
+                return Ok(path.display().to_string());
+            }
+        }
+        Ok(v.str()?.to_string())
+    };
+    if value.is_instance_of::<PyList>() || value.is_instance_of::<PyTuple>() {
+        let items: Vec<String> = value.try_iter()?.map(|v| one(&v?)).collect::<PyResult<_>>()?;
+        if items.is_empty() {
+            return Err(PyValueError::new_err(format!("{name}: an empty list")));
+        }
+        return Ok(Some(items));
+    }
+    Ok(Some(vec![one(value)?]))
+}
+
+/// The keyword arguments as command-line flags, each checked against the command's settings.
+fn kwargs_to_argv(
+    function: &str,
+    cmd: &clap::Command,
+    kwargs: Option<&Bound<'_, PyDict>>,
+    reserved: &[(&str, &str)],
+) -> PyResult<Vec<String>> {
+    let settings = settings_of(cmd);
+    let mut argv = Vec::new();
+    let Some(kwargs) = kwargs else { return Ok(argv) };
+    for (key, value) in kwargs.iter() {
+        let key: String = key.extract()?;
+        if let Some((_, why)) = reserved.iter().find(|(r, _)| *r == key) {
+            return Err(PyTypeError::new_err(format!(
+                "{function}: `{key}` is not a setting here: {why}"
+            )));
+        }
+        let Some((_, long)) = settings.iter().find(|(s, _)| *s == key) else {
+            let valid: Vec<&str> = settings
+                .iter()
+                .map(|(s, _)| s.as_str())
+                .filter(|s| !reserved.iter().any(|(r, _)| r == s))
+                .collect();
+            let nearest = valid
+                .iter()
+                .map(|s| (strsim::damerau_levenshtein(&key, s), *s))
+                .filter(|(d, _)| *d <= 3)
+                .min()
+                .map(|(_, s)| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            return Err(PyTypeError::new_err(format!(
+                "{function}: unknown setting `{key}`{nearest}; settings: {}",
+                valid.join(", ")
+            )));
+        };
+        match flag_values(&key, &value)? {
+            None => argv.push(format!("--{long}")),
+            Some(values) => {
+                for v in values {
+                    argv.push(format!("--{long}={v}"));
+                }
+            }
+        }
+    }
+    Ok(argv)
+}
+
+/// clap's error for `argv`, as a ValueError in the Python spelling (`learning_rate`, not
+/// `--learning-rate <LR>`).
+fn clap_error(function: &str, cmd: &clap::Command, err: clap::Error) -> PyErr {
+    let text = err.render().to_string();
+    let mut line = text
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or(text.lines().next().unwrap_or(""))
+        .trim_start_matches("error: ")
+        .to_string();
+    for (setting, long) in settings_of(cmd) {
+        let re = regex_lite(&format!("'--{long}"));
+        line = re.replace(&line, &format!("'{setting}"));
+    }
+    PyValueError::new_err(format!("{function}: {line}"))
+}
+
+/// Replaces `'--flag <VALUE>'` and `'--flag'` by the setting's name (no regex crate needed for
+/// this one pattern).
+struct Pattern(String);
+
+fn regex_lite(prefix: &str) -> Pattern {
+    Pattern(prefix.to_string())
+}
+
+impl Pattern {
+    fn replace(&self, text: &str, with: &str) -> String {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(at) = rest.find(&self.0) {
+            let after = &rest[at + self.0.len()..];
+            // Only the whole flag: followed by `'`, ` <…>'` or `=`.
+            let end = if let Some(stripped) = after.strip_prefix(' ') {
+                stripped.find('\'').map(|e| e + 1)
+            } else if after.starts_with('\'') || after.starts_with('=') {
+                Some(0)
+            } else {
+                None
+            };
+            match end {
+                Some(e) => {
+                    out.push_str(&rest[..at]);
+                    out.push_str(with);
+                    rest = &after[e..];
+                }
+                None => {
+                    out.push_str(&rest[..at + self.0.len()]);
+                    rest = after;
+                }
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+/// One prompt's result, as `clip generate` writes it: the files in a private directory (the
+/// Python side copies them with `save(dir)`), the image as a view of the engine's result.
+#[pyclass(module = "clip_rs._native", frozen)]
+pub struct GeneratedResult {
+    #[pyo3(get)]
+    image: PyObject,
+    #[pyo3(get)]
+    png: PathBuf,
+    #[pyo3(get)]
+    json: PathBuf,
+    #[pyo3(get)]
+    csv: PathBuf,
+    /// The JSON record's text.
+    #[pyo3(get)]
+    record: String,
+}
+
+/// `clip_rs._native.generate(models, prompts, out, callback, **settings)`.
+#[pyfunction]
+#[pyo3(signature = (models, prompts, out, callback = None, **settings))]
+pub fn generate(
+    py: Python<'_>,
+    models: Vec<PyRef<'_, Model>>,
+    prompts: Vec<String>,
+    out: PathBuf,
+    callback: Option<PyObject>,
+    settings: Option<&Bound<'_, PyDict>>,
+) -> PyResult<Vec<GeneratedResult>> {
+    if models.is_empty() {
+        return Err(PyValueError::new_err("generate: give at least one model (clip_rs.load)"));
+    }
+    if prompts.is_empty() {
+        return Err(PyValueError::new_err("generate: give at least one prompt"));
+    }
+    let first = &models[0];
+    if let Some(other) =
+        models.iter().find(|m| m.device != first.device || m.precision != first.precision)
+    {
+        return Err(PyValueError::new_err(format!(
+            "generate: the models must share a device and precision ({} is on {} in {}, {} on {} in {})",
+            first.name,
+            device_name(first.device),
+            first.precision,
+            other.name,
+            device_name(other.device),
+            other.precision
+        )));
+    }
+    let cmd = GenerateCommand::command();
+    let mut argv: Vec<String> = Vec::new();
+    for m in &models {
+        argv.push(format!("--weights={}", m.path.display()));
+    }
+    for p in &prompts {
+        argv.push(format!("--prompt={p}"));
+    }
+    let device = if first.device.is_cuda() { "cuda" } else { "cpu" };
+    argv.push(format!("--device={device}"));
+    argv.push(format!("--precision={}", first.precision));
+    argv.push(format!("--out={}", out.display()));
+    argv.extend(kwargs_to_argv("clip_rs.generate", &cmd, settings, GENERATE_RESERVED)?);
+    let matches = cmd
+        .clone()
+        .try_get_matches_from(&argv)
+        .map_err(|e| clap_error("clip_rs.generate", &cmd, e))?;
+    let mut parsed = GenerateCommand::from_arg_matches(&matches)
+        .map_err(|e| clap_error("clip_rs.generate", &cmd, e))?;
+    parsed.args.order_models(&matches);
+    let spec = parsed.args.spec().map_err(to_py)?;
+    let steps = spec.settings.steps;
+
+    let mut cache = ModelCache::new();
+    for m in &models {
+        cache.insert(
+            std::sync::Arc::clone(&m.loaded),
+            m.path.clone(),
+            m.sha256.clone(),
+            m.device,
+            m.precision,
+        );
+    }
+    let stopped = AtomicBool::new(false);
+    let failure: std::sync::Mutex<Option<PyErr>> = std::sync::Mutex::new(None);
+    let work = Here((spec, cache, callback));
+    let results = catch(|| {
+        let out = py.allow_threads(|| {
+            let (spec, mut cache, callback) = work.take();
+            let stop = || stopped.load(Ordering::Relaxed);
+            let mut on_stats = |chunk: &[StepStats]| {
+                let Some(last) = chunk.last() else { return };
+                Python::with_gil(|py| {
+                    if let Some(f) = &callback {
+                        let sims: Vec<f32> = last.similarity.clone();
+                        if let Err(e) = f.call1(py, (last.step, steps, sims)) {
+                            stopped.store(true, Ordering::Relaxed);
+                            let mut slot = failure.lock().unwrap_or_else(|e| e.into_inner());
+                            slot.get_or_insert(e);
+                        }
+                    }
+                    if signals_pending(py) {
+                        stopped.store(true, Ordering::Relaxed);
+                    }
+                });
+            };
+            let hooks = Hooks { models: &mut cache, on_stats: &mut on_stats, stop: &stop };
+            Here(run::run_with(&spec, hooks))
+        });
+        out.0.map_err(to_py)
+    });
+    // A callback that raised stops the run (its images are saved, marked interrupted) and its
+    // exception is raised.
+    if let Some(err) = failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        return Err(err);
+    }
+    let results = match results {
+        Err(e) if e.is_instance_of::<PyKeyboardInterrupt>(py) => return Err(e),
+        other => other?,
+    };
+    results
+        .into_iter()
+        .map(|r| {
+            Ok(GeneratedResult {
+                image: PyTensor(r.image).into_pyobject(py)?.unbind(),
+                png: r.png,
+                json: r.json.clone(),
+                csv: r.csv,
+                record: std::fs::read_to_string(&r.json).map_err(|e| to_py(e.into()))?,
+            })
+        })
+        .collect()
+}
+
+/// `clip compare`'s stop, asked between its files, batches and pictures on the caller's thread:
+/// Python's pending signals (Ctrl-C).
+fn compare_stop() -> bool {
+    Python::with_gil(signals_pending)
+}
+
+/// `clip_rs._native.compare(results_dir, **options)`: `clip compare`, its report's files.
+#[pyfunction]
+#[pyo3(signature = (results_dir, **options))]
+pub fn compare(
+    py: Python<'_>,
+    results_dir: PathBuf,
+    options: Option<&Bound<'_, PyDict>>,
+) -> PyResult<Vec<PathBuf>> {
+    let cmd = CompareCommand::command();
+    let mut argv = vec![results_dir.display().to_string()];
+    let reserved = [
+        ("results_dir", "the first argument"),
+        ("help", "see help(clip_rs.compare)"),
+        ("version", "see clip_rs.__version__"),
+    ];
+    argv.extend(kwargs_to_argv("clip_rs.compare", &cmd, options, &reserved)?);
+    let matches = cmd
+        .clone()
+        .try_get_matches_from(&argv)
+        .map_err(|e| clap_error("clip_rs.compare", &cmd, e))?;
+    let parsed = CompareCommand::from_arg_matches(&matches)
+        .map_err(|e| clap_error("clip_rs.compare", &cmd, e))?;
+    let options = parsed.args.options(compare_stop).py_err()?;
+    catch(|| {
+        let work = Here(&options);
+        let out = py.allow_threads(move || Here(comparison::run(work.take())));
+        match out.0 {
+            Ok(comparison) => Ok(comparison.written),
+            Err(CompareError::Interrupted(_)) => {
+                Err(PyKeyboardInterrupt::new_err("interrupted: clip_rs.compare wrote nothing"))
+            }
+            Err(e) => Err(to_py(e.into())),
+        }
+    })
+}
