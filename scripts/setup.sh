@@ -5,6 +5,9 @@
 #   scripts/setup.sh              libtorch only (what building, running and testing need)
 #   scripts/setup.sh --reference  also the Python reference (openai-clip 1.0.1, torchvision 0.26.0, ftfy)
 #                                 used by scripts/ to regenerate fixtures and compare with OpenAI's CLIP
+#   scripts/setup.sh --python     also the Python module clip_rs (clip-py/, built with maturin against the
+#                                 cached torch), Jupyter, papermill and pytest, into the cached venv;
+#                                 implies --reference (the Python tests compare with it)
 #
 # A libtorch of your own: export LIBTORCH=/path/to/libtorch (2.11.0) before building; this script then
 # installs nothing and `.cargo/config.toml` leaves your LIBTORCH alone.
@@ -18,10 +21,12 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache=${CLIP_RS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/clip-rs}
 venv=$cache/torch-$TORCH_VERSION
 reference=0
+python_module=0
 for arg in "$@"; do
   case $arg in
     --reference) reference=1 ;;
-    -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --python) python_module=1; reference=1 ;;
+    -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "setup.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -70,4 +75,26 @@ if [ "$reference" = 1 ]; then
     touch "$venv/.reference-lucent-complete"
   fi
   echo "setup.sh: reference python: $venv/bin/python"
+fi
+
+if [ "$python_module" = 1 ]; then
+  if [ ! -f "$venv/.python-tools-complete" ]; then
+    echo "setup.sh: installing maturin, pytest, Jupyter and papermill into $venv"
+    "$venv/bin/python" -m pip install --quiet "maturin>=1.5,<2" pytest jupyterlab ipykernel papermill nbclient nbformat matplotlib
+    touch "$venv/.python-tools-complete"
+  fi
+  # The kernel the notebooks run on: this venv's python.
+  "$venv/bin/python" -m ipykernel install --user --name clip-rs --display-name "Python (clip-rs)" >/dev/null
+  # A target directory of its own: the module turns on tch's python-extension feature (it links
+  # libtorch_python), which the binaries must not share.
+  target=${CARGO_TARGET_DIR:-$root/target}/python
+  profile=${CLIP_PY_PROFILE:-release}
+  echo "setup.sh: building clip_rs (clip-py/, $profile) with maturin"
+  rm -rf "$target/wheels"
+  (cd "$root/clip-py" &&
+    LIBTORCH=${LIBTORCH:-$root/.libtorch} VIRTUAL_ENV=$venv PATH="$venv/bin:$PATH" CARGO_TARGET_DIR=$target \
+      "$venv/bin/maturin" build --quiet --profile "$profile" --interpreter "$venv/bin/python" \
+      --auditwheel skip --out "$target/wheels")
+  "$venv/bin/python" -m pip install --quiet --force-reinstall --no-deps "$target"/wheels/clip_rs-*.whl
+  echo "setup.sh: clip_rs installed in $venv (python: $venv/bin/python; jupyter lab notebooks/)"
 fi

@@ -27,8 +27,29 @@ pub fn install_panic_hook() {
     });
 }
 
-/// Runs `f`, a panic inside it (a libtorch error through tch) becoming a `RuntimeError`.
+/// libtorch's grad mode (thread-local, shared with `torch`: a caller inside `torch.no_grad()` has
+/// it off), set for the engine and restored on the way out — after a panic too, which
+/// `tch::no_grad` alone would leave off.
+struct GradMode(i32);
+
+impl GradMode {
+    fn on() -> Self {
+        // SAFETY: sets a thread-local flag; returns the previous value.
+        Self(unsafe { pyo3_tch::torch_sys::at_grad_set_enabled(1) })
+    }
+}
+
+impl Drop for GradMode {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { pyo3_tch::torch_sys::at_grad_set_enabled(self.0) };
+    }
+}
+
+/// Runs `f` with grad mode on, a panic inside it (a libtorch error through tch) becoming a
+/// `RuntimeError`.
 pub fn catch<T>(f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
+    let _mode = GradMode::on();
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(result) => result,
         Err(payload) => {
