@@ -448,6 +448,8 @@ fn bad_input_is_refused_before_anything_starts() {
             vec!["--slurm"],
             "`sbatch` is not on the PATH",
         ),
+        ("models = [\"tiny-rn\"]\nprompts = [\"a\"]", vec!["--gpus", "all"], "--gpus runs on CUDA"),
+        ("models = [\"tiny-rn\"]\nprompts = [\"a\"]", vec!["--workers", "0"], "--workers"),
     ];
     let long = format!("models = [\"tiny-rn\"]\nprompts = [\"{}\"]", "word ".repeat(100));
     let mut cases = cases;
