@@ -149,6 +149,16 @@ impl Model {
         self.name.clone()
     }
 
+    /// The model's part of result file names and directories (`RN50`, `ViT-B`, `ViT-L-14`, or
+    /// the checkpoint's file name), as in the curves' `similarity_<token>` columns of ensembles.
+    #[getter]
+    fn token(&self) -> String {
+        match released::by_config(&self.loaded.model.config) {
+            Some(m) => m.token.to_string(),
+            None => token_for_file(&self.path),
+        }
+    }
+
     /// The image side the model takes (224 for RN50, ViT-B/32, ViT-L/14).
     #[getter]
     fn input_resolution(&self) -> i64 {

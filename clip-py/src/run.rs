@@ -91,10 +91,8 @@ fn flag_values(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Option<Vec<Stri
         Ok(v.str()?.to_string())
     };
     if value.is_instance_of::<PyList>() || value.is_instance_of::<PyTuple>() {
+        // An empty list is none of them: the flag is not given.
         let items: Vec<String> = value.try_iter()?.map(|v| one(&v?)).collect::<PyResult<_>>()?;
-        if items.is_empty() {
-            return Err(PyValueError::new_err(format!("{name}: an empty list")));
-        }
         return Ok(Some(items));
     }
     Ok(Some(vec![one(value)?]))

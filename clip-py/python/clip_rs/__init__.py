@@ -190,25 +190,27 @@ def settings() -> List[str]:
     return list(_native.generate_settings())
 
 
-def _tqdm_callback(total_prompts: int):
+def _tqdm_callback():
+    """A tqdm bar over the steps (created now, so its rate is right; its total set at the first
+    read-back), or None when tqdm is not installed. Widgets in notebooks only where ipywidgets is."""
     try:
+        import ipywidgets  # noqa: F401
         from tqdm.auto import tqdm
     except ImportError:
-        return None, None
-    bar = {"bar": None}
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return None, None
+    bar = tqdm(total=None, unit="step", leave=False)
 
     def update(step: int, steps: int, similarities):
-        if bar["bar"] is None:
-            bar["bar"] = tqdm(total=steps, unit="step", leave=False)
-        bar["bar"].n = step
-        bar["bar"].set_postfix_str("similarity " + " ".join(f"{s:.4f}" for s in similarities), refresh=False)
-        bar["bar"].refresh()
+        if bar.total != steps:
+            bar.total = steps
+        bar.n = step
+        bar.set_postfix_str("similarity " + " ".join(f"{s:.4f}" for s in similarities), refresh=False)
+        bar.refresh()
 
-    def close():
-        if bar["bar"] is not None:
-            bar["bar"].close()
-
-    return update, close
+    return update, bar.close
 
 
 def generate(
@@ -246,7 +248,7 @@ def generate(
         raise TypeError(f"preset: expected a string, not {type(preset).__name__}")
     close = None
     if callback is None and progress:
-        callback, close = _tqdm_callback(len(prompts))
+        callback, close = _tqdm_callback()
     if callback is not None and not callable(callback):
         raise TypeError(f"callback: expected a function, not {type(callback).__name__}")
     out = tempfile.TemporaryDirectory(prefix="clip_rs-")
