@@ -253,11 +253,32 @@ fn robustness(c: &Comparison, out: &mut Vec<String>) {
     if compared.is_empty() {
         return;
     }
-    let more: Vec<&str> =
-        compared.iter().filter(|(_, k, u)| k > u).map(|(p, _, _)| p.as_str()).collect();
-    let less: Vec<&str> =
-        compared.iter().filter(|(_, k, u)| k <= u).map(|(p, _, _)| p.as_str()).collect();
-    let sentence = if less.is_empty() {
+    out.push(robustness_sentence(&compared));
+}
+
+/// The sentence comparing the constrained images' kept similarity with the unconstrained ones' per
+/// probe (`(probe, constrained, unconstrained)` fractions), compared as shown: in whole percents.
+fn robustness_sentence(compared: &[(String, f64, f64)]) -> String {
+    // Compared as shown: in whole percents.
+    let percent = |x: f64| (100.0 * x).round() as i64;
+    let more: Vec<&str> = compared
+        .iter()
+        .filter(|(_, k, u)| percent(*k) > percent(*u))
+        .map(|(p, _, _)| p.as_str())
+        .collect();
+    let less: Vec<&str> = compared
+        .iter()
+        .filter(|(_, k, u)| percent(*k) <= percent(*u))
+        .map(|(p, _, _)| p.as_str())
+        .collect();
+    let same = compared.iter().all(|(_, k, u)| percent(*k) == percent(*u));
+    if same {
+        format!(
+            "Constrained and unconstrained images keep the same share of their similarity under \
+             every probe ({}), in whole percents: no difference in robustness here.",
+            less.join(", ")
+        )
+    } else if less.is_empty() {
         format!(
             "Constrained images keep more of their similarity than unconstrained ones under every \
              probe ({}), as the seed's claim implies: their similarity rests on more than the \
@@ -279,8 +300,7 @@ fn robustness(c: &Comparison, out: &mut Vec<String>) {
             more.join(", "),
             less.join(", ")
         )
-    };
-    out.push(sentence);
+    }
 }
 
 fn zero_shot(c: &Comparison, groups: &[Group], out: &mut Vec<String>) {
@@ -313,5 +333,27 @@ fn zero_shot(c: &Comparison, groups: &[Group], out: &mut Vec<String>) {
                 100.0 * hits as f64 / n as f64
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probes(rows: &[(&str, f64, f64)]) -> Vec<(String, f64, f64)> {
+        rows.iter().map(|(p, k, u)| (p.to_string(), *k, *u)).collect()
+    }
+
+    #[test]
+    fn robustness_is_compared_as_shown_in_whole_percents() {
+        // 100 % against 99.996 %: both shown as 100 %, so no difference is claimed.
+        let same = robustness_sentence(&probes(&[("jpeg:75", 1.0, 0.99996), ("blur:1", 0.5, 0.5)]));
+        assert!(same.contains("the same share") && same.contains("jpeg:75, blur:1"), "{same}");
+        let more = robustness_sentence(&probes(&[("jpeg:75", 0.9, 0.6), ("blur:1", 0.8, 0.7)]));
+        assert!(more.contains("keep more") && more.contains("under every probe"), "{more}");
+        let mixed = robustness_sentence(&probes(&[("jpeg:75", 0.9, 0.6), ("blur:1", 0.7, 0.7)]));
+        assert!(mixed.contains("after jpeg:75 but not after blur:1"), "{mixed}");
+        let none = robustness_sentence(&probes(&[("jpeg:75", 0.5, 0.6)]));
+        assert!(none.contains("no more") && none.contains("contradicts"), "{none}");
     }
 }
