@@ -115,23 +115,15 @@ fn a_slurm_array_runs_the_sweep_as_a_local_two_shard_run_does() {
     let spec_arg = spec.display().to_string();
     let cluster = Cluster::start();
 
+    // `clip sweep SPEC --slurm` with 2 tasks, and then `last`.
+    let slurm = |last: &str| {
+        let args = ["sweep", &spec_arg, "--device", "cpu", "--batch-prompts", "3", "--slurm"];
+        let args: Vec<&str> = args.into_iter().chain(["--tasks", "2", last]).collect();
+        clip(&args, work.path(), Some(&cluster.conf))
+    };
+
     // The script, printed and written without submitting.
-    let printed = clip(
-        &[
-            "sweep",
-            &spec_arg,
-            "--device",
-            "cpu",
-            "--batch-prompts",
-            "3",
-            "--slurm",
-            "--tasks",
-            "2",
-            "--print",
-        ],
-        work.path(),
-        Some(&cluster.conf),
-    );
+    let printed = slurm("--print");
     assert!(printed.status.success(), "{}", text(&printed.stderr));
     let script = text(&printed.stdout);
     assert!(script.contains("#SBATCH --array=0-1\n"), "{script}");
@@ -140,22 +132,7 @@ fn a_slurm_array_runs_the_sweep_as_a_local_two_shard_run_does() {
     assert_eq!(std::fs::read_to_string(&written).unwrap(), script);
 
     // Submitted and waited for.
-    let submitted = clip(
-        &[
-            "sweep",
-            &spec_arg,
-            "--device",
-            "cpu",
-            "--batch-prompts",
-            "3",
-            "--slurm",
-            "--tasks",
-            "2",
-            "--wait",
-        ],
-        work.path(),
-        Some(&cluster.conf),
-    );
+    let submitted = slurm("--wait");
     let (out, err) = (text(&submitted.stdout), text(&submitted.stderr));
     let logs: String = std::fs::read_dir(work.path().join("slurm-results/.sweep/slurm"))
         .map(|d| {

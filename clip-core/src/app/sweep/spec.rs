@@ -91,26 +91,23 @@ pub struct ModelChoice {
 impl ModelChoice {
     /// `RN50`, or `RN50+ViT-B/32` for an ensemble (with `*w` for weighted members).
     pub fn label(&self) -> String {
-        let parts: Vec<String> = self
-            .members
-            .iter()
-            .enumerate()
-            .map(|(i, m)| match self.weights.get(i) {
-                Some(w) => format!("{}*{w}", m.name()),
-                None => m.name().to_string(),
-            })
-            .collect();
-        parts.join("+")
+        self.joined(|m| m.name().to_string())
     }
 
+    /// What makes it this choice in a run's id.
     pub(super) fn identity(&self) -> String {
+        self.joined(ModelRef::identity)
+    }
+
+    /// The members as `name(member)`, weighted ones with `*w`, joined by `+`.
+    fn joined(&self, name: impl Fn(&ModelRef) -> String) -> String {
         let parts: Vec<String> = self
             .members
             .iter()
             .enumerate()
             .map(|(i, m)| match self.weights.get(i) {
-                Some(w) => format!("{}*{w}", m.identity()),
-                None => m.identity(),
+                Some(w) => format!("{}*{w}", name(m)),
+                None => name(m),
             })
             .collect();
         parts.join("+")
