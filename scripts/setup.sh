@@ -85,9 +85,10 @@ if [ "$python_module" = 1 ]; then
   fi
   # The kernel the notebooks run on: this venv's python.
   "$venv/bin/python" -m ipykernel install --user --name clip-rs --display-name "Python (clip-rs)" >/dev/null
-  # A target directory of its own: the module turns on tch's python-extension feature (it links
-  # libtorch_python), which the binaries must not share.
-  target=${CARGO_TARGET_DIR:-$root/target}/python
+  # The workspace's target directory: the module turns on tch's python-extension feature (it links
+  # libtorch_python), so tch, torch-sys and clip-core are built a second time, beside the binaries'
+  # (cargo keeps each feature set's artifacts apart); the other dependencies are shared.
+  target=${CARGO_TARGET_DIR:-$root/target}
   profile=${CLIP_PY_PROFILE:-release}
   echo "setup.sh: building clip_rs (clip-py/, $profile) with maturin"
   rm -rf "$target/wheels"

@@ -10,10 +10,10 @@ venv=${CLIP_RS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/clip-rs}/torch-2.11.0
 target=${CARGO_TARGET_DIR:-$(pwd)/target}
 
 cargo fmt --all -- --check
-# clip-py turns on tch's python-extension feature: it is checked apart, in its own target directory.
+# clip-py turns on tch's python-extension feature: it is checked apart (from its directory, whose
+# .cargo/config.toml has torch-sys take libtorch from the venv's torch).
 cargo clippy --workspace --exclude clip-py --all-targets --quiet -- -D warnings
-LIBTORCH=${LIBTORCH:-$(pwd)/.libtorch} VIRTUAL_ENV=$venv PATH="$venv/bin:$PATH" CARGO_TARGET_DIR=$target/python \
-  cargo clippy -p clip-py --quiet -- -D warnings
+(cd clip-py && VIRTUAL_ENV=$venv PATH="$venv/bin:$PATH" cargo clippy -p clip-py --quiet -- -D warnings)
 cargo test --workspace --exclude clip-py
 
 # The Python module against the reference package and the CLI built above.
