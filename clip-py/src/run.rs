@@ -155,50 +155,13 @@ fn clap_error(function: &str, cmd: &clap::Command, err: clap::Error) -> PyErr {
         .unwrap_or(text.lines().next().unwrap_or(""))
         .trim_start_matches("error: ")
         .to_string();
+    // `'--learning-rate <LR>'` or `'--learning-rate'` (or `=`) is the setting `learning_rate`.
     for (setting, long) in settings_of(cmd) {
-        let re = regex_lite(&format!("'--{long}"));
-        line = re.replace(&line, &format!("'{setting}"));
+        let flag = regex::Regex::new(&format!("'--{}(?: [^']*)?(['=])", regex::escape(&long)))
+            .expect("a flag's pattern");
+        line = flag.replace_all(&line, format!("'{setting}$1").as_str()).into_owned();
     }
     PyValueError::new_err(format!("{function}: {line}"))
-}
-
-/// Replaces `'--flag <VALUE>'` and `'--flag'` by the setting's name (no regex crate needed for
-/// this one pattern).
-struct Pattern(String);
-
-fn regex_lite(prefix: &str) -> Pattern {
-    Pattern(prefix.to_string())
-}
-
-impl Pattern {
-    fn replace(&self, text: &str, with: &str) -> String {
-        let mut out = String::new();
-        let mut rest = text;
-        while let Some(at) = rest.find(&self.0) {
-            let after = &rest[at + self.0.len()..];
-            // Only the whole flag: followed by `'`, ` <…>'` or `=`.
-            let end = if let Some(stripped) = after.strip_prefix(' ') {
-                stripped.find('\'').map(|e| e + 1)
-            } else if after.starts_with('\'') || after.starts_with('=') {
-                Some(0)
-            } else {
-                None
-            };
-            match end {
-                Some(e) => {
-                    out.push_str(&rest[..at]);
-                    out.push_str(with);
-                    rest = &after[e..];
-                }
-                None => {
-                    out.push_str(&rest[..at + self.0.len()]);
-                    rest = after;
-                }
-            }
-        }
-        out.push_str(rest);
-        out
-    }
 }
 
 /// One prompt's result, as `clip generate` writes it: the files in a private directory (the

@@ -340,8 +340,15 @@ fn remove_stale_temporaries(dir: &Path, stem: &str) -> usize {
     removed
 }
 
-/// Refuses to write `stem`'s results in `dir` when its record there belongs to another prompt.
-pub fn check_not_another_prompts(dir: &Path, stem: &str, prompt: &str) -> Result<(), OutputError> {
+/// Refuses to write `stem`'s results in `dir` when its record there belongs to another prompt,
+/// and with `run_id` (a sweep run's) when it is not that run's: a sweep never replaces a result of another run, from the sweep (a changed `name`
+/// template) or not (`clip generate`, the binaries). The record is read once for both.
+pub fn check_existing(
+    dir: &Path,
+    stem: &str,
+    prompt: &str,
+    run_id: Option<&str>,
+) -> Result<(), OutputError> {
     let path = dir.join(format!("{stem}.json"));
     let text = match std::fs::read(&path) {
         Ok(bytes) => bytes,
@@ -351,23 +358,19 @@ pub fn check_not_another_prompts(dir: &Path, stem: &str, prompt: &str) -> Result
     let value: serde_json::Value = serde_json::from_slice(&text)
         .map_err(|e| OutputError::NotARecord { path: path.clone(), reason: e.to_string() })?;
     match value.get("prompt").and_then(|p| p.as_str()) {
-        Some(recorded) if recorded == prompt => Ok(()),
-        Some(recorded) => Err(OutputError::OtherPrompt {
-            path,
-            recorded: recorded.to_string(),
-            prompt: prompt.to_string(),
-        }),
-        None => Err(OutputError::NotARecord { path, reason: "it has no \"prompt\"".into() }),
+        Some(recorded) if recorded == prompt => {}
+        Some(recorded) => {
+            return Err(OutputError::OtherPrompt {
+                path,
+                recorded: recorded.to_string(),
+                prompt: prompt.to_string(),
+            })
+        }
+        None => {
+            return Err(OutputError::NotARecord { path, reason: "it has no \"prompt\"".into() })
+        }
     }
-}
-
-/// A sweep run's record may replace only a record of the same run (`run_id`): never a result of
-/// another run, from the sweep (a changed `name` template) or not (`clip generate`, the binaries).
-pub fn check_same_run(dir: &Path, stem: &str, run_id: &str) -> Result<(), OutputError> {
-    let path = dir.join(format!("{stem}.json"));
-    let Ok(bytes) = std::fs::read(&path) else { return Ok(()) };
-    let value: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| OutputError::NotARecord { path: path.clone(), reason: e.to_string() })?;
+    let Some(run_id) = run_id else { return Ok(()) };
     match value.get("run_id").and_then(|p| p.as_str()) {
         Some(recorded) if recorded == run_id => Ok(()),
         Some(recorded) => Err(OutputError::OtherRun {
@@ -774,14 +777,14 @@ mod tests {
     #[test]
     fn another_prompts_record_is_not_replaced() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(check_not_another_prompts(dir.path(), "s", "a").is_ok());
+        assert!(check_existing(dir.path(), "s", "a", None).is_ok());
         std::fs::write(dir.path().join("s.json"), br#"{"prompt": "a"}"#).unwrap();
-        assert!(check_not_another_prompts(dir.path(), "s", "a").is_ok());
-        let err = check_not_another_prompts(dir.path(), "s", "b").unwrap_err();
+        assert!(check_existing(dir.path(), "s", "a", None).is_ok());
+        let err = check_existing(dir.path(), "s", "b", None).unwrap_err();
         assert!(matches!(err, OutputError::OtherPrompt { .. }), "{err}");
         std::fs::write(dir.path().join("s.json"), b"{").unwrap();
         assert!(matches!(
-            check_not_another_prompts(dir.path(), "s", "a"),
+            check_existing(dir.path(), "s", "a", None),
             Err(OutputError::NotARecord { .. })
         ));
     }

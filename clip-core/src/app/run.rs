@@ -468,10 +468,8 @@ fn prepare(spec: &RunSpec, resolved: &Resolved, token: &str) -> anyhow::Result<P
         let (lock, removed) = ResultLock::take(&dir, stem)?;
         locks.push(lock);
         stale += removed;
-        output::check_not_another_prompts(&dir, stem, prompt)?;
-        if let Some(row) = resolved.rows.get(i) {
-            output::check_same_run(&dir, stem, &row.run_id)?;
-        }
+        let run_id = resolved.rows.get(i).map(|r| r.run_id.as_str());
+        output::check_existing(&dir, stem, prompt, run_id)?;
     }
     if stale > 0 {
         eprintln!(
