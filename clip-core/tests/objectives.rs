@@ -222,17 +222,28 @@ fn sha256(bytes: &[u8]) -> String {
     sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The acceptance: with one model and no negatives, the PNGs are byte-identical to those
-/// the engine wrote before the new objectives (`fixtures/engine/single_model_pngs.json`, written by
-/// commit a3d3d9c's `clip generate` on this machine class).
+/// The most a pixel may move, in 8-bit levels, between two CPUs for the same run: libtorch's CPU
+/// kernels (AVX2, AVX-512, the portable ones; MKL's and oneDNN's code paths) round differently in
+/// the last bits, and 12 Adam steps turn that into a flip of the odd quantisation level.
+const PORTABLE_MAX_LEVELS: i32 = 2;
+/// The most the mean absolute difference may be, in levels. Measured: other kernels
+/// (`ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE ONEDNN_MAX_CPU_ISA=SSE41`) move at most 0.0003
+/// on these runs; a 1 % change of the learning rate moves every run by 0.10 or more.
+const PORTABLE_MEAN_LEVELS: f64 = 0.02;
+
+/// The acceptance: with one model and no negatives, the images are those the engine wrote
+/// before the new objectives (`fixtures/engine/single_model.json` lists the runs; the PNGs beside
+/// it were written by `scripts/make_single_model_fixtures.py`), up to the CPU kernels' rounding:
+/// byte-identity holds only on the CPU that wrote them.
 #[test]
-fn one_model_without_negatives_writes_todays_bytes() {
-    let fixture: Value = serde_json::from_slice(
-        &std::fs::read(fixture("engine/single_model_pngs.json")).expect("the fixture"),
+fn one_model_without_negatives_keeps_its_images() {
+    let fixture_dir = fixture("engine/single_model");
+    let spec: Value = serde_json::from_slice(
+        &std::fs::read(fixture("engine/single_model.json")).expect("the fixture"),
     )
     .expect("JSON");
     let dir = tempfile::tempdir().unwrap();
-    let runs = fixture["runs"].as_array().expect("runs");
+    let runs = spec["runs"].as_array().expect("runs");
     assert_eq!(runs.len(), 6);
     for run in runs {
         let weights = model(run["weights"].as_str().unwrap());
@@ -240,9 +251,20 @@ fn one_model_without_negatives_writes_todays_bytes() {
         args.extend(run["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()));
         ok(&generate(dir.path(), &args));
         let token = run["weights"].as_str().unwrap().trim_end_matches(".pt");
-        for (file, expected) in run["png"].as_object().unwrap() {
-            let bytes = std::fs::read(dir.path().join(token).join(file)).expect("the PNG");
-            assert_eq!(sha256(&bytes), expected.as_str().unwrap(), "{token}/{file}");
+        for file in run["png"].as_array().unwrap() {
+            let file = Path::new(token).join(file.as_str().unwrap());
+            let (ours, w, h) = pixels(&dir.path().join(&file));
+            let (golden, gw, gh) = pixels(&fixture_dir.join(&file));
+            assert_eq!((w, h), (gw, gh), "{}", file.display());
+            let diffs: Vec<i32> =
+                ours.iter().zip(&golden).map(|(&a, &b)| (a as i32 - b as i32).abs()).collect();
+            let max = diffs.iter().copied().max().unwrap_or(0);
+            let mean = diffs.iter().map(|&d| d as f64).sum::<f64>() / diffs.len() as f64;
+            assert!(
+                max <= PORTABLE_MAX_LEVELS && mean <= PORTABLE_MEAN_LEVELS,
+                "{}: differs from the golden image by up to {max} levels, {mean:.4} on average",
+                file.display()
+            );
         }
     }
 }

@@ -202,6 +202,13 @@ fn a_batch_gives_each_image_the_gradient_it_gets_alone() {
 /// A batch of prompts gives each prompt the image a run of that prompt alone gives with the same
 /// draws (its share of the batch's recorded initial noise and augmentation draws), for both
 /// presets and a cutouts pipeline.
+/// How far a prompt's image may end from the same run alone after 6 steps. A batch of 3 and a run
+/// alone take other CPU kernels (matrix products blocked by the batch's width), which round in the
+/// last bits differently, and Adam's normalised step carries that on: measured 2.9e-5 on an AMD
+/// EPYC (AVX2), 1.1e-5 on an Intel Xeon (AVX-512), 2.7e-5 with MKL's AVX code path. Another
+/// prompt's draws move it by 1e-1 or more. A tenth of one 8-bit level.
+const BATCH_WIDTH_TOLERANCE: f64 = 4e-4;
+
 #[test]
 fn a_batch_equals_separate_runs_of_each_prompt() {
     let _seeded = seeded();
@@ -223,7 +230,17 @@ fn a_batch_equals_separate_runs_of_each_prompt() {
             let replay = Replay::for_prompt(&draws, 3, p);
             let alone = replayed(&loaded, &text.narrow(0, p, 1), &settings, replay);
             let diff = max_diff(&together.images.get(p), &alone.images.get(0));
-            assert!(diff < 1e-5, "{:?}: prompt {p} differs by {diff}", settings.augment);
+            assert!(
+                diff <= BATCH_WIDTH_TOLERANCE,
+                "{:?}: prompt {p} differs by {diff}",
+                settings.augment
+            );
+            // The tolerance still tells draws apart: the prompt run alone on another prompt's
+            // share of the draws ends far from its batched run.
+            let other = Replay::for_prompt(&draws, 3, (p + 1) % 3);
+            let wrong = replayed(&loaded, &text.narrow(0, p, 1), &settings, other);
+            let apart = max_diff(&together.images.get(p), &wrong.images.get(0));
+            assert!(apart > 100.0 * BATCH_WIDTH_TOLERANCE, "prompt {p}: other draws {apart}");
             if let (Some(a), Some(b)) = (&together.best, &alone.best) {
                 assert_eq!(a[p as usize].0, b[0].0, "prompt {p}'s best step");
             }
