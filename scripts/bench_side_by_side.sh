@@ -39,7 +39,7 @@ else
 fi
 
 if [ -z "${CLIP_BIN:-}" ]; then
-    cargo build --release --quiet -p clip-core --bin clip
+    cargo build --release --quiet -p clip-app --bin clip
     CLIP_BIN=${CARGO_TARGET_DIR:-target}/release/clip
 fi
 OUT=${OUT:-$(mktemp -d)}

@@ -1,7 +1,7 @@
 """Differential check of `clip tokenize --truncate` against `clip.tokenize(truncate=True)` on
 random texts (mojibake-prone Latin-1/cp1252 soup, mis-decoded words, random codepoints).
 
-    $PY scripts/check_tokenizer_differential.py SEED COUNT   # after `cargo build -p clip-core`
+    $PY scripts/check_tokenizer_differential.py SEED COUNT   # after `cargo build -p clip-app`
 
 The `clip` binary is taken from $CLIP_BIN, else $CARGO_TARGET_DIR/debug/clip.
 """

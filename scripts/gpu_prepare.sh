@@ -4,7 +4,7 @@
 # torch-lucent (docs/gpu.md) into .gpu/ (git-ignored):
 #   .gpu/bin.tar.xz   stripped release builds: clip, the six experiment binaries (renamed
 #                     <crate>-<mode>, as the three crates' binaries share one path), and the
-#                     CUDA-graph test (clip-core/tests/cuda_graph.rs) as cuda_graph_test
+#                     CUDA-graph test (clip-app/tests/cuda_graph.rs) as cuda_graph_test
 #   .gpu/py/          OpenAI's clip package (openai-clip 1.0.1) and the ftfy/wcwidth wheels, for
 #                     the seed's loops and the random checkpoints; the torch-lucent 0.1.8 wheel for
 #                     the Lucent/cutouts loop (its image parameterisation needs only torch and numpy,
@@ -23,7 +23,7 @@ python=${PY:-python3}
 rm -rf .gpu
 mkdir -p .gpu/stage .gpu/py
 
-cargo build --release --quiet -p clip-core --bin clip
+cargo build --release --quiet -p clip-app --bin clip
 cp "$target/release/clip" .gpu/stage/clip
 for crate in rn50 vit-b vit-l14; do
     cargo build --release --quiet -p "$crate" --bins
@@ -31,7 +31,7 @@ for crate in rn50 vit-b vit-l14; do
         cp "$target/release/$mode" ".gpu/stage/$crate-$mode"
     done
 done
-test_bin=$(cargo test --release --quiet -p clip-core --test cuda_graph --no-run --message-format=json |
+test_bin=$(cargo test --release --quiet -p clip-app --test cuda_graph --no-run --message-format=json |
     "$python" -c 'import json, sys
 for line in sys.stdin:
     m = json.loads(line)

@@ -1,4 +1,4 @@
-"""Golden fixtures for clip-core/tests/probes.rs (the robustness probes of `clip compare`).
+"""Golden fixtures for clip-app/tests/probes.rs (the robustness probes of `clip compare`).
 
 Writes two small deterministic RGB test images into clip-core/tests/fixtures/probes/ and, for each,
 what the reference libraries make of it, as lossless PNGs:

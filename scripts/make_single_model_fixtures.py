@@ -1,4 +1,4 @@
-"""Golden images for clip-core/tests/objectives.rs::one_model_without_negatives_keeps_its_images.
+"""Golden images for clip-app/tests/objectives.rs::one_model_without_negatives_keeps_its_images.
 
 Reads the runs listed in clip-core/tests/fixtures/engine/single_model.json (a model, `clip
 generate`'s flags), runs each with the `clip` binary on the CPU, and copies the PNGs it writes to
@@ -8,7 +8,7 @@ The test compares decoded pixels within what libtorch's CPU kernels' rounding al
 are those of our own engine, so a byte-exact hash would only hold on the CPU model that wrote
 it). Regenerate only for a change that is meant to alter single-model images.
 
-Run from the repository root after `cargo build -p clip-core`:
+Run from the repository root after `cargo build -p clip-app`:
     python3 scripts/make_single_model_fixtures.py [--clip target/debug/clip]
 """
 

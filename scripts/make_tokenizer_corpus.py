@@ -1,5 +1,5 @@
 """Generate clip-core/tests/fixtures/tokenizer_corpus.jsonl: texts and the ids OpenAI's reference
-gives them, for clip-core/tests/tokenizer.rs.
+gives them, for clip-app/tests/tokenizer.rs.
 
 Reference calls, per text:
     clip.tokenize(text)                 # truncate=False: ids, or RuntimeError "too long"

@@ -86,7 +86,7 @@ if [ "$python_module" = 1 ]; then
   # The kernel the notebooks run on: this venv's python.
   "$venv/bin/python" -m ipykernel install --user --name clip-rs --display-name "Python (clip-rs)" >/dev/null
   # The workspace's target directory: the module turns on tch's python-extension feature (it links
-  # libtorch_python), so tch, torch-sys and clip-core are built a second time, beside the binaries'
+  # libtorch_python), so tch, torch-sys, clip-core and clip-app are built a second time, beside the binaries'
   # (cargo keeps each feature set's artifacts apart); the other dependencies are shared.
   target=${CARGO_TARGET_DIR:-$root/target}
   profile=${CLIP_PY_PROFILE:-release}

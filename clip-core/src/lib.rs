@@ -1,12 +1,13 @@
-//! OpenAI's CLIP on libtorch, and CLIP-guided image optimisation, in three layers:
+//! OpenAI's CLIP on libtorch, and CLIP-guided image optimisation, in two layers:
 //!
 //! - [`clip`] — CLIP itself: the models, strict weight loading, the released models' table, the
 //!   BPE tokenizer and image preprocessing. Mirrors OpenAI's `clip` package.
 //! - [`engine`] — the optimisation engine: parameterisations, augmentation pipelines, objectives,
 //!   Adam, the loop and its executor (CUDA graphs). A library: no progress bars, signal handlers
 //!   or file names; anything that drives it (the binaries, `clip generate`, sweeps, Python) does.
-//! - [`app`] — the applications: the experiment binaries and `clip` subcommands, their flags,
-//!   outputs, progress, Ctrl-C handling, comparison reports and benchmarks.
-pub mod app;
+//!
+//! Neither prints: downloads report through a callback (`download::Watch`), the loop through its
+//! statistics. The applications — the experiment binaries' driver, the `clip` tool, outputs,
+//! progress, Ctrl-C, reports, sweeps — are the `clip-app` crate.
 pub mod clip;
 pub mod engine;

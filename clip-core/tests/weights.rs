@@ -578,6 +578,42 @@ mod download {
         assert_eq!(dir_entries(cache.path()), ["Tiny.pt"]);
     }
 
+    /// The library prints nothing: a fetch tells its watcher of the stale file, the bytes as they
+    /// arrive (with the server's total) and the end, and the application shows them.
+    #[test]
+    fn a_watched_fetch_reports_the_stale_file_the_progress_and_the_end() {
+        use clip_core::clip::weights::download::{fetch_watched, FetchEvent, Watch};
+        let body = b"pretend checkpoint bytes".repeat(10_000);
+        let (base, server) = serve(vec![http("200 OK", &body, body.len())]);
+        let cache = tempfile::tempdir().unwrap();
+        std::fs::write(cache.path().join("Tiny.pt"), b"stale").unwrap();
+        let model = ModelFile {
+            url: format!("{base}/abc/Tiny.pt"),
+            file_name: "Tiny.pt".into(),
+            sha256: sha256(&body),
+        };
+        let events = std::cell::RefCell::new(Vec::new());
+        let report = |event: FetchEvent| {
+            events.borrow_mut().push(match event {
+                FetchEvent::Mismatch { path } => format!("stale {}", path.display()),
+                FetchEvent::Progress { file_name, received, total } => {
+                    format!("{file_name} {received} of {total:?}")
+                }
+                FetchEvent::Done => "done".to_string(),
+            })
+        };
+        let path = fetch_watched(&model, cache.path(), Watch { stop: &|| false, report: &report })
+            .unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), body);
+        assert_eq!(server.join().unwrap().len(), 1);
+        let events = events.into_inner();
+        assert_eq!(events.first(), Some(&format!("stale {}", path.display())));
+        assert_eq!(events.last().map(String::as_str), Some("done"));
+        let total = body.len();
+        assert_eq!(events[events.len() - 2], format!("Tiny.pt {total} of Some({total})"));
+        assert!(events.len() > 3, "progress comes in chunks: {events:?}");
+    }
+
     #[test]
     fn checksum_mismatch_is_an_error_and_leaves_nothing() {
         let body = b"not the real RN50".to_vec();

@@ -1,7 +1,7 @@
 //! Rust errors and panics as Python exceptions.
 
-use clip_core::app::cli::is_usage_error;
-use clip_core::app::interrupt;
+use clip_app::cli::is_usage_error;
+use clip_app::interrupt;
 use clip_core::clip::model::LoadError;
 use clip_core::clip::preprocess::PreprocessError;
 use clip_core::clip::tokenizer::TokenizeError;

@@ -2,8 +2,8 @@
 //! `classify`.
 
 use crate::errors::{catch, IntoPy};
-use clip_core::app::device::DeviceChoice;
-use clip_core::app::output::token_for_file;
+use clip_app::device::DeviceChoice;
+use clip_app::output::token_for_file;
 use clip_core::clip::model::{LoadedClip, Precision};
 use clip_core::clip::preprocess;
 use clip_core::clip::released;
@@ -112,7 +112,7 @@ pub fn load(
         } else {
             let text = given.to_string_lossy().into_owned();
             match released::by_name(&text) {
-                Ok(model) => download::resolve_model_with(model.name, None, &stop)?,
+                Ok(model) => clip_app::fetch::resolve_model(model.name, &stop)?,
                 // Neither a file nor a released name: say the file is missing, and the names.
                 Err(unknown) => {
                     return Err(anyhow::Error::new(

@@ -1,14 +1,14 @@
 //! `clip_rs.generate` and `clip_rs.compare`: keyword arguments parsed by `clip generate`'s and
-//! `clip compare`'s own flags, the run done by `clip_core::app::run` (the same PNG/JSON/CSV bytes
+//! `clip compare`'s own flags, the run done by `clip_app::run` (the same PNG/JSON/CSV bytes
 //! as the CLI), with the GIL released, progress and Ctrl-C looked at every read-back.
 
 use crate::errors::{catch, to_py, IntoPy};
 use crate::model::{device_name, signals_pending, Here, Model};
 use clap::{CommandFactory, FromArgMatches};
-use clip_core::app::compare::args::CompareArgs;
-use clip_core::app::compare::{self as comparison, CompareError};
-use clip_core::app::generate::GenerateArgs;
-use clip_core::app::run::{self, Hooks, ModelCache};
+use clip_app::compare::args::CompareArgs;
+use clip_app::compare::{self as comparison, CompareError};
+use clip_app::generate::GenerateArgs;
+use clip_app::run::{self, Hooks, ModelCache};
 use clip_core::engine::optimize::StepStats;
 use pyo3::exceptions::{PyKeyboardInterrupt, PyTypeError, PyValueError};
 use pyo3::prelude::*;

@@ -6,7 +6,7 @@
 //! The three model crates' binaries share `target/<profile>/constrained`, so these tests find
 //! rn50's own (`common/binaries.rs`); a run that must succeed gets a random-weight RN50
 //! checkpoint (`common/checkpoints.rs`), since the binary refuses other architectures.
-//! The `clip` tool's cases are in `clip-core/tests/bad_input.rs`.
+//! The `clip` tool's cases are in `clip-app/tests/bad_input.rs`.
 
 #[path = "../../clip-core/tests/common/binaries.rs"]
 mod binaries;

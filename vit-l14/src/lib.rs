@@ -1,11 +1,11 @@
 //! Constants of the ViT-L/14 experiment: the seed's prompts and settings for `cargo run -p vit-l14
-//! --bin constrained` and `--bin unconstrained`. All logic is in `clip_core` (`app::experiment`
+//! --bin constrained` and `--bin unconstrained`. All logic is in `clip_app` (`experiment`
 //! runs them as presets of the engine); edit these to change the experiment — e.g. `PARAM =
 //! Param::FftDecorrelated` and `CONSTRAINED_AUGMENT = &[Augment::Cutouts { n: 32, min_frac: 0.5,
 //! pow: 1.0 }]` turns the constrained run into Lucent's parameterisation with 32 cutouts. As
 //! shipped, each binary writes the same images as `clip generate --model ViT-L/14 --preset <mode>`.
 
-use clip_core::app::experiment::{Experiment, Recipe};
+use clip_app::experiment::{Experiment, Recipe};
 use clip_core::engine::augment::{affine::RandomAffine, Augment};
 use clip_core::engine::optimize::Keep;
 use clip_core::engine::param::{Canvas, Param};

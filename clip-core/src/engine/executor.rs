@@ -59,6 +59,8 @@ pub struct Executor {
     runner: Option<Runner>,
     execution: Execution,
     steps_run: usize,
+    /// Why the steps fell back to eager mid-run, until the loop takes it to report it.
+    fallback: Option<String>,
 }
 
 impl Executor {
@@ -81,12 +83,18 @@ impl Executor {
             Ok(graph) => (Runner::WarmUp(graph), Execution::Graph { warmup: GRAPH_WARMUP_STEPS }),
             Err(reason) => (Runner::Eager, Execution::Eager { reason }),
         };
-        Self { runner: Some(runner), execution, steps_run: 0 }
+        Self { runner: Some(runner), execution, steps_run: 0, fallback: None }
     }
 
     /// Whether the steps were replayed from a CUDA graph, or why not.
     pub fn execution(&self) -> &Execution {
         &self.execution
+    }
+
+    /// Why the run fell back to eager steps since this was last asked, if it did: the engine
+    /// prints nothing, so the loop hands this on with its statistics and the application warns.
+    pub fn take_fallback(&mut self) -> Option<String> {
+        self.fallback.take()
     }
 
     /// Runs one step (`work` runs it eagerly; replays run what it queued when captured).
@@ -132,9 +140,9 @@ impl Executor {
         self.runner = Some(next);
     }
 
-    /// Reports on stderr that the run goes on eagerly, and why.
+    /// The run goes on eagerly; why is kept for [`take_fallback`](Self::take_fallback).
     fn fall_back(&mut self, reason: String) {
-        eprintln!("warning: no CUDA graph, every further step runs eagerly: {reason}");
+        self.fallback = Some(reason.clone());
         self.execution = Execution::Eager { reason };
     }
 }

@@ -248,6 +248,9 @@ pub struct StepStats {
     /// With negatives: the views' mean similarity with the negatives (weighted mean over the
     /// models); else empty.
     pub negative: Vec<f32>,
+    /// On the last step of a read-back after which the steps fell back from the CUDA graph to
+    /// eager execution: why (the engine prints nothing; the application warns).
+    pub eager_fallback: Option<String>,
 }
 
 impl StepStats {
@@ -260,6 +263,7 @@ impl StepStats {
             tv: cut(&self.tv),
             per_model: self.per_model.iter().map(cut).collect(),
             negative: cut(&self.negative),
+            eager_fallback: self.eager_fallback.clone(),
         }
     }
 }
@@ -609,7 +613,11 @@ pub fn optimize_objective_until(
         // next read-back; the steps since the last one are read back first.
         let stopping = step < settings.steps && stop();
         if pending == readback || step == settings.steps || stopping {
-            on_stats(&read_stats(&state.stats, pending, step, members_count)?);
+            let mut chunk = read_stats(&state.stats, pending, step, members_count)?;
+            if let Some(last) = chunk.last_mut() {
+                last.eager_fallback = executor.take_fallback();
+            }
+            on_stats(&chunk);
             pending = 0;
             let frozen: Vec<f32> = read_back(&state.frozen_step, "the frozen prompts' steps")?;
             for (slot, &s) in frozen_at.iter_mut().zip(&frozen) {
@@ -676,6 +684,7 @@ fn read_stats(
                 tv: row(1),
                 per_model: (2..2 + per_model).map(row).collect(),
                 negative: if rows > 2 + per_model { row(2 + per_model) } else { Vec::new() },
+                eager_fallback: None,
             }
         })
         .collect())

@@ -5,7 +5,7 @@
 
 #![allow(dead_code)]
 
-use clip_core::app::experiment::Experiment;
+use clip_app::experiment::Experiment;
 use clip_core::engine::optimize::Preset;
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -7,5 +7,5 @@ use clip_core::engine::optimize::Preset;
 const PRESET: Preset = Preset::Unconstrained;
 
 fn main() -> std::process::ExitCode {
-    clip_core::app::experiment::main(&rn50::EXPERIMENT, PRESET)
+    clip_app::experiment::main(&rn50::EXPERIMENT, PRESET)
 }

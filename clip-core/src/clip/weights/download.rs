@@ -9,11 +9,10 @@
 //! The environment variable `CLIP_DOWNLOAD_BASE_URL` replaces the
 //! `https://openaipublic.azureedge.net/clip/models` prefix (a mirror, or a test server).
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sha2::{Digest, Sha256};
 
 use super::WeightsError;
@@ -22,6 +21,31 @@ use crate::clip::released;
 pub use crate::clip::released::DEFAULT_BASE_URL;
 /// Environment variable that replaces [`DEFAULT_BASE_URL`].
 pub const BASE_URL_ENV: &str = "CLIP_DOWNLOAD_BASE_URL";
+
+/// What a fetch tells its caller as it goes. The library prints nothing: an application shows
+/// these (the `clip` tool: a warning line and a progress bar on stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchEvent<'a> {
+    /// A cached file's checksum did not match: it is downloaded again.
+    Mismatch { path: &'a Path },
+    /// `received` bytes of `file_name` so far, of `total` when the server said.
+    Progress { file_name: &'a str, received: u64, total: Option<u64> },
+    /// The download ended, whether it succeeded or not.
+    Done,
+}
+
+/// How a fetch is watched: `stop` is asked between chunks whether to give up, `report` hears
+/// each [`FetchEvent`] on the caller's thread.
+#[derive(Clone, Copy)]
+pub struct Watch<'a> {
+    pub stop: &'a dyn Fn() -> bool,
+    pub report: &'a dyn Fn(FetchEvent),
+}
+
+impl Watch<'_> {
+    /// Never stops, reports nothing.
+    pub const SILENT: Watch<'static> = Watch { stop: &|| false, report: &|_| {} };
+}
 
 /// The model names `clip.available_models()` lists, in the same order.
 pub fn model_names() -> &'static [&'static str] {
@@ -72,8 +96,17 @@ pub fn resolve_model_with(
     cache_dir: Option<&Path>,
     stop: &dyn Fn() -> bool,
 ) -> Result<PathBuf, WeightsError> {
+    resolve_model_watched(name, cache_dir, Watch { stop, ..Watch::SILENT })
+}
+
+/// [`resolve_model`], watched: stopped and reported on as `watch` says.
+pub fn resolve_model_watched(
+    name: &str,
+    cache_dir: Option<&Path>,
+    watch: Watch,
+) -> Result<PathBuf, WeightsError> {
     let base = std::env::var(BASE_URL_ENV).ok().filter(|b| !b.is_empty());
-    resolve(name, cache_dir, base.as_deref().unwrap_or(DEFAULT_BASE_URL), stop)
+    resolve(name, cache_dir, base.as_deref().unwrap_or(DEFAULT_BASE_URL), watch)
 }
 
 /// [`resolve_model`] with an explicit base URL in place of [`DEFAULT_BASE_URL`].
@@ -82,21 +115,21 @@ pub fn resolve_model_from(
     cache_dir: Option<&Path>,
     base_url: &str,
 ) -> Result<PathBuf, WeightsError> {
-    resolve(name, cache_dir, base_url, &|| false)
+    resolve(name, cache_dir, base_url, Watch::SILENT)
 }
 
 fn resolve(
     name: &str,
     cache_dir: Option<&Path>,
     base_url: &str,
-    stop: &dyn Fn() -> bool,
+    watch: Watch,
 ) -> Result<PathBuf, WeightsError> {
     let model = model_file(name, base_url)?;
     let dir = match cache_dir {
         Some(d) => d.to_path_buf(),
         None => default_cache_dir()?,
     };
-    fetch_with(&model, &dir, stop)
+    fetch_watched(&model, &dir, watch)
 }
 
 /// The copy of `model` in directory `dir` (created if needed), downloaded first unless a file
@@ -111,6 +144,11 @@ pub fn fetch_with(
     dir: &Path,
     stop: &dyn Fn() -> bool,
 ) -> Result<PathBuf, WeightsError> {
+    fetch_watched(model, dir, Watch { stop, ..Watch::SILENT })
+}
+
+/// [`fetch`], watched: stopped and reported on as `watch` says.
+pub fn fetch_watched(model: &ModelFile, dir: &Path, watch: Watch) -> Result<PathBuf, WeightsError> {
     std::fs::create_dir_all(dir)
         .map_err(|source| WeightsError::Io { path: dir.to_path_buf(), source })?;
     let target = dir.join(&model.file_name);
@@ -118,15 +156,14 @@ pub fn fetch_with(
         return Err(WeightsError::IsDirectory { path: target });
     }
     if target.is_file() {
-        if sha256_file_with(&target, stop)? == model.sha256 {
+        if sha256_file_with(&target, watch.stop)? == model.sha256 {
             return Ok(target);
         }
-        eprintln!(
-            "warning: {} exists, but the SHA256 checksum does not match; re-downloading the file",
-            target.display()
-        );
+        (watch.report)(FetchEvent::Mismatch { path: &target });
     }
-    download(model, &target, stop)?;
+    let downloaded = download(model, &target, watch);
+    (watch.report)(FetchEvent::Done);
+    downloaded?;
     Ok(target)
 }
 
@@ -157,22 +194,6 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn progress_bar(len: Option<u64>, file_name: &str) -> ProgressBar {
-    let target = if std::io::stderr().is_terminal() {
-        ProgressDrawTarget::stderr()
-    } else {
-        ProgressDrawTarget::hidden()
-    };
-    let bar = ProgressBar::with_draw_target(len, target);
-    if let Ok(style) = ProgressStyle::with_template(
-        "{msg} [{bar:40}] {binary_bytes}/{binary_total_bytes} ({binary_bytes_per_sec}, {eta})",
-    ) {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_message(file_name.to_string());
-    bar
-}
-
 /// How often a download that is waiting for data asks its `stop` whether to give up.
 const STOP_POLL: Duration = Duration::from_millis(100);
 
@@ -182,7 +203,7 @@ const STOP_POLL: Duration = Duration::from_millis(100);
 /// The network is read on a worker thread, so that a stalled connection cannot keep `stop` from
 /// being heard: when it says stop, the temporary file is removed and the worker is left to end
 /// with the process (it only ever writes to the removed file).
-fn download(model: &ModelFile, target: &Path, stop: &dyn Fn() -> bool) -> Result<(), WeightsError> {
+fn download(model: &ModelFile, target: &Path, watch: Watch) -> Result<(), WeightsError> {
     let fail = |reason: String| WeightsError::Download {
         url: model.url.clone(),
         target: target.to_path_buf(),
@@ -199,14 +220,25 @@ fn download(model: &ModelFile, target: &Path, stop: &dyn Fn() -> bool) -> Result
 
     let (sender, receiver) = std::sync::mpsc::channel();
     let url = model.url.clone();
-    let file_name = model.file_name.clone();
     std::thread::spawn(move || {
-        let _ = sender.send(receive(&url, &file_name, file));
+        let progress = sender.clone();
+        let report = move |received, total| {
+            let _ = progress.send(Message::Progress { received, total });
+        };
+        let _ = sender.send(Message::Done(receive(&url, file, &report)));
     });
     let received = loop {
         match receiver.recv_timeout(STOP_POLL) {
-            Ok(result) => break result,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if stop() => {
+            Ok(Message::Done(result)) => break result,
+            Ok(Message::Progress { received, total }) => {
+                let file_name = model.file_name.as_str();
+                (watch.report)(FetchEvent::Progress { file_name, received, total });
+                if (watch.stop)() {
+                    drop(tmp);
+                    return Err(WeightsError::Interrupted { path: target.to_path_buf() });
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if (watch.stop)() => {
                 drop(tmp);
                 return Err(WeightsError::Interrupted { path: target.to_path_buf() });
             }
@@ -235,14 +267,25 @@ fn download(model: &ModelFile, target: &Path, stop: &dyn Fn() -> bool) -> Result
     Ok(())
 }
 
+/// What the worker of [`download`] sends.
+enum Message {
+    Progress { received: u64, total: Option<u64> },
+    Done(Result<String, Received>),
+}
+
 /// Why [`receive`] failed.
 enum Received {
     Network(String),
     Write(std::io::Error),
 }
 
-/// The worker of [`download`]: `url`'s body into `file`, with a progress bar; its SHA-256.
-fn receive(url: &str, file_name: &str, mut file: std::fs::File) -> Result<String, Received> {
+/// The worker of [`download`]: `url`'s body into `file`, telling `progress` the bytes received
+/// (and the total when known) after each chunk; its SHA-256.
+fn receive(
+    url: &str,
+    mut file: std::fs::File,
+    progress: &dyn Fn(u64, Option<u64>),
+) -> Result<String, Received> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(30)))
         .timeout_recv_response(Some(Duration::from_secs(60)))
@@ -250,7 +293,6 @@ fn receive(url: &str, file_name: &str, mut file: std::fs::File) -> Result<String
         .into();
     let mut response = agent.get(url).call().map_err(|e| Received::Network(e.to_string()))?;
     let len = response.body().content_length();
-    let bar = progress_bar(len, file_name);
     let mut reader = response.body_mut().as_reader();
     let mut hasher = Sha256::new();
     let mut received: u64 = 0;
@@ -265,9 +307,8 @@ fn receive(url: &str, file_name: &str, mut file: std::fs::File) -> Result<String
         hasher.update(&buf[..n]);
         file.write_all(&buf[..n]).map_err(Received::Write)?;
         received += n as u64;
-        bar.inc(n as u64);
+        progress(received, len);
     }
-    bar.finish_and_clear();
     if let Some(len) = len.filter(|&l| l != received) {
         return Err(Received::Network(format!(
             "the connection closed after {received} of {len} bytes"
