@@ -15,7 +15,7 @@
 
 use crate::progress::warn_eager_fallback;
 use clip_core::clip::model::{Clip, Layout, LoadedClip, PatchEmbedding, VisionTower};
-use clip_core::clip::released;
+use clip_core::clip::released::{self, ReleasedModel};
 use clip_core::engine::augment::Augment;
 use clip_core::engine::draws::TorchDraws;
 use clip_core::engine::executor::Execution;
@@ -27,7 +27,7 @@ use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
 /// The architectures `--arch all` runs: the three of the experiment.
-pub const ARCHS: [&str; 3] = clip_core::clip::released::SEED_MODELS;
+pub const ARCHS: [ReleasedModel; 3] = clip_core::clip::released::SEED_MODELS;
 
 /// The H100's measured bf16 matmul throughput (`docs/gpu.md`), the default peak for the floor.
 pub const DEFAULT_PEAK_TFLOPS: f64 = 763.0;

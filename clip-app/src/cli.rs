@@ -4,7 +4,6 @@
 use crate::device::DeviceChoice;
 use anyhow::Context;
 use clip_core::clip::model::{LoadedClip, Precision};
-use clip_core::engine::augment::Augment;
 use std::path::PathBuf;
 
 /// The model's weights: a local checkpoint or a released model downloaded to `~/.cache/clip/`.
@@ -55,7 +54,7 @@ pub struct NegativeArgs {
     pub negatives: Vec<String>,
     /// The weight of the negatives' mean similarity in the loss, >= 0 (default 0.5, or a model
     /// crate's NEGATIVE_WEIGHT).
-    #[arg(long, value_name = "W", value_parser = crate::experiment::parse_negative_weight,
+    #[arg(long, value_name = "W", value_parser = crate::parse::parse_negative_weight,
           allow_hyphen_values = true)]
     pub negative_weight: Option<f64>,
 }
@@ -89,13 +88,4 @@ impl From<PrecisionArg> for Precision {
             PrecisionArg::Fp32 => Precision::Fp32,
         }
     }
-}
-
-/// One `--augment` value (`clip generate`, `clip bench`): an augmentation, or `none`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AugmentSpec(pub Option<Augment>);
-
-/// `--augment`'s parser.
-pub fn parse_augment(s: &str) -> Result<AugmentSpec, String> {
-    Augment::parse(s).map(AugmentSpec)
 }

@@ -13,10 +13,11 @@
 use super::cli::{NegativeArgs, PrecisionArg};
 use super::device::DeviceChoice;
 use super::interrupt;
+use super::parse::{parse_learning_rate, parse_steps, parse_tv_weight};
 use super::run::{self, ModelSource, PromptResult, RunSpec};
 use clap::{CommandFactory, FromArgMatches};
 use clip_core::clip::model::Precision;
-use clip_core::clip::released;
+use clip_core::clip::released::ReleasedModel;
 use clip_core::engine::augment::Augment;
 use clip_core::engine::optimize::{Keep, Preset, Settings, READBACK_EVERY};
 use clip_core::engine::param::{Canvas, Param};
@@ -35,8 +36,8 @@ pub struct Recipe {
 /// One model's experiment: the constants each model crate holds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Experiment {
-    /// The released model's name, as `clip.load` takes it (RN50, ViT-B/32, ViT-L/14).
-    pub model: &'static str,
+    /// The released model (`released::RN50`, `VIT_B_32`, `VIT_L_14`, …).
+    pub model: &'static ReleasedModel,
     pub prompts: &'static [&'static str],
     /// Negative prompts: every image is pushed away from them (none as shipped).
     pub negative_prompts: &'static [&'static str],
@@ -122,61 +123,10 @@ pub struct ExperimentArgs {
     pub eager: bool,
 }
 
-/// `--steps`: a whole number ≥ 1 (a billion is fine: memory does not grow with it).
-pub fn parse_steps(text: &str) -> Result<u64, String> {
-    match text.trim().parse::<i128>() {
-        Ok(n) if n >= 1 => match u64::try_from(n) {
-            Ok(n) if usize::try_from(n).is_ok() => Ok(n),
-            _ => Err(format!("{n} steps is too many")),
-        },
-        Ok(n) => Err(format!("the number of steps must be at least 1, not {n}")),
-        Err(e) => Err(format!("not a whole number: {e}")),
-    }
-}
-
-fn parse_number(text: &str) -> Result<f64, String> {
-    let x: f64 = text.trim().parse().map_err(|e| format!("not a number: {e}"))?;
-    if x.is_finite() {
-        Ok(x)
-    } else {
-        Err(format!("must be a finite number, not {x}"))
-    }
-}
-
-/// `--learning-rate`: finite and > 0.
-pub fn parse_learning_rate(text: &str) -> Result<f64, String> {
-    let x = parse_number(text)?;
-    if x > 0.0 {
-        Ok(x)
-    } else {
-        Err(format!("the learning rate must be greater than 0, not {x}"))
-    }
-}
-
-/// `--negative-weight`: finite and ≥ 0.
-pub fn parse_negative_weight(text: &str) -> Result<f64, String> {
-    let x = parse_number(text)?;
-    if x >= 0.0 {
-        Ok(x)
-    } else {
-        Err(format!("the negative weight must be 0 or more, not {x}"))
-    }
-}
-
-/// `--tv-weight`: finite and ≥ 0.
-pub fn parse_tv_weight(text: &str) -> Result<f64, String> {
-    let x = parse_number(text)?;
-    if x >= 0.0 {
-        Ok(x)
-    } else {
-        Err(format!("the TV weight must be 0 or more, not {x}"))
-    }
-}
-
 impl Experiment {
     /// The run that `preset`'s binary does with these flags.
     pub fn spec(&self, preset: Preset, args: &ExperimentArgs) -> anyhow::Result<RunSpec> {
-        let model = released::by_name(self.model)?;
+        let model = self.model;
         let mut settings = self.settings(preset);
         if let Some(steps) = args.steps {
             settings.steps = steps as usize;
@@ -237,14 +187,14 @@ pub fn run(
 pub fn main(experiment: &Experiment, preset: Preset) -> std::process::ExitCode {
     let about = format!(
         "CLIP-guided image optimisation, {preset}, with {}: the seed's {preset} run",
-        experiment.model
+        experiment.model.name
     );
     let matches = ExperimentArgs::command()
         .name(preset.as_str())
         .about(about)
         // `--version` names the model too: the three crates' binaries share a path in target/.
         .version(&*Box::leak(
-            format!("{} ({})", env!("CARGO_PKG_VERSION"), experiment.model).into_boxed_str(),
+            format!("{} ({})", env!("CARGO_PKG_VERSION"), experiment.model.name).into_boxed_str(),
         ))
         .get_matches();
     interrupt::run_main(|| {

@@ -11,9 +11,13 @@
 //! ensemble) and `--init PHOTO` (start from a photo; `--epsilon E` keeps the image within E of it
 //! in L∞).
 
-use super::cli::{parse_augment, AugmentSpec, NegativeArgs, PrecisionArg, UsageError};
+use super::cli::{NegativeArgs, PrecisionArg, UsageError};
 use super::device::DeviceChoice;
-use super::experiment::{parse_learning_rate, parse_steps, parse_tv_weight};
+use super::parse::{
+    parse_augment, parse_canvas, parse_decay, parse_epsilon, parse_keep, parse_learning_rate,
+    parse_model_weight, parse_name, parse_param, parse_preset, parse_steps, parse_tv_weight,
+    AugmentSpec,
+};
 use super::run::{ModelSource, RunSpec};
 use clip_core::clip::model::Precision;
 use clip_core::clip::preprocess;
@@ -121,75 +125,6 @@ pub struct GenerateArgs {
 pub enum ModelArg {
     Model(String),
     Weights(PathBuf),
-}
-
-pub fn parse_model_weight(s: &str) -> Result<f64, String> {
-    let x: f64 = s.trim().parse().map_err(|e| format!("not a number: {e}"))?;
-    if x.is_finite() && x > 0.0 {
-        Ok(x)
-    } else {
-        Err(format!("a model's weight must be greater than 0 and finite, not {x}"))
-    }
-}
-
-/// `--epsilon`: a number or a fraction `A/B`, in (0, 1].
-pub fn parse_epsilon(s: &str) -> Result<f64, String> {
-    let number = |t: &str| -> Result<f64, String> {
-        t.trim().parse::<f64>().map_err(|e| format!("{:?} is not a number: {e}", t.trim()))
-    };
-    let x = match s.split_once('/') {
-        Some((a, b)) => number(a)? / number(b)?,
-        None => number(s)?,
-    };
-    if x.is_finite() && x > 0.0 && x <= 1.0 {
-        Ok(x)
-    } else {
-        Err(format!(
-            "the L∞ budget is in [0, 1] pixel units and must be in (0, 1] (e.g. 8/255), not {x}"
-        ))
-    }
-}
-
-pub fn parse_preset(s: &str) -> Result<Preset, String> {
-    s.parse()
-}
-
-pub fn parse_param(s: &str) -> Result<Param, String> {
-    s.parse()
-}
-
-pub fn parse_keep(s: &str) -> Result<Keep, String> {
-    s.parse()
-}
-
-pub fn parse_canvas(s: &str) -> Result<Canvas, String> {
-    s.parse()
-}
-
-pub fn parse_decay(s: &str) -> Result<f64, String> {
-    let x: f64 = s.trim().parse().map_err(|e| format!("not a number: {e}"))?;
-    if x.is_finite() {
-        Ok(x)
-    } else {
-        Err(format!("the decay must be a finite number, not {x}"))
-    }
-}
-
-/// `--name`: letters, digits, `-`, `+`, `.` and `_`, not starting with `.`, at most 64 bytes.
-pub fn parse_name(s: &str) -> Result<String, String> {
-    let ok = !s.is_empty()
-        && s.len() <= 64
-        && !s.starts_with('.')
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-+._".contains(c));
-    if ok {
-        Ok(s.to_string())
-    } else {
-        Err(format!(
-            "{:?} is not a file-name token: use 1 to 64 letters, digits, '-', '+', '.' or '_', \
-             not starting with '.'",
-            clip_core::clip::excerpt::excerpt(s)
-        ))
-    }
 }
 
 impl GenerateArgs {

@@ -16,6 +16,7 @@ pub mod fetch;
 pub mod generate;
 pub mod interrupt;
 pub mod output;
+pub mod parse;
 pub mod progress;
 pub mod run;
 pub mod sweep;

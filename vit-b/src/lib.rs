@@ -6,12 +6,14 @@
 //! shipped, each binary writes the same images as `clip generate --model ViT-B/32 --preset <mode>`.
 
 use clip_app::experiment::{Experiment, Recipe};
+use clip_core::clip::released::{self, ReleasedModel};
 use clip_core::engine::augment::{affine::RandomAffine, Augment};
 use clip_core::engine::optimize::Keep;
 use clip_core::engine::param::{Canvas, Param};
 
-/// The released model, as `clip.load` names it; results go to `results/ViT-B/`.
-pub const MODEL_NAME: &str = "ViT-B/32";
+/// The released model (`clip_core::clip::released`: RN50, VIT_B_32, VIT_L_14, …); results go to
+/// `results/ViT-B/`.
+pub const MODEL: &ReleasedModel = &released::VIT_B_32;
 /// The prompts, one image each (add as many as you like; `--prompt` replaces them).
 pub const TEXT_PROMPTS: &[&str] =
     &["A cute golden retriever", "A snow-covered mountain peak", "A bright red tomato"];
@@ -44,7 +46,7 @@ pub const UNCONSTRAINED_TV_WEIGHT: f64 = 0.0;
 pub const UNCONSTRAINED_KEEP: Keep = Keep::Last;
 
 pub const EXPERIMENT: Experiment = Experiment {
-    model: MODEL_NAME,
+    model: MODEL,
     prompts: TEXT_PROMPTS,
     negative_prompts: NEGATIVE_PROMPTS,
     negative_weight: NEGATIVE_WEIGHT,

@@ -131,7 +131,7 @@ impl CompareArgs {
         models.retain(|m| !m.is_empty());
         if models.is_empty() {
             models = if self.weights.is_empty() {
-                super::DEFAULT_MODELS.iter().map(|m| m.to_string()).collect()
+                super::DEFAULT_MODELS.iter().map(|m| m.name.to_string()).collect()
             } else {
                 self.weights.iter().map(|(name, _)| name.clone()).collect()
             };

@@ -44,6 +44,7 @@ use crate::interrupt::Interrupted;
 use crate::output::{self, OutputError};
 use clip_core::clip::model::{LoadedClip, Precision};
 use clip_core::clip::preprocess;
+use clip_core::clip::released::ReleasedModel;
 use clip_core::clip::tokenizer::Tokenizer;
 use clip_core::clip::weights::download;
 use clip_core::clip::zeroshot::{self as zs, ClassWeights, Labels, Prediction, Templates};
@@ -66,7 +67,7 @@ pub const OUTPUT_FILES: [&str; 8] = [
 ];
 
 /// The seed's models, scored when neither `--models` nor `--weights` names any.
-pub const DEFAULT_MODELS: [&str; 3] = clip_core::clip::released::SEED_MODELS;
+pub const DEFAULT_MODELS: [ReleasedModel; 3] = clip_core::clip::released::SEED_MODELS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CompareError {
@@ -131,7 +132,7 @@ impl Default for CompareOptions {
     fn default() -> Self {
         Self {
             results_dir: PathBuf::from("results"),
-            models: DEFAULT_MODELS.iter().map(|m| m.to_string()).collect(),
+            models: DEFAULT_MODELS.iter().map(|m| m.name.to_string()).collect(),
             weights: BTreeMap::new(),
             real: Vec::new(),
             device: Device::Cpu,
@@ -331,7 +332,7 @@ fn distinct_prompts(images: &[Scored]) -> Vec<String> {
 
 /// The seed's models first, in their order, then anything else alphabetically, ensembles last.
 fn model_rank(name: &str, ensemble: bool) -> usize {
-    match DEFAULT_MODELS.iter().position(|m| *m == name) {
+    match DEFAULT_MODELS.iter().position(|m| m.name == name) {
         Some(rank) if !ensemble => rank,
         _ => DEFAULT_MODELS.len() + ensemble as usize,
     }

@@ -13,10 +13,9 @@
 //! `{ members = [...], weights = [...] }` for weighted members).
 
 use crate::cli::UsageError;
-use crate::experiment::{parse_learning_rate, parse_negative_weight, parse_steps, parse_tv_weight};
-use crate::generate::{
-    parse_canvas, parse_decay, parse_epsilon, parse_keep, parse_model_weight, parse_name,
-    parse_param, parse_preset,
+use crate::parse::{
+    parse_canvas, parse_decay, parse_epsilon, parse_keep, parse_learning_rate, parse_model_weight,
+    parse_name, parse_negative_weight, parse_param, parse_preset, parse_steps, parse_tv_weight,
 };
 use clip_core::clip::model::Precision;
 use clip_core::clip::released::{self, ReleasedModel};

@@ -3,8 +3,8 @@
 
 use anyhow::Context;
 use clip_app::bench::{self, BenchOptions};
-use clip_app::cli::{parse_augment, AugmentSpec};
 use clip_app::device::DeviceChoice;
+use clip_app::parse::{parse_augment, parse_param, AugmentSpec};
 use clip_core::clip::model::PatchEmbedding;
 use clip_core::engine::augment;
 use clip_core::engine::executor::Execution;
@@ -104,10 +104,6 @@ fn parse_ensemble(s: &str) -> Result<Vec<String>, String> {
     Ok(names)
 }
 
-fn parse_param(s: &str) -> Result<Param, String> {
-    s.parse()
-}
-
 fn parse_peak(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
         Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
@@ -118,7 +114,7 @@ fn parse_peak(text: &str) -> Result<f64, String> {
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let archs: Vec<&str> = if args.arch.iter().any(|a| a == "all") {
-        bench::ARCHS.to_vec()
+        bench::ARCHS.iter().map(|m| m.name).collect()
     } else {
         args.arch.iter().map(String::as_str).filter(|a| *a != "none").collect()
     };
