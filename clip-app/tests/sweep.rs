@@ -476,6 +476,43 @@ fn bad_input_is_refused_before_anything_starts() {
     }
 }
 
+/// Issue 26, class 2: a control character in any field written into the Slurm script (the SPEC's
+/// `out`, `--partition`, `--time`, `--sbatch-arg`) would end its `#SBATCH` line and run as a
+/// command when the task starts: refused (one `error:` line naming the field, exit 2), nothing
+/// created; without one, hostile values are written quoted (`slurm.rs`'s tests run such a script).
+#[test]
+fn slurm_fields_with_control_characters_are_refused() {
+    let cases: [(&str, &[&str], &str); 5] = [
+        ("out = \"res\\ntouch pwned\"", &[], "error: out: "),
+        ("out = \"res\"", &["--partition", "gpu\ntouch pwned"], "error: --partition: "),
+        ("out = \"res\"", &["--time", "1:00\rtouch pwned"], "error: --time: "),
+        (
+            "out = \"res\"",
+            &["--sbatch-arg", "--mem=1G", "--sbatch-arg", "a\u{1b}b"],
+            "error: --sbatch-arg: ",
+        ),
+        ("out = \"res\\\\x\"", &[], "holds a backslash"),
+    ];
+    for (out, flags, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let spec =
+            write_spec(dir.path(), &format!("{out}\nmodels = [\"tiny-rn\"]\nprompts = [\"a\"]"));
+        let before: Vec<_> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+        let spec_arg = spec.display().to_string();
+        let mut args = vec!["sweep", spec_arg.as_str(), "--device", "cpu", "--slurm", "--print"];
+        args.extend(flags.iter());
+        let result = clip(&args, dir.path());
+        let err = text(&result.stderr);
+        assert_eq!(result.status.code(), Some(2), "{flags:?}: {err}");
+        assert!(err.contains(expected), "{flags:?}: {err}");
+        assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 1, "{err}");
+        let after: Vec<_> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+        assert_eq!(before, after, "{flags:?}: nothing is created");
+    }
+}
+
 /// A sweep never replaces a result it did not make: `clip generate`'s file of the same name stays
 /// as it was, and the run is recorded as failed with the reason.
 #[test]

@@ -1,6 +1,7 @@
 //! `clip sweep --slurm` on a real Slurm: a one-node cluster (Debian's slurm-wlm and munge,
 //! installed by `scripts/slurm-cluster.sh` when missing, which needs root) started in a temporary
-//! directory, a small sweep (tiny random checkpoint, CPU) submitted as an array of 2 tasks and
+//! directory, a small sweep (tiny random checkpoint, CPU; its output directory named with a space
+//! and a `%`, which the script quotes for Slurm) submitted as an array of 2 tasks and
 //! waited for; every run's outputs are checked, and the PNGs are byte-identical to a local run of
 //! the same SPEC in 2 shards. The daemons are stopped by their PIDs when the test ends, passed or
 //! failed.
@@ -105,7 +106,7 @@ fn a_slurm_array_runs_the_sweep_as_a_local_two_shard_run_does() {
     std::fs::write(
         &spec,
         format!(
-            "out = \"slurm-results\"\nmodels = [\"tiny\"]\npresets = [\"constrained\", \"unconstrained\"]\nprompts = [\"a dog\", \"a cat\", \"a red tomato\"]\nseeds = [1, 2]\nsteps = 5\n\n[weights]\ntiny = \"{}\"\n",
+            "out = \"slurm results 100%\"\nmodels = [\"tiny\"]\npresets = [\"constrained\", \"unconstrained\"]\nprompts = [\"a dog\", \"a cat\", \"a red tomato\"]\nseeds = [1, 2]\nsteps = 5\n\n[weights]\ntiny = \"{}\"\n",
             PathBuf::from(env!("CARGO_MANIFEST_DIR"))
                 .join("../clip-core/tests/fixtures/models/tiny-rn.pt")
                 .display()
@@ -128,13 +129,13 @@ fn a_slurm_array_runs_the_sweep_as_a_local_two_shard_run_does() {
     let script = text(&printed.stdout);
     assert!(script.contains("#SBATCH --array=0-1\n"), "{script}");
     assert!(script.contains("--shard \"$SLURM_ARRAY_TASK_ID/2\""), "{script}");
-    let written = work.path().join("slurm-results/sweep.sbatch");
+    let written = work.path().join("slurm results 100%/sweep.sbatch");
     assert_eq!(std::fs::read_to_string(&written).unwrap(), script);
 
     // Submitted and waited for.
     let submitted = slurm("--wait");
     let (out, err) = (text(&submitted.stdout), text(&submitted.stderr));
-    let logs: String = std::fs::read_dir(work.path().join("slurm-results/.sweep/slurm"))
+    let logs: String = std::fs::read_dir(work.path().join("slurm results 100%/.sweep/slurm"))
         .map(|d| {
             d.flatten()
                 .map(|e| {
@@ -151,7 +152,7 @@ fn a_slurm_array_runs_the_sweep_as_a_local_two_shard_run_does() {
     assert!(out.contains("submitted Slurm array job"), "{out}");
     assert!(out.contains("12 run(s): 12 done, 0 pending, 0 failed"), "{out}\n{logs}");
     // Both tasks ran a share: each log says it did its pending runs.
-    let task_logs: Vec<_> = std::fs::read_dir(work.path().join("slurm-results/.sweep/slurm"))
+    let task_logs: Vec<_> = std::fs::read_dir(work.path().join("slurm results 100%/.sweep/slurm"))
         .unwrap()
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().ends_with(".out"))
@@ -160,7 +161,7 @@ fn a_slurm_array_runs_the_sweep_as_a_local_two_shard_run_does() {
     assert!(logs.contains("(shard 0/2)") && logs.contains("(shard 1/2)"), "{logs}");
 
     // Every run's outputs.
-    let slurm_dir = work.path().join("slurm-results");
+    let slurm_dir = work.path().join("slurm results 100%");
     let slurm_pngs = pngs(&slurm_dir);
     assert_eq!(slurm_pngs.len(), 12);
     for name in slurm_pngs.keys() {

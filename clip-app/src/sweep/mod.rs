@@ -403,6 +403,19 @@ fn submit_slurm(
     if args.wait && !local::on_path("squeue") {
         return Err(usage("--wait: `squeue` is not on the PATH".into()));
     }
+    let out_text = out.display().to_string();
+    let spec_text = spec.path.display().to_string();
+    let mut fields = vec![("out", out_text.as_str()), ("the SPEC's path", spec_text.as_str())];
+    fields.extend(args.partition.as_deref().map(|p| ("--partition", p)));
+    fields.extend(args.time.as_deref().map(|t| ("--time", t)));
+    fields.extend(args.sbatch_arg.iter().map(|a| ("--sbatch-arg", a.as_str())));
+    slurm::check_fields(fields).map_err(usage)?;
+    if out_text.contains('\\') {
+        return Err(usage(format!(
+            "out: {out_text:?} holds a backslash, which turns off Slurm's %A and %a in the \
+             tasks' log names: use an output directory without one with --slurm"
+        )));
+    }
     // For the number of tasks only: each task resolves its own default on its own device.
     let width = args.batch_prompts.map(|n| n as usize).unwrap_or(if args.gpus_per_task > 0 {
         DEFAULT_BATCH_CUDA
