@@ -364,6 +364,11 @@ fn bad_input_is_one_error_line_naming_it() {
     std::fs::write(&empty, "\n  \n").unwrap();
     let no_placeholder = dir.path().join("templates.txt");
     std::fs::write(&no_placeholder, "a photo of a {}.\na photo of a thing.\n").unwrap();
+    // Python's `"{} and {}".format(c)` raises; `"{{}}".format(c)` is "{}", naming no class.
+    let two_fields = dir.path().join("two.txt");
+    std::fs::write(&two_fields, "a {} and a {}\n").unwrap();
+    let braces = dir.path().join("braces.txt");
+    std::fs::write(&braces, "a photo of a {}.\n{{}}\n").unwrap();
     let not_an_image = dir.path().join("notes.png");
     std::fs::write(&not_an_image, "not a picture").unwrap();
     let base = |extra: &[&str]| {
@@ -383,6 +388,16 @@ fn bad_input_is_one_error_line_naming_it() {
             vec!["--image", image, "--templates", no_placeholder.to_str().unwrap()],
             1,
             "templates.txt, line 2: template \"a photo of a thing.\" has no `{}`".into(),
+        ),
+        (
+            vec!["--image", image, "--templates", two_fields.to_str().unwrap()],
+            1,
+            "two.txt, line 1: template \"a {} and a {}\": field 1 of one argument".into(),
+        ),
+        (
+            vec!["--image", image, "--templates", braces.to_str().unwrap()],
+            1,
+            "braces.txt, line 2: template \"{{}}\" has no `{}`".into(),
         ),
     ];
     for (args, code, named) in cases {

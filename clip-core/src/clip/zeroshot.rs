@@ -40,8 +40,6 @@ use tch::{Device, Kind, Tensor};
 pub const IMAGENET_CLASSES: &str = include_str!("../../assets/zeroshot/imagenet_classes.txt");
 /// OpenAI's 80 ImageNet prompt templates, one a line, `{}` where the class name goes.
 pub const OPENAI_TEMPLATES: &str = include_str!("../../assets/zeroshot/openai_templates.txt");
-/// What a template holds where the class name goes.
-pub const PLACEHOLDER: &str = "{}";
 /// The name of the vendored label list (`--labels imagenet`).
 pub const IMAGENET: &str = "imagenet";
 /// The name of the vendored template list (`--templates openai`).
@@ -66,10 +64,13 @@ pub enum ZeroShotError {
     #[error("{source_name}: no templates (the templates file is empty or holds only blank lines)")]
     NoTemplates { source_name: String },
     #[error(
-        "{source_name}, line {line}: template {} has no `{{}}` where the class name goes",
+        "{source_name}, line {line}: template {} has no `{{}}` (or `{{0}}`) where the class name \
+         goes",
         excerpt(template)
     )]
     NoPlaceholder { source_name: String, line: usize, template: String },
+    #[error("{source_name}, line {line}: template {}: {reason}", excerpt(template))]
+    BadTemplate { source_name: String, line: usize, template: String, reason: String },
     #[error("class {} with template {}: {source}", excerpt(label), excerpt(template))]
     Tokenize { label: String, template: String, source: TokenizeError },
     #[error("the per-user cache directory is unknown: set HOME, XDG_CACHE_HOME or CLIP_RS_CACHE")]
@@ -159,6 +160,98 @@ impl Labels {
     }
 }
 
+/// A part of a template as Python's `str.format` reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    Text(String),
+    /// A replacement field of the one positional argument, the class name.
+    Name,
+}
+
+/// How OpenAI's notebook fills a template, `template.format(classname)`, read the way Python's
+/// `str.format` reads it with one positional argument: `{{` and `}}` are braces, `{}` or `{0}`
+/// (`{00}`…) the class name. What Python refuses is refused with its reason — a second `{}`
+/// (there is no argument 1), `{1}`, a keyword field (`{name}`), switching between `{}` and `{0}`,
+/// a single `{` or `}` — and so are conversions, format specs and attribute or index access
+/// (`{!r}`, `{:>10}`, `{0[0]}`), which no template needs.
+pub fn template_pieces(template: &str) -> Result<Vec<Piece>, String> {
+    let mut pieces = Vec::new();
+    let mut text = String::new();
+    let mut automatic: Option<bool> = None;
+    let mut next_automatic = 0usize;
+    let mut chars = template.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '{' if chars.peek() == Some(&'{') => {
+                chars.next();
+                text.push('{');
+            }
+            '}' if chars.peek() == Some(&'}') => {
+                chars.next();
+                text.push('}');
+            }
+            '}' => return Err("a single `}` (write `}}` for a brace)".into()),
+            '{' => {
+                let mut field = String::new();
+                loop {
+                    match chars.next() {
+                        Some('}') => break,
+                        Some('{') => return Err("a `{` inside a field".into()),
+                        Some(c) => field.push(c),
+                        None => return Err("a single `{` (write `{{` for a brace)".into()),
+                    }
+                }
+                let index = if field.is_empty() {
+                    if automatic == Some(false) {
+                        return Err("`{}` after `{0}`: Python cannot switch from numbered fields \
+                                    to automatic ones"
+                            .into());
+                    }
+                    automatic = Some(true);
+                    next_automatic += 1;
+                    next_automatic - 1
+                } else if field.chars().all(|c| c.is_ascii_digit()) {
+                    if automatic == Some(true) {
+                        return Err(format!(
+                            "`{{{field}}}` after `{{}}`: Python cannot switch from automatic \
+                             fields to numbered ones"
+                        ));
+                    }
+                    automatic = Some(false);
+                    field.parse().unwrap_or(usize::MAX)
+                } else if field.contains(['!', ':', '.', '[']) {
+                    return Err(format!(
+                        "`{{{}}}`: conversions, format specs and attribute or index access are \
+                         not supported; write `{{}}` where the class name goes",
+                        excerpt(&field)
+                    ));
+                } else {
+                    return Err(format!(
+                        "`{{{}}}` names a keyword argument, but the only argument is the class \
+                         name: write `{{}}`",
+                        excerpt(&field)
+                    ));
+                };
+                if index != 0 {
+                    return Err(format!(
+                        "field {index} of one argument: the class name is `{{}}` once, or `{{0}}` \
+                         as often as needed"
+                    ));
+                }
+                if !text.is_empty() {
+                    pieces.push(Piece::Text(std::mem::take(&mut text)));
+                }
+                pieces.push(Piece::Name);
+            }
+            c => text.push(c),
+        }
+    }
+    if !text.is_empty() {
+        pieces.push(Piece::Text(text));
+    }
+    Ok(pieces)
+}
+
 /// The prompt templates: each has `{}` where the class name goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Templates {
@@ -178,7 +271,14 @@ impl Templates {
     pub fn parse(source: &str, text: &str) -> Result<Self, ZeroShotError> {
         let mut templates = Vec::new();
         for (line, template) in list_lines(text) {
-            if !template.contains(PLACEHOLDER) {
+            let pieces =
+                template_pieces(template).map_err(|reason| ZeroShotError::BadTemplate {
+                    source_name: source.to_string(),
+                    line,
+                    template: template.to_string(),
+                    reason,
+                })?;
+            if !pieces.contains(&Piece::Name) {
                 return Err(ZeroShotError::NoPlaceholder {
                     source_name: source.to_string(),
                     line,
@@ -207,10 +307,19 @@ impl Templates {
         }
     }
 
-    /// `template.format(name)`: every `{}` replaced by the class name. (Python's `format` also
-    /// turns `{{`/`}}` into braces; templates here are taken literally but for `{}`.)
+    /// `template.format(name)`, as Python makes it, for a template [`parse`](Self::parse)
+    /// accepted (see [`template_pieces`]); another is returned as it is.
     pub fn fill(template: &str, name: &str) -> String {
-        template.replace(PLACEHOLDER, name)
+        match template_pieces(template) {
+            Ok(pieces) => pieces
+                .iter()
+                .map(|p| match p {
+                    Piece::Text(text) => text.as_str(),
+                    Piece::Name => name,
+                })
+                .collect(),
+            Err(_) => template.to_string(),
+        }
     }
 
     /// SHA-256 of the list (each template and `\n`): the cache's key.
@@ -655,10 +764,39 @@ mod tests {
         assert!(err.to_string().contains("t.txt, line 3"), "{err}");
     }
 
+    /// `template.format("dog")` as Python 3 makes it or refuses it
+    /// (`tests/fixtures/zeroshot/templates.json`, `scripts/make_template_fixtures.py`): every
+    /// template Python formats gives Python's text, or is refused as not naming the class or as
+    /// using a conversion, format spec or index; every template Python refuses is refused.
     #[test]
-    fn fill_replaces_every_placeholder() {
-        assert_eq!(Templates::fill("a photo of a {}.", "dog"), "a photo of a dog.");
-        assert_eq!(Templates::fill("{} and {}", "x"), "x and x");
+    fn templates_read_as_pythons_str_format() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/zeroshot/templates.json");
+        let text = std::fs::read_to_string(path).unwrap();
+        let fixture: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let name = fixture["name"].as_str().unwrap();
+        let refused_though_python_formats =
+            ["{{}}", "no placeholder", "{0[0]}", "{!r}", "{:>10}", "{0!s}"];
+        for case in fixture["cases"].as_array().unwrap() {
+            let template = case["template"].as_str().unwrap();
+            let parsed = Templates::parse("t", template);
+            match case["formatted"].as_str() {
+                Some(_) if refused_though_python_formats.contains(&template) => {
+                    assert!(parsed.is_err(), "{template:?} should be refused")
+                }
+                Some(formatted) => {
+                    assert!(parsed.is_ok(), "{template:?}: {:?}", parsed.err());
+                    assert_eq!(Templates::fill(template, name), formatted, "{template:?}");
+                }
+                None => {
+                    let err = parsed.expect_err(template).to_string();
+                    assert!(err.starts_with("t, line 1: template"), "{err}");
+                }
+            }
+        }
+        // The vendored templates are each `{}` once.
+        for t in &Templates::openai().templates {
+            assert_eq!(Templates::fill(t, name), t.replacen("{}", name, 1));
+        }
     }
 
     #[test]
