@@ -110,18 +110,19 @@ pub fn parse_decay(s: &str) -> Result<f64, String> {
     }
 }
 
-/// `--name`: letters, digits, `-`, `+`, `.` and `_`, not starting with `.`, at most 64 bytes.
+/// `--name`: letters, digits, `-`, `+`, `.` and `_`, not starting with `.` (a hidden file) or `-`
+/// (a file name that reads as a flag), at most 64 bytes.
 pub fn parse_name(s: &str) -> Result<String, String> {
     let ok = !s.is_empty()
         && s.len() <= 64
-        && !s.starts_with('.')
+        && !s.starts_with(['.', '-'])
         && s.chars().all(|c| c.is_ascii_alphanumeric() || "-+._".contains(c));
     if ok {
         Ok(s.to_string())
     } else {
         Err(format!(
             "{:?} is not a file-name token: use 1 to 64 letters, digits, '-', '+', '.' or '_', \
-             not starting with '.'",
+             not starting with '.' or '-'",
             clip_core::clip::excerpt::excerpt(s)
         ))
     }

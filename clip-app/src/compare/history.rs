@@ -151,7 +151,7 @@ fn plottable(v: f64) -> bool {
 
 /// Reads a history from `path`; `None` when the file cannot be opened or read.
 pub fn read(path: &Path) -> Option<History> {
-    let file = std::fs::File::open(path).ok()?;
+    let file = clip_core::clip::files::open_regular(path).ok()?;
     read_from(BufReader::new(file)).ok()
 }
 

@@ -449,7 +449,7 @@ fn read_record(json: &Path, dir: &Path) -> Result<(RunInfo, Vec<String>), String
     let rel = super::relative(dir, json);
     let skipped = |e: std::io::Error| format!("{rel}: {e}; its PNG is skipped");
     let mut bytes = Vec::new();
-    std::fs::File::open(json)
+    clip_core::clip::files::open_regular(json)
         .and_then(|f| f.take(MAX_RECORD_BYTES + 1).read_to_end(&mut bytes))
         .map_err(skipped)?;
     if bytes.len() as u64 > MAX_RECORD_BYTES {
@@ -547,7 +547,7 @@ fn belongs(png: &Path, json: &Path, dir: &Path, run: RunInfo) -> Result<RunInfo,
 }
 
 fn sha256_hex(path: &Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
+    let mut file = clip_core::clip::files::open_regular(path)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {

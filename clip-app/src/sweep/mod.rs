@@ -114,6 +114,24 @@ pub fn main(args: &SweepArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// One field of `--dry-run`'s tab-separated lines: a backslash, tab, newline or carriage return as
+/// `\\`, `\t`, `\n`, `\r`, any other control character as `\xNN`, so that a line is one run
+/// and a tab separates fields.
+pub fn tsv_field(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn usage(message: String) -> anyhow::Error {
     UsageError(message).into()
 }
@@ -200,15 +218,12 @@ fn sweep(args: &SweepArgs) -> anyhow::Result<ExitCode> {
     let batches = plan::batches(&pending, width);
     if args.dry_run {
         for run in &runs {
-            println!(
-                "{}\t{}\t{}\t{}\t{}\t{}",
-                run.id,
-                states.of(run).word(),
-                run.model.label(),
-                run.name,
-                run.seed,
-                run.prompt
-            );
+            let label = run.model.label();
+            let fields =
+                [run.id.as_str(), states.of(run).word(), &label, &run.name, &run.seed.to_string()];
+            let mut line: Vec<String> = fields.iter().map(|f| tsv_field(f)).collect();
+            line.push(tsv_field(&run.prompt));
+            println!("{}", line.join("\t"));
         }
         eprintln!(
             "{} run(s){scope}: {} to do, in {} batch(es) of up to {width}; results in {}",

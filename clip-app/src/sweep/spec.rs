@@ -288,7 +288,7 @@ impl Spec {
     /// Reads and checks the SPEC at `path`: keys, types, ranges, the models' names, the prompts
     /// (each must fit CLIP's 77 tokens), the paths it names.
     pub fn read(path: &Path) -> anyhow::Result<Spec> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let text = clip_core::clip::files::read_regular_text(path).map_err(|e| {
             UsageError(format!("cannot read the sweep SPEC {}: {e}", path.display()))
         })?;
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
@@ -475,7 +475,7 @@ impl Spec {
             }
             (None, Some(file)) => {
                 let file = r.resolve(&file);
-                let text = std::fs::read_to_string(&file).map_err(|e| {
+                let text = clip_core::clip::files::read_regular_text(&file).map_err(|e| {
                     r.err("prompts_file", format!("cannot read {}: {e}", file.display()))
                 })?;
                 let prompts: Vec<String> = text

@@ -1,7 +1,9 @@
 //! CLIP itself, as OpenAI's `clip` package: the models (`model`), checkpoints and their strict
 //! loading (`weights`), the released models' table (`released`), the BPE tokenizer (`tokenizer`)
-//! and image preprocessing (`preprocess`); zero-shot classification (`zeroshot`).
+//! and image preprocessing (`preprocess`); zero-shot classification (`zeroshot`); user files
+//! opened only when they are regular files (`files`).
 pub mod excerpt;
+pub mod files;
 pub mod model;
 pub mod preprocess;
 pub mod released;

@@ -115,7 +115,7 @@ fn decode(path: &Path) -> Result<Decoded, PreprocessError> {
     let read_err = |source| PreprocessError::Read { path: path.into(), source };
     let decode_err = |source| PreprocessError::Decode { path: path.into(), source };
     // Streamed from the file, not read whole: what it may allocate is the decoder's limit.
-    let mut file = BufReader::new(std::fs::File::open(path).map_err(read_err)?);
+    let mut file = BufReader::new(super::files::open_regular(path).map_err(read_err)?);
     // The header tells the format and the PIL mode (PNG bit depth and colour type, BMP palette).
     let mut bytes = Vec::new();
     (&mut file).take(HEAD_BYTES).read_to_end(&mut bytes).map_err(read_err)?;

@@ -94,7 +94,7 @@ fn list_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
 }
 
 fn read_text(path: &Path) -> Result<String, ZeroShotError> {
-    let bytes = std::fs::read(path)
+    let bytes = super::files::read_regular(path)
         .map_err(|source| ZeroShotError::Read { path: path.to_path_buf(), source })?;
     String::from_utf8(bytes).map_err(|_| ZeroShotError::NotText { path: path.to_path_buf() })
 }

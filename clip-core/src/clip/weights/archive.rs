@@ -43,8 +43,8 @@ pub(crate) fn load(
         entry: entry.to_string(),
         source,
     };
-    let file =
-        File::open(path).map_err(|source| WeightsError::Io { path: path.to_path_buf(), source })?;
+    let file = crate::clip::files::open_regular(path)
+        .map_err(|source| WeightsError::Io { path: path.to_path_buf(), source })?;
     let mut zip =
         ZipArchive::new(BufReader::new(file)).map_err(|e| zip_err("central directory", e))?;
     let prefix =

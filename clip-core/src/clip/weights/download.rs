@@ -175,7 +175,7 @@ pub fn sha256_file(path: &Path) -> Result<String, WeightsError> {
 /// [`sha256_file`], asking `stop` between chunks whether to give up.
 pub fn sha256_file_with(path: &Path, stop: &dyn Fn() -> bool) -> Result<String, WeightsError> {
     let io = |source| WeightsError::Io { path: path.to_path_buf(), source };
-    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut file = crate::clip::files::open_regular(path).map_err(io)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {

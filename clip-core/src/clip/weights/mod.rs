@@ -214,7 +214,7 @@ impl StateDict {
         if meta.is_dir() {
             return Err(WeightsError::IsDirectory { path: path.to_path_buf() });
         }
-        let mut file = std::fs::File::open(path).map_err(io)?;
+        let mut file = crate::clip::files::open_regular(path).map_err(io)?;
         let mut head = Vec::with_capacity(16);
         file.by_ref().take(16).read_to_end(&mut head).map_err(io)?;
         let tensors = if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {

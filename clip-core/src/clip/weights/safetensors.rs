@@ -41,7 +41,7 @@ pub(crate) fn load(
     path: &Path,
     stop: &dyn Fn() -> bool,
 ) -> Result<BTreeMap<String, Tensor>, WeightsError> {
-    let bytes = std::fs::read(path)
+    let bytes = crate::clip::files::read_regular(path)
         .map_err(|source| WeightsError::Io { path: path.to_path_buf(), source })?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|source| WeightsError::Safetensors { path: path.to_path_buf(), source })?;
