@@ -274,85 +274,98 @@ impl Reader<'_> {
         }
     }
 
-    fn resolve(&self, p: &str) -> PathBuf {
-        let p = Path::new(p);
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.dir.join(p)
+    /// A key whose value is one string, if given.
+    fn single_string(&self, key: &str) -> anyhow::Result<Option<String>> {
+        match self.table.get(key) {
+            None => Ok(None),
+            Some(v) => string(v).map(Some).map_err(|m| self.err(key, m)),
         }
     }
-}
 
-impl Spec {
-    /// Reads and checks the SPEC at `path`: keys, types, ranges, the models' names, the prompts
-    /// (each must fit CLIP's 77 tokens), the paths it names.
-    pub fn read(path: &Path) -> anyhow::Result<Spec> {
-        let text = clip_core::clip::files::read_regular_text(path).map_err(|e| {
-            UsageError(format!("cannot read the sweep SPEC {}: {e}", path.display()))
-        })?;
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            let message = e.message().to_string();
-            let at = e
-                .span()
-                .map(|s| {
-                    let line = text[..s.start.min(text.len())].lines().count().max(1);
-                    format!(" (line {line})")
-                })
-                .unwrap_or_default();
-            bad(path, format!("not valid TOML{at}: {message}"))
-        })?;
-        let path = std::path::absolute(path).unwrap_or(path.to_path_buf());
-        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        for key in table.keys() {
-            if !KEYS.contains(&key.as_str()) {
-                let hint = match nearest_key(key) {
-                    Some(k) => format!(" (did you mean `{k}`?)"),
-                    None => format!("; valid keys: {}", KEYS.join(", ")),
-                };
-                return Err(bad(&path, format!("unknown key `{key}`{hint}")));
-            }
-        }
-        let r = Reader { path: &path, dir, table };
-        Self::from_reader(&r)
-    }
-
-    fn from_reader(r: &Reader) -> anyhow::Result<Spec> {
-        let single_string = |key: &str| -> anyhow::Result<Option<String>> {
-            match r.table.get(key) {
-                None => Ok(None),
-                Some(v) => string(v).map(Some).map_err(|m| r.err(key, m)),
-            }
-        };
-        let out = r.resolve(&single_string("out")?.unwrap_or_else(|| "results".to_string()));
-        let name = single_string("name")?;
-        if let Some(template) = &name {
-            check_template(template).map_err(|m| r.err("name", m))?;
-        }
-
-        // [weights]: table name -> path.
+    /// `[weights]`: table name -> path, each an existing file.
+    fn weights(&self) -> anyhow::Result<BTreeMap<String, PathBuf>> {
         let mut weights: BTreeMap<String, PathBuf> = BTreeMap::new();
-        match r.table.get("weights") {
+        match self.table.get("weights") {
             None => {}
             Some(Value::Table(t)) => {
                 for (k, v) in t {
-                    let p = string(v).map_err(|m| r.err("weights", format!("`{k}`: {m}")))?;
-                    let p = r.resolve(&p);
+                    let p = string(v).map_err(|m| self.err("weights", format!("`{k}`: {m}")))?;
+                    let p = self.resolve(&p);
                     if !p.is_file() {
                         return Err(
-                            r.err("weights", format!("`{k}`: {} is not a file", p.display()))
+                            self.err("weights", format!("`{k}`: {} is not a file", p.display()))
                         );
                     }
                     weights.insert(k.clone(), p);
                 }
             }
             Some(other) => {
-                return Err(r.err(
+                return Err(self.err(
                     "weights",
                     format!("expected a table of name = \"path\", found {}", kind(other)),
                 ))
             }
         }
+        Ok(weights)
+    }
+
+    /// The prompts: a list, or a file of one per line (blank lines and `#` comments skipped), each
+    /// once.
+    fn prompts(&self) -> anyhow::Result<Vec<String>> {
+        let prompts: Vec<String> =
+            match (self.table.get("prompts"), self.single_string("prompts_file")?) {
+                (Some(_), Some(_)) => {
+                    return Err(bad(self.path, "give `prompts` or `prompts_file`, not both".into()))
+                }
+                (None, None) => {
+                    return Err(bad(
+                        self.path,
+                        "no prompts: give `prompts` (a list) or `prompts_file` (one per line)"
+                            .into(),
+                    ))
+                }
+                (Some(_), None) => {
+                    self.axis("prompts", string)?.into_iter().map(|p| p.expect("given")).collect()
+                }
+                (None, Some(file)) => {
+                    let file = self.resolve(&file);
+                    let text = clip_core::clip::files::read_regular_text(&file).map_err(|e| {
+                        self.err("prompts_file", format!("cannot read {}: {e}", file.display()))
+                    })?;
+                    let prompts: Vec<String> = text
+                        .lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                        .map(str::to_string)
+                        .collect();
+                    if prompts.is_empty() {
+                        return Err(self.err(
+                            "prompts_file",
+                            format!(
+                                "{} has no prompts (one per line; blank lines and # comments are \
+                             skipped)",
+                                file.display()
+                            ),
+                        ));
+                    }
+                    prompts
+                }
+            };
+        for (i, p) in prompts.iter().enumerate() {
+            if let Some(j) = prompts[..i].iter().position(|q| q == p) {
+                return Err(bad(
+                    self.path,
+                    format!("prompt {} is prompt {} again ({p:?}): each prompt once", i + 1, j + 1),
+                ));
+            }
+        }
+        Ok(prompts)
+    }
+
+    /// `models`: released names, `[weights]` names, ensembles (lists or `{ members, weights }`
+    /// tables), each member once per ensemble.
+    fn models(&self) -> anyhow::Result<Vec<ModelChoice>> {
+        let weights = self.weights()?;
         let model_ref = |v: &Value| -> Result<ModelRef, String> {
             let n = string(v)?;
             if let Some(p) = weights.get(&n) {
@@ -421,37 +434,148 @@ impl Spec {
                 other => Ok(ModelChoice { members: vec![model_ref(other)?], weights: Vec::new() }),
             }
         };
-        let models: Vec<ModelChoice> = match r.table.get("models") {
+        let models: Vec<ModelChoice> = match self.table.get("models") {
             None => {
                 return Err(bad(
-                    r.path,
+                    self.path,
                     "no `models`: give a list of released names (e.g. models = [\"RN50\"]) or \
-                     names from a [weights] table"
+                 names from a [weights] table"
                         .into(),
                 ))
             }
             Some(Value::Array(items)) if items.is_empty() => {
-                return Err(r.err("models", "an empty list makes no runs".into()))
+                return Err(self.err("models", "an empty list makes no runs".into()))
             }
             Some(Value::Array(items)) => items
                 .iter()
                 .enumerate()
                 .map(|(i, v)| {
-                    choice(v).map_err(|m| r.err("models", format!("item {}: {m}", i + 1)))
+                    choice(v).map_err(|m| self.err("models", format!("item {}: {m}", i + 1)))
                 })
                 .collect::<anyhow::Result<_>>()?,
-            Some(v) => vec![choice(v).map_err(|m| r.err("models", m))?],
+            Some(v) => vec![choice(v).map_err(|m| self.err("models", m))?],
         };
         for m in &models {
             for (i, a) in m.members.iter().enumerate() {
                 if m.members[..i].contains(a) {
-                    return Err(r.err(
+                    return Err(self.err(
                         "models",
                         format!("the ensemble {} has {} twice", m.label(), a.name()),
                     ));
                 }
             }
         }
+        Ok(models)
+    }
+
+    /// `seeds`: whole numbers >= 0, each once; `None` when not given.
+    fn seeds(&self) -> anyhow::Result<Option<Vec<u64>>> {
+        let seeds = match self.table.get("seeds") {
+            None => None,
+            Some(_) => Some(
+                self.axis("seeds", |v| match v {
+                    Value::Integer(i) if *i >= 0 => Ok(*i as u64),
+                    other => Err(format!("expected a whole number >= 0, found {}", kind(other))),
+                })?
+                .into_iter()
+                .map(|s| s.expect("given"))
+                .collect::<Vec<_>>(),
+            ),
+        };
+        if let Some(seeds) = &seeds {
+            for (i, s) in seeds.iter().enumerate() {
+                if seeds[..i].contains(s) {
+                    return Err(self.err("seeds", format!("seed {s} is given twice")));
+                }
+            }
+        }
+        Ok(seeds)
+    }
+
+    /// `precision`: fp16 or fp32; `None` when not given.
+    fn precision(&self) -> anyhow::Result<Option<Precision>> {
+        let precision = match self.single_string("precision")?.as_deref() {
+            None => None,
+            Some("fp16") => Some(Precision::Fp16),
+            Some("fp32") => Some(Precision::Fp32),
+            Some(other) => {
+                return Err(self.err("precision", format!("{other:?} is neither fp16 nor fp32")))
+            }
+        };
+        Ok(precision)
+    }
+
+    fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.dir.join(p)
+        }
+    }
+}
+
+impl Spec {
+    /// Reads and checks the SPEC at `path`: keys, types, ranges, the models' names, the prompts
+    /// (each must fit CLIP's 77 tokens), the paths it names.
+    pub fn read(path: &Path) -> anyhow::Result<Spec> {
+        let text = clip_core::clip::files::read_regular_text(path).map_err(|e| {
+            UsageError(format!("cannot read the sweep SPEC {}: {e}", path.display()))
+        })?;
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let message = e.message().to_string();
+            let at = e
+                .span()
+                .map(|s| {
+                    let line = text[..s.start.min(text.len())].lines().count().max(1);
+                    format!(" (line {line})")
+                })
+                .unwrap_or_default();
+            bad(path, format!("not valid TOML{at}: {message}"))
+        })?;
+        let path = std::path::absolute(path).unwrap_or(path.to_path_buf());
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        for key in table.keys() {
+            if !KEYS.contains(&key.as_str()) {
+                let hint = match nearest_key(key) {
+                    Some(k) => format!(" (did you mean `{k}`?)"),
+                    None => format!("; valid keys: {}", KEYS.join(", ")),
+                };
+                return Err(bad(&path, format!("unknown key `{key}`{hint}")));
+            }
+        }
+        let r = Reader { path: &path, dir, table };
+        Self::from_reader(&r)
+    }
+
+    /// `epsilon` needs a start photo for every run, and a start photo the pixel parameterisation.
+    fn check_start_photo(&self) -> anyhow::Result<()> {
+        if self.epsilon.iter().any(Option::is_some) && self.init.iter().any(Option::is_none) {
+            return Err(bad(
+                &self.path,
+                "`epsilon` needs `init` (a photo) for every run: the budget is around the start photo"
+                    .into(),
+            ));
+        }
+        if self.init.iter().any(Option::is_some) {
+            if let Some(p) = self.param.iter().flatten().find(|p| **p != Param::Pixels) {
+                return Err(bad(
+                    &self.path,
+                    format!("`init` needs `param = \"pixels\"`, not {p}: a photo is a start for the pixels themselves"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn from_reader(r: &Reader) -> anyhow::Result<Spec> {
+        let out = r.resolve(&r.single_string("out")?.unwrap_or_else(|| "results".to_string()));
+        let name = r.single_string("name")?;
+        if let Some(template) = &name {
+            check_template(template).map_err(|m| r.err("name", m))?;
+        }
+
+        let models = r.models()?;
 
         let presets: Vec<Preset> = r
             .axis("presets", |v| string(v).and_then(|s| parse_preset(&s)))?
@@ -459,48 +583,7 @@ impl Spec {
             .map(|p| p.unwrap_or(Preset::Constrained))
             .collect();
 
-        // Prompts: a list, or a file of one per line (blank lines and `#` comments skipped).
-        let prompts: Vec<String> = match (r.table.get("prompts"), single_string("prompts_file")?) {
-            (Some(_), Some(_)) => {
-                return Err(bad(r.path, "give `prompts` or `prompts_file`, not both".into()))
-            }
-            (None, None) => {
-                return Err(bad(
-                    r.path,
-                    "no prompts: give `prompts` (a list) or `prompts_file` (one per line)".into(),
-                ))
-            }
-            (Some(_), None) => {
-                r.axis("prompts", string)?.into_iter().map(|p| p.expect("given")).collect()
-            }
-            (None, Some(file)) => {
-                let file = r.resolve(&file);
-                let text = clip_core::clip::files::read_regular_text(&file).map_err(|e| {
-                    r.err("prompts_file", format!("cannot read {}: {e}", file.display()))
-                })?;
-                let prompts: Vec<String> = text
-                    .lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(str::to_string)
-                    .collect();
-                if prompts.is_empty() {
-                    return Err(r.err(
-                        "prompts_file",
-                        format!("{} has no prompts (one per line; blank lines and # comments are skipped)", file.display()),
-                    ));
-                }
-                prompts
-            }
-        };
-        for (i, p) in prompts.iter().enumerate() {
-            if let Some(j) = prompts[..i].iter().position(|q| q == p) {
-                return Err(bad(
-                    r.path,
-                    format!("prompt {} is prompt {} again ({p:?}): each prompt once", i + 1, j + 1),
-                ));
-            }
-        }
+        let prompts = r.prompts()?;
         let tokenizer = Tokenizer::new()?;
         for (i, p) in prompts.iter().enumerate() {
             if let Err(e) = tokenizer.tokenize(std::slice::from_ref(p), false) {
@@ -546,33 +629,8 @@ impl Spec {
                 Err(format!("{} is not a file", p.display()))
             }
         })?;
-        let seeds = match r.table.get("seeds") {
-            None => None,
-            Some(_) => Some(
-                r.axis("seeds", |v| match v {
-                    Value::Integer(i) if *i >= 0 => Ok(*i as u64),
-                    other => Err(format!("expected a whole number >= 0, found {}", kind(other))),
-                })?
-                .into_iter()
-                .map(|s| s.expect("given"))
-                .collect::<Vec<_>>(),
-            ),
-        };
-        if let Some(seeds) = &seeds {
-            for (i, s) in seeds.iter().enumerate() {
-                if seeds[..i].contains(s) {
-                    return Err(r.err("seeds", format!("seed {s} is given twice")));
-                }
-            }
-        }
-        let precision = match single_string("precision")?.as_deref() {
-            None => None,
-            Some("fp16") => Some(Precision::Fp16),
-            Some("fp32") => Some(Precision::Fp32),
-            Some(other) => {
-                return Err(r.err("precision", format!("{other:?} is neither fp16 nor fp32")))
-            }
-        };
+        let seeds = r.seeds()?;
+        let precision = r.precision()?;
         let spec = Spec {
             path: r.path.to_path_buf(),
             out,
@@ -595,21 +653,7 @@ impl Spec {
             seeds,
             precision,
         };
-        if spec.epsilon.iter().any(Option::is_some) && spec.init.iter().any(Option::is_none) {
-            return Err(bad(
-                r.path,
-                "`epsilon` needs `init` (a photo) for every run: the budget is around the start photo"
-                    .into(),
-            ));
-        }
-        if spec.init.iter().any(Option::is_some) {
-            if let Some(p) = spec.param.iter().flatten().find(|p| **p != Param::Pixels) {
-                return Err(bad(
-                    r.path,
-                    format!("`init` needs `param = \"pixels\"`, not {p}: a photo is a start for the pixels themselves"),
-                ));
-            }
-        }
+        spec.check_start_photo()?;
         Ok(spec)
     }
 }
