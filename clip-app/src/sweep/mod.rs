@@ -175,30 +175,12 @@ fn sweep(args: &SweepArgs) -> anyhow::Result<ExitCode> {
     let all = plan::runs(&spec)?;
     check_settings(&all)?;
     let shard = args.shard.unwrap_or(Shard::ALL);
-    let runs: Vec<Run> = all
-        .iter()
-        .filter(|r| match &args.worker {
-            Some(part) => shard.holds_part(part, r),
-            None => shard.holds(r),
-        })
-        .cloned()
-        .collect();
-    let scope = match (args.shard, args.worker) {
-        (None, None) => String::new(),
-        (Some(s), None) => format!(" (shard {s})"),
-        (s, Some(w)) => format!(" (shard {}, worker {w})", s.unwrap_or(Shard::ALL)),
-    };
+    let (runs, scope) = this_share(args, &all);
 
     if args.slurm {
         return submit_slurm(args, &spec, &all, &out);
     }
-    if args.gpus.is_some() && args.device == DeviceChoice::Cpu {
-        return Err(usage("--gpus runs on CUDA: not with --device cpu (use --workers N)".into()));
-    }
-    let gpus = match &args.gpus {
-        Some(text) => Some(gpu_list(text)?),
-        None => None,
-    };
+    let gpus = gpus(args)?;
 
     let states = States::scan(&out);
     if args.status {
@@ -217,14 +199,7 @@ fn sweep(args: &SweepArgs) -> anyhow::Result<ExitCode> {
         runs.iter().filter(|r| states.of(r) != RunState::Done).cloned().collect();
     let batches = plan::batches(&pending, width);
     if args.dry_run {
-        for run in &runs {
-            let label = run.model.label();
-            let fields =
-                [run.id.as_str(), states.of(run).word(), &label, &run.name, &run.seed.to_string()];
-            let mut line: Vec<String> = fields.iter().map(|f| tsv_field(f)).collect();
-            line.push(tsv_field(&run.prompt));
-            println!("{}", line.join("\t"));
-        }
+        print_dry_run(&runs, &states);
         eprintln!(
             "{} run(s){scope}: {} to do, in {} batch(es) of up to {width}; results in {}",
             runs.len(),
@@ -256,38 +231,8 @@ fn sweep(args: &SweepArgs) -> anyhow::Result<ExitCode> {
     let prompt_steps: u64 = pending.iter().map(|r| r.settings.steps as u64).sum();
     let workers = gpus.as_ref().map(Vec::len).or(args.workers.map(|n| n as usize)).unwrap_or(1);
     let (tally, died) = if workers > 1 && args.worker.is_none() {
-        let mut base = vec![
-            "sweep".to_string(),
-            spec.path.display().to_string(),
-            "--out".to_string(),
-            out.display().to_string(),
-            "--batch-prompts".to_string(),
-            width.to_string(),
-        ];
-        if let Some(s) = args.shard {
-            base.extend(["--shard".to_string(), s.to_string()]);
-        }
-        let plans: Vec<local::WorkerPlan> = (0..workers)
-            .map(|k| {
-                let part = Shard { index: k as u64, count: workers as u64 };
-                let mine: Vec<&Run> =
-                    pending.iter().filter(|r| shard.holds_part(&part, r)).collect();
-                local::WorkerPlan {
-                    part,
-                    gpu: gpus.as_ref().map(|g| g[k]),
-                    runs: mine.len(),
-                    prompt_steps: mine.iter().map(|r| r.settings.steps as u64).sum(),
-                }
-            })
-            .collect();
-        let device_arg = if gpus.is_some() { "cuda" } else { "cpu" };
-        println!(
-            "sweep: {} pending run(s){scope} of {} on {workers} workers, batches of {width}; results in {}",
-            pending.len(),
-            runs.len(),
-            out.display()
-        );
-        local::run_workers(&base, &plans, device_arg)?
+        let sweep = Sweep { spec: &spec, out: &out, shard, scope: &scope, width };
+        run_on_workers(args, &sweep, &pending, runs.len(), gpus.as_deref(), workers)?
     } else {
         if device == Device::Cpu {
             // Bit-for-bit results whatever the batch: one thread (see the module's notes).
@@ -311,37 +256,7 @@ fn sweep(args: &SweepArgs) -> anyhow::Result<ExitCode> {
         eprintln!("error: {line}");
     }
     if args.worker.is_none() {
-        let states = States::scan(&out);
-        let failed: Vec<&Run> =
-            runs.iter().filter(|r| matches!(states.of(r), RunState::Failed(_))).collect();
-        let done = runs.iter().filter(|r| states.of(r) == RunState::Done).count();
-        println!(
-            "sweep: {done} of {} run(s){scope} done, {} failed, {} pending (this invocation: {} \
-             done, {} failed)",
-            runs.len(),
-            failed.len(),
-            runs.len() - done - failed.len(),
-            tally.done,
-            tally.failed
-        );
-        for run in failed.iter().take(10) {
-            if let RunState::Failed(e) = states.of(run) {
-                eprintln!(
-                    "failed: {} {} {} {:?}: {e}",
-                    run.id,
-                    run.model.label(),
-                    run.name,
-                    run.prompt
-                );
-            }
-        }
-        if failed.len() > 10 {
-            eprintln!(
-                "… and {} more: `clip sweep {} --status` lists them",
-                failed.len() - 10,
-                args.spec.display()
-            );
-        }
+        print_summary(args, &runs, &out, &scope, &tally);
     }
     if tally.interrupted {
         return Ok(ExitCode::from(interrupt::INTERRUPTED_EXIT));
@@ -350,6 +265,141 @@ fn sweep(args: &SweepArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The runs of this invocation's shard (and worker), and how messages name that share.
+fn this_share(args: &SweepArgs, all: &[Run]) -> (Vec<Run>, String) {
+    let shard = args.shard.unwrap_or(Shard::ALL);
+    let runs: Vec<Run> = all
+        .iter()
+        .filter(|r| match &args.worker {
+            Some(part) => shard.holds_part(part, r),
+            None => shard.holds(r),
+        })
+        .cloned()
+        .collect();
+    let scope = match (args.shard, args.worker) {
+        (None, None) => String::new(),
+        (Some(s), None) => format!(" (shard {s})"),
+        (s, Some(w)) => format!(" (shard {}, worker {w})", s.unwrap_or(Shard::ALL)),
+    };
+    (runs, scope)
+}
+
+/// `--gpus`, checked: `None` when not given.
+fn gpus(args: &SweepArgs) -> anyhow::Result<Option<Vec<usize>>> {
+    if args.gpus.is_some() && args.device == DeviceChoice::Cpu {
+        return Err(usage("--gpus runs on CUDA: not with --device cpu (use --workers N)".into()));
+    }
+    args.gpus.as_deref().map(gpu_list).transpose()
+}
+
+/// What one sweep invocation works on.
+struct Sweep<'a> {
+    spec: &'a Spec,
+    out: &'a std::path::Path,
+    shard: Shard,
+    scope: &'a str,
+    width: usize,
+}
+
+/// The pending runs on `workers` child processes (one per GPU of `gpus`, else on the CPU), each
+/// its share by id; what they did and which of them died.
+fn run_on_workers(
+    args: &SweepArgs,
+    sweep: &Sweep,
+    pending: &[Run],
+    runs: usize,
+    gpus: Option<&[usize]>,
+    workers: usize,
+) -> anyhow::Result<(local::Tally, Vec<String>)> {
+    let mut base = vec![
+        "sweep".to_string(),
+        sweep.spec.path.display().to_string(),
+        "--out".to_string(),
+        sweep.out.display().to_string(),
+        "--batch-prompts".to_string(),
+        sweep.width.to_string(),
+    ];
+    if let Some(s) = args.shard {
+        base.extend(["--shard".to_string(), s.to_string()]);
+    }
+    let plans: Vec<local::WorkerPlan> = (0..workers)
+        .map(|k| {
+            let part = Shard { index: k as u64, count: workers as u64 };
+            let mine: Vec<&Run> =
+                pending.iter().filter(|r| sweep.shard.holds_part(&part, r)).collect();
+            local::WorkerPlan {
+                part,
+                gpu: gpus.map(|g| g[k]),
+                runs: mine.len(),
+                prompt_steps: mine.iter().map(|r| r.settings.steps as u64).sum(),
+            }
+        })
+        .collect();
+    let device_arg = if gpus.is_some() { "cuda" } else { "cpu" };
+    println!(
+        "sweep: {} pending run(s){} of {runs} on {workers} workers, batches of {}; results in {}",
+        pending.len(),
+        sweep.scope,
+        sweep.width,
+        sweep.out.display()
+    );
+    local::run_workers(&base, &plans, device_arg)
+}
+
+/// `--dry-run`: one tab-separated line per run (id, state, model, name, seed, prompt).
+fn print_dry_run(runs: &[Run], states: &States) {
+    for run in runs {
+        let label = run.model.label();
+        let fields =
+            [run.id.as_str(), states.of(run).word(), &label, &run.name, &run.seed.to_string()];
+        let mut line: Vec<String> = fields.iter().map(|f| tsv_field(f)).collect();
+        line.push(tsv_field(&run.prompt));
+        println!("{}", line.join("\t"));
+    }
+}
+
+/// The end of a sweep: what is done, failed and pending on disk (after this invocation's
+/// `tally`), and the first failed runs' errors.
+fn print_summary(
+    args: &SweepArgs,
+    runs: &[Run],
+    out: &std::path::Path,
+    scope: &str,
+    tally: &local::Tally,
+) {
+    let states = States::scan(out);
+    let failed: Vec<&Run> =
+        runs.iter().filter(|r| matches!(states.of(r), RunState::Failed(_))).collect();
+    let done = runs.iter().filter(|r| states.of(r) == RunState::Done).count();
+    println!(
+        "sweep: {done} of {} run(s){scope} done, {} failed, {} pending (this invocation: {} \
+         done, {} failed)",
+        runs.len(),
+        failed.len(),
+        runs.len() - done - failed.len(),
+        tally.done,
+        tally.failed
+    );
+    for run in failed.iter().take(10) {
+        if let RunState::Failed(e) = states.of(run) {
+            eprintln!(
+                "failed: {} {} {} {:?}: {e}",
+                run.id,
+                run.model.label(),
+                run.name,
+                run.prompt
+            );
+        }
+    }
+    if failed.len() > 10 {
+        eprintln!(
+            "… and {} more: `clip sweep {} --status` lists them",
+            failed.len() - 10,
+            args.spec.display()
+        );
+    }
 }
 
 /// Each distinct setting is checked against the models' resolution before anything starts (for
