@@ -389,6 +389,39 @@ struct Step<'a> {
 }
 
 impl Step<'_> {
+    /// The images kept, on the CPU: the best ones (keep best) or the last.
+    fn kept_images(&self) -> Result<Tensor, EngineError> {
+        let result = if self.keep_best {
+            self.best_image.shallow_clone()
+        } else {
+            tch::no_grad(|| self.image.render().copy())
+        };
+        result
+            .f_to_device(Device::Cpu)
+            .map_err(|source| EngineError::ReadBack { what: "the images", source })
+    }
+
+    /// Records in `frozen_at` the step at which each prompt newly froze (a non-finite loss).
+    fn note_frozen(&self, frozen_at: &mut [Option<usize>]) -> Result<(), EngineError> {
+        let frozen: Vec<f32> = read_back(&self.frozen_step, "the frozen prompts' steps")?;
+        for (slot, &s) in frozen_at.iter_mut().zip(&frozen) {
+            if slot.is_none() && s > 0.0 {
+                *slot = Some(s as usize);
+            }
+        }
+        Ok(())
+    }
+
+    /// Keep best: each prompt's best step and its similarity loss.
+    fn best_steps(&self) -> Result<Option<Vec<(usize, f64)>>, EngineError> {
+        if !self.keep_best {
+            return Ok(None);
+        }
+        let steps: Vec<f32> = read_back(&self.best_step, "the best steps")?;
+        let losses: Vec<f32> = read_back(&self.best_loss, "the best losses")?;
+        Ok(Some(steps.iter().zip(&losses).map(|(&s, &l)| (s as usize, l as f64)).collect()))
+    }
+
     /// `alive` shaped to broadcast over a per-prompt tensor of `dims` dimensions.
     fn per_prompt(&self, mask: &Tensor, dims: usize) -> Tensor {
         let mut shape = vec![self.batch];
@@ -558,16 +591,8 @@ pub fn optimize_objective_until(
     let canvas = settings.canvas_for(res);
     let capturable_draws = draws.capturable();
 
-    let image = match start {
-        Some(start) => ParamImage::from_start(
-            &start.to_device(device).expand([batch, 3, canvas.height, canvas.width], false),
-            settings.epsilon,
-        ),
-        None => ParamImage::init(settings.param, batch, canvas, settings.decay, draws, device),
-    };
-    let rows = 2
-        + if objective.members() > 1 { objective.members() as i64 } else { 0 }
-        + i64::from(objective.has_negatives());
+    let image = start_image(start, settings, batch, canvas, draws, device);
+    let rows = stats_rows(&objective);
     // Copies: the pixels parameterisation renders the parameters themselves, updated in place.
     let initial = tch::no_grad(|| image.render().to_device(Device::Cpu).copy());
     let readback = settings.readback_every.max(1);
@@ -619,12 +644,7 @@ pub fn optimize_objective_until(
             }
             on_stats(&chunk);
             pending = 0;
-            let frozen: Vec<f32> = read_back(&state.frozen_step, "the frozen prompts' steps")?;
-            for (slot, &s) in frozen_at.iter_mut().zip(&frozen) {
-                if slot.is_none() && s > 0.0 {
-                    *slot = Some(s as usize);
-                }
-            }
+            state.note_frozen(&mut frozen_at)?;
             if frozen_at.iter().all(Option::is_some) {
                 break;
             }
@@ -634,23 +654,9 @@ pub fn optimize_objective_until(
             }
         }
     }
-    let result = if keep_best {
-        state.best_image.shallow_clone()
-    } else {
-        tch::no_grad(|| state.image.render().copy())
-    };
-    let images = result
-        .f_to_device(Device::Cpu)
-        .map_err(|source| EngineError::ReadBack { what: "the images", source })?;
+    let images = state.kept_images()?;
     let loop_seconds = start.elapsed().as_secs_f64();
-
-    let best = if keep_best {
-        let steps: Vec<f32> = read_back(&state.best_step, "the best steps")?;
-        let losses: Vec<f32> = read_back(&state.best_loss, "the best losses")?;
-        Some(steps.iter().zip(&losses).map(|(&s, &l)| (s as usize, l as f64)).collect())
-    } else {
-        None
-    };
+    let best = state.best_steps()?;
     Ok(Outcome {
         initial,
         images,
@@ -661,6 +667,32 @@ pub fn optimize_objective_until(
         frozen_at,
         execution: executor.execution().clone(),
     })
+}
+
+/// The image the loop starts from: the start photo for every prompt, else the parameterisation's
+/// own initial draw.
+fn start_image(
+    start: Option<&Tensor>,
+    settings: &Settings,
+    batch: i64,
+    canvas: Canvas,
+    draws: &mut dyn Draws,
+    device: Device,
+) -> ParamImage {
+    match start {
+        Some(start) => ParamImage::from_start(
+            &start.to_device(device).expand([batch, 3, canvas.height, canvas.width], false),
+            settings.epsilon,
+        ),
+        None => ParamImage::init(settings.param, batch, canvas, settings.decay, draws, device),
+    }
+}
+
+/// The rows of the statistics buffer per step: similarity, TV, each model's similarity when
+/// there are several, the negatives' similarity when there are any (`read_stats` reads them).
+fn stats_rows(objective: &Objective) -> i64 {
+    2 + if objective.members() > 1 { objective.members() as i64 } else { 0 }
+        + i64::from(objective.has_negatives())
 }
 
 /// Copies the first `count` rows of the device buffer to the host; the last of them is `last_step`.
