@@ -95,7 +95,7 @@ pub fn script(
 
 /// Single-quoted for the shell.
 pub fn quote(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:+,@%".contains(c)) {
+    if plain_word(s) {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
@@ -107,7 +107,7 @@ pub fn quote(s: &str) -> String {
 /// inside which a backslash makes the next character literal (a quote, a backslash), `#` does not
 /// start a comment and spaces do not end the word.
 pub fn directive(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:+,@%".contains(c)) {
+    if plain_word(s) {
         return s.to_string();
     }
     let mut quoted = String::from("\"");
@@ -119,6 +119,11 @@ pub fn directive(s: &str) -> String {
     }
     quoted.push('"');
     quoted
+}
+
+/// A word that neither bash nor Slurm's directive parser reads specially: written as it is.
+fn plain_word(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:+,@%".contains(c))
 }
 
 fn shell_word_free(s: &str) -> String {
