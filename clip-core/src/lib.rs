@@ -11,3 +11,4 @@
 //! progress, Ctrl-C, reports, sweeps — are the `clip-app` crate.
 pub mod clip;
 pub mod engine;
+mod text_serde;

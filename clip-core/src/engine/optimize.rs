@@ -140,8 +140,9 @@ pub const READBACK_EVERY: usize = 10;
 /// The weight of the negative prompts' mean similarity in the loss, unless told otherwise.
 pub const DEFAULT_NEGATIVE_WEIGHT: f64 = 0.5;
 
-/// What one optimisation does.
-#[derive(Debug, Clone, PartialEq)]
+/// What one optimisation does. Serde gives its parts as the flags' text (`"fft"`, `"best"`,
+/// `["affine:10,0.1,0.9,1.1"]`); the read-back interval is the engine's, not a setting.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Settings {
     pub steps: usize,
     pub learning_rate: f64,
@@ -162,9 +163,14 @@ pub struct Settings {
     pub epsilon: Option<f64>,
     pub keep: Keep,
     /// Statistics are read back from the device every this many steps (and after the last).
+    #[serde(skip, default = "readback_every")]
     pub readback_every: usize,
     /// On CUDA, replay the step from a captured CUDA graph; `false` runs every step eagerly.
     pub cuda_graph: bool,
+}
+
+fn readback_every() -> usize {
+    READBACK_EVERY
 }
 
 /// Everything that can stop an optimisation.

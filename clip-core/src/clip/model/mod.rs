@@ -207,6 +207,16 @@ impl std::fmt::Display for Precision {
     }
 }
 
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [Self::Fp16, Self::Fp32]
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("unknown precision {s:?}; valid: fp16, fp32"))
+    }
+}
+
 /// Everything that can go wrong when loading a model.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {

@@ -46,6 +46,12 @@ pub const SEED_CONSTRAINED: [Augment; 2] =
 /// Largest count or pixel number a spec accepts (cutouts per image, jitter, padding).
 const MAX_COUNT: i64 = 1024;
 
+/// Largest zoom of `affine` and `scale`: beyond it a view is a few pixels blown up.
+const MAX_SCALE: f64 = 16.0;
+/// Largest standard deviation of `noise`: views live in [0, 1]; past 10 the noise is all a model
+/// sees, and fp16 activations start to overflow.
+const MAX_NOISE_SD: f64 = 10.0;
+
 /// `name:values` → the values as numbers, checking their number.
 fn values(spec: &str, name: &str, rest: &str, names: &[&str]) -> Result<Vec<f64>, String> {
     let parts: Vec<&str> = if rest.is_empty() { Vec::new() } else { rest.split(',').collect() };
@@ -116,8 +122,10 @@ impl Augment {
                     within(spec, "DEG", v[0], (0.0..=180.0).contains(&v[0]), "in [0, 180]")?;
                 let translate =
                     within(spec, "TRANSLATE", v[1], (0.0..=1.0).contains(&v[1]), "in [0, 1]")?;
-                let smin = within(spec, "SMIN", v[2], v[2] > 0.0, "greater than 0")?;
-                let smax = within(spec, "SMAX", v[3], v[3] >= smin, "at least SMIN")?;
+                let smin =
+                    within(spec, "SMIN", v[2], v[2] > 0.0 && v[2] <= MAX_SCALE, "in (0, 16]")?;
+                let smax =
+                    within(spec, "SMAX", v[3], v[3] >= smin && v[3] <= MAX_SCALE, "in [SMIN, 16]")?;
                 Self::Affine(RandomAffine { degrees, translate, scale: (smin, smax) })
             }
             "flip" => {
@@ -131,7 +139,8 @@ impl Augment {
             "scale" => {
                 let v = vals(&["MIN", "MAX"])?;
                 let min = within(spec, "MIN", v[0], v[0] > 0.0, "greater than 0")?;
-                let max = within(spec, "MAX", v[1], v[1] >= min && v[1] <= 16.0, "in [MIN, 16]")?;
+                let max =
+                    within(spec, "MAX", v[1], v[1] >= min && v[1] <= MAX_SCALE, "in [MIN, 16]")?;
                 Self::Scale { min, max }
             }
             "rotate" => {
@@ -157,7 +166,8 @@ impl Augment {
             }
             "noise" => {
                 let v = vals(&["SD"])?;
-                Self::Noise { sd: within(spec, "SD", v[0], v[0] >= 0.0, "0 or more")? }
+                let ok = (0.0..=MAX_NOISE_SD).contains(&v[0]);
+                Self::Noise { sd: within(spec, "SD", v[0], ok, "from 0 to 10")? }
             }
             other => {
                 return Err(format!(
@@ -246,6 +256,18 @@ impl std::fmt::Display for Augment {
             }
             Self::Noise { sd } => write!(f, "noise:{}", number(*sd)),
         }
+    }
+}
+
+impl std::str::FromStr for Augment {
+    type Err = String;
+    /// One augmentation; `none` (which clears a pipeline of flags) is none.
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::parse(s)?.ok_or_else(|| {
+            "\"none\" is not an augmentation (it clears the pipeline of --augment flags); give an \
+             empty list for none"
+                .to_string()
+        })
     }
 }
 
