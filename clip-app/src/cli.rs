@@ -68,7 +68,7 @@ pub struct UsageError(pub String);
 
 /// Whether `err` or one of its causes is a [`UsageError`].
 pub fn is_usage_error(err: &anyhow::Error) -> bool {
-    err.chain().any(|cause| cause.is::<UsageError>())
+    err.chain().any(|cause| cause.is::<UsageError>() || cause.is::<crate::request::RequestError>())
 }
 
 /// Exit status of a usage error (clap's).

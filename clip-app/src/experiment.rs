@@ -14,7 +14,7 @@ use super::cli::{NegativeArgs, PrecisionArg};
 use super::device::DeviceChoice;
 use super::interrupt;
 use super::parse::{parse_learning_rate, parse_steps, parse_tv_weight};
-use super::run::{self, ModelSource, PromptResult, RunSpec};
+use super::run::{self, ModelSource, PromptResult, RunRequest};
 use clap::{CommandFactory, FromArgMatches};
 use clip_core::clip::model::Precision;
 use clip_core::clip::released::ReleasedModel;
@@ -125,7 +125,7 @@ pub struct ExperimentArgs {
 
 impl Experiment {
     /// The run that `preset`'s binary does with these flags.
-    pub fn spec(&self, preset: Preset, args: &ExperimentArgs) -> anyhow::Result<RunSpec> {
+    pub fn spec(&self, preset: Preset, args: &ExperimentArgs) -> anyhow::Result<RunRequest> {
         let model = self.model;
         let mut settings = self.settings(preset);
         if let Some(steps) = args.steps {
@@ -151,7 +151,7 @@ impl Experiment {
         } else {
             args.prompts.clone()
         };
-        Ok(RunSpec {
+        Ok(RunRequest {
             models: vec![match &args.weights {
                 Some(path) => ModelSource::Weights { path: path.clone(), expect: Some(model) },
                 None => ModelSource::Released(model),

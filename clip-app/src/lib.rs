@@ -1,5 +1,5 @@
 //! The applications built on `clip_core` (CLIP and the engine, a library that prints nothing): one
-//! generation run (`run`) driven by the experiment binaries (`experiment`) and `clip generate`
+//! generation run (`run`), asked for by one typed request (`request`), driven by the experiment binaries (`experiment`) and `clip generate`
 //! (`generate`), with its outputs (`output`) and progress (`progress`); the `clip` tool's shared
 //! flags (`cli`, `device`) and weight downloads (`fetch`); Ctrl-C and libtorch errors
 //! (`interrupt`); the cross-model report (`compare`), the step's benchmark (`bench`) and
@@ -18,5 +18,6 @@ pub mod interrupt;
 pub mod output;
 pub mod parse;
 pub mod progress;
+pub mod request;
 pub mod run;
 pub mod sweep;

@@ -17,111 +17,30 @@
 //! `<stem>.start.png`, the distances measured on the saved PNG).
 
 use super::cli::UsageError;
-use super::device::DeviceChoice;
 use super::interrupt;
 use super::output::{
     self, InitRecord, MemberRecord, NegativeRecord, NewDirs, ResultLock, RunRecord,
 };
 use super::progress::Progress;
+pub use super::request::{ModelSource, RunRequest};
 use anyhow::Context;
 use clip_core::clip::excerpt::excerpt;
 use clip_core::clip::model::{ClipConfig, LoadedClip, Precision, VisionConfig};
 use clip_core::clip::preprocess;
-use clip_core::clip::released::{self, ReleasedModel};
+use clip_core::clip::released;
 use clip_core::clip::tokenizer::Tokenizer;
 use clip_core::clip::torch_error;
 use clip_core::clip::weights::download;
 use clip_core::engine::draws::{Draws, KeyedDraws, TorchDraws};
 use clip_core::engine::objective::{cosine_similarity, Member};
 use clip_core::engine::optimize::{
-    optimize_objective_until, similarity, similarity_matrix, Keep, Outcome, Preset, Settings,
-    StepStats,
+    optimize_objective_until, similarity, similarity_matrix, Keep, Outcome, StepStats,
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
-
-/// Where a model comes from.
-#[derive(Debug, Clone)]
-pub enum ModelSource {
-    /// A released model, from `~/.cache/clip` (downloaded if missing).
-    Released(&'static ReleasedModel),
-    /// A checkpoint file. With `expect`, its architecture must be that model's (a model crate's
-    /// binary refuses another architecture's weights rather than mislabel its results).
-    Weights { path: PathBuf, expect: Option<&'static ReleasedModel> },
-}
-
-impl ModelSource {
-    /// The result token, when it is known before loading.
-    fn known_token(&self) -> Option<&'static str> {
-        match self {
-            Self::Released(m) | Self::Weights { expect: Some(m), .. } => Some(m.token),
-            Self::Weights { expect: None, .. } => None,
-        }
-    }
-
-    /// How the user named it, for messages.
-    fn describe(&self) -> String {
-        match self {
-            Self::Released(m) => format!("--model {}", m.name),
-            Self::Weights { path, .. } => format!("--weights {}", path.display()),
-        }
-    }
-}
-
-/// Everything a run needs to know.
-#[derive(Debug, Clone)]
-pub struct RunSpec {
-    /// The models: one (the seed's), or several for an ensemble, whose loss is the weighted mean
-    /// of theirs.
-    pub models: Vec<ModelSource>,
-    /// The models' weights in the ensemble, in their order; empty: all equal.
-    pub model_weights: Vec<f64>,
-    pub prompts: Vec<String>,
-    /// Negative prompts: every image's loss adds `settings.negative_weight` × its mean
-    /// similarity with them.
-    pub negatives: Vec<String>,
-    /// A photo to start from instead of noise (resized and centre-cropped to the canvas; kept
-    /// within `settings.epsilon` of that start when given).
-    pub init: Option<PathBuf>,
-    /// The first part of the file names (`<name>_<model>_<prompt>.png`) and the record's `mode`.
-    pub name: String,
-    /// The preset the settings started from (recorded).
-    pub preset: Option<Preset>,
-    pub settings: Settings,
-    /// `None`: fp16 on CUDA, fp32 on the CPU.
-    pub precision: Option<Precision>,
-    pub device: DeviceChoice,
-    /// `None`: a random seed, printed and recorded.
-    pub seed: Option<u64>,
-    /// Outputs go to `out/<model token>/`.
-    pub out: PathBuf,
-    /// A log line every this many steps (and after the last).
-    pub log_every: usize,
-}
-
-impl RunSpec {
-    /// A run of one model from noise, without negatives (the seed's kind of run).
-    pub fn single(model: ModelSource, prompts: Vec<String>, settings: Settings) -> Self {
-        Self {
-            models: vec![model],
-            model_weights: Vec::new(),
-            prompts,
-            negatives: Vec::new(),
-            init: None,
-            name: "run".to_string(),
-            preset: None,
-            settings,
-            precision: None,
-            device: DeviceChoice::Auto,
-            seed: None,
-            out: PathBuf::from("results"),
-            log_every: 100,
-        }
-    }
-}
 
 /// One prompt of a sweep's batch: its own seed (its draws keyed by it), result name and run id.
 #[derive(Debug, Clone, PartialEq)]
@@ -172,13 +91,7 @@ struct CachedModel {
 
 /// The cache's key of a model: its source, device and precision.
 fn cache_key(source: &ModelSource, device: Device, precision: Precision) -> String {
-    let source = match source {
-        ModelSource::Released(m) => format!("released {}", m.name),
-        ModelSource::Weights { path, .. } => {
-            format!("file {}", std::fs::canonicalize(path).unwrap_or(path.clone()).display())
-        }
-    };
-    format!("{source} on {} in {precision}", device_name(device))
+    format!("{} on {} in {precision}", source.identity(), device_name(device))
 }
 
 impl ModelCache {
@@ -308,17 +221,21 @@ fn known_token(models: &[ModelSource]) -> Option<String> {
 }
 
 /// Runs every prompt of `spec` in one batch and writes their outputs.
-pub fn run(spec: &RunSpec) -> anyhow::Result<Vec<PromptResult>> {
+pub fn run(spec: &RunRequest) -> anyhow::Result<Vec<PromptResult>> {
     run_inner(spec, None, None)
 }
 
 /// Runs every prompt of `spec` in one batch, driven by `hooks` (models, progress, stop; quiet).
-pub fn run_with(spec: &RunSpec, hooks: Hooks) -> anyhow::Result<Vec<PromptResult>> {
+pub fn run_with(spec: &RunRequest, hooks: Hooks) -> anyhow::Result<Vec<PromptResult>> {
     run_inner(spec, None, Some(hooks))
 }
 
 /// Runs a sweep's batch: as [`run_with`], each prompt with its row's seed, name and run id.
-pub fn run_batch(spec: &RunSpec, batch: Batch, hooks: Hooks) -> anyhow::Result<Vec<PromptResult>> {
+pub fn run_batch(
+    spec: &RunRequest,
+    batch: Batch,
+    hooks: Hooks,
+) -> anyhow::Result<Vec<PromptResult>> {
     if batch.rows.len() != spec.prompts.len() || batch.width < spec.prompts.len() {
         anyhow::bail!(
             "a batch of {} prompt(s) needs as many rows (not {}) and a width of at least that              (not {})",
@@ -331,27 +248,20 @@ pub fn run_batch(spec: &RunSpec, batch: Batch, hooks: Hooks) -> anyhow::Result<V
 }
 
 fn run_inner(
-    spec: &RunSpec,
+    spec: &RunRequest,
     batch: Option<Batch>,
     mut hooks: Option<Hooks>,
 ) -> anyhow::Result<Vec<PromptResult>> {
     let started = Instant::now();
+    match batch {
+        Some(_) => spec.validate_shared()?,
+        None => spec.validate()?,
+    }
     let resolved = resolve(spec, batch.as_ref(), hooks.is_some())?;
     // The outputs are prepared before anything slow when the models' tokens are known.
     let early = match known_token(&spec.models) {
         Some(token) => {
-            let res = spec
-                .models
-                .iter()
-                .filter_map(|m| match m {
-                    ModelSource::Released(r) | ModelSource::Weights { expect: Some(r), .. } => {
-                        Some(r.input_resolution())
-                    }
-                    _ => None,
-                })
-                .max()
-                .unwrap_or(0);
-            spec.settings.validate(res)?;
+            spec.settings.validate(spec.known_resolution().unwrap_or(0))?;
             Some(prepare(spec, &resolved, &token)?)
         }
         None => None,
@@ -377,50 +287,13 @@ fn device_name(device: Device) -> String {
     }
 }
 
-/// The same model given twice, by name or by path.
-fn check_distinct_models(models: &[ModelSource]) -> anyhow::Result<()> {
-    let key = |m: &ModelSource| match m {
-        ModelSource::Released(r) => format!("released {}", r.name),
-        ModelSource::Weights { path, .. } => {
-            format!("file {}", std::fs::canonicalize(path).unwrap_or(path.clone()).display())
-        }
-    };
-    let keys: Vec<String> = models.iter().map(key).collect();
-    for (i, k) in keys.iter().enumerate() {
-        if let Some(j) = keys[..i].iter().position(|other| other == k) {
-            return Err(UsageError(format!(
-                "{} is given twice (models {} and {} of the ensemble): an ensemble's models must \
-                 differ",
-                models[i].describe(),
-                j + 1,
-                i + 1
-            ))
-            .into());
-        }
-    }
-    Ok(())
-}
-
 /// Prompts tokenized (a too-long one is named), the seed drawn, the device resolved.
-fn resolve(spec: &RunSpec, batch: Option<&Batch>, quiet: bool) -> anyhow::Result<Resolved> {
-    if spec.models.is_empty() {
-        anyhow::bail!("no model: give --weights PATH or --model NAME");
-    }
-    check_distinct_models(&spec.models)?;
+fn resolve(spec: &RunRequest, batch: Option<&Batch>, quiet: bool) -> anyhow::Result<Resolved> {
     let weights = if spec.model_weights.is_empty() {
         vec![1.0; spec.models.len()]
-    } else if spec.model_weights.len() == spec.models.len() {
-        spec.model_weights.clone()
     } else {
-        return Err(UsageError(format!(
-            "--model-weight is given {} time(s) for {} model(s): give one per model, in their order",
-            spec.model_weights.len(),
-            spec.models.len()
-        )).into());
+        spec.model_weights.clone()
     };
-    if let Some(w) = weights.iter().find(|w| !(w.is_finite() && **w > 0.0)) {
-        return Err(UsageError(format!("--model-weight must be > 0 and finite, not {w}")).into());
-    }
     let total: f64 = weights.iter().sum();
     let weights = weights.iter().map(|w| w / total).collect();
     let names: Vec<String> = match batch {
@@ -458,7 +331,7 @@ fn resolve(spec: &RunSpec, batch: Option<&Batch>, quiet: bool) -> anyhow::Result
 
 /// The result names, checked against the records already in the directory, locked, and the
 /// directory created and probed for writing.
-fn prepare(spec: &RunSpec, resolved: &Resolved, token: &str) -> anyhow::Result<Prepared> {
+fn prepare(spec: &RunRequest, resolved: &Resolved, token: &str) -> anyhow::Result<Prepared> {
     let stems = output::file_stems_named(&resolved.names, token, &resolved.prompts)?;
     let dir = spec.out.join(token);
     let new_dirs = output::create_writable_dir(&dir)?;
@@ -504,7 +377,7 @@ fn describe(config: &ClipConfig) -> String {
 /// The models (each downloaded if needed, checked against the expected architecture, hashed, its
 /// texts encoded), the ensemble's name and token, and the start image.
 fn load(
-    spec: &RunSpec,
+    spec: &RunRequest,
     resolved: &Resolved,
     mut cache: Option<&mut ModelCache>,
 ) -> anyhow::Result<Loaded> {
@@ -567,7 +440,7 @@ fn load(
 /// One model: its weights (downloaded if needed), loaded on the device, checked against the
 /// expected architecture, hashed, and the prompts and negatives encoded.
 fn load_member(
-    spec: &RunSpec,
+    spec: &RunRequest,
     resolved: &Resolved,
     source: &ModelSource,
     cache: Option<&mut ModelCache>,
@@ -624,7 +497,7 @@ fn load_member(
 
 /// One model's weights (downloaded if needed), loaded on the device and hashed.
 fn load_model(
-    spec: &RunSpec,
+    spec: &RunRequest,
     resolved: &Resolved,
     source: &ModelSource,
 ) -> anyhow::Result<CachedModel> {
@@ -638,21 +511,14 @@ fn load_model(
     };
     if !resolved.quiet {
         println!(
-            "{} {}: {} prompt(s), {} steps, lr {}, param {}, augment [{}], tv weight {}, keep {}, \
-         seed {}, device {}, precision {}, weights {}",
-            expect.map_or("CLIP", |m| m.name),
-            spec.name,
-            resolved.prompts.len(),
-            spec.settings.steps,
-            spec.settings.learning_rate,
-            spec.settings.param,
-            spec.settings.augment.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" "),
-            spec.settings.tv_weight,
-            spec.settings.keep,
-            resolved.seed,
-            device_name(resolved.device),
-            resolved.precision,
-            path.display()
+            "{}",
+            spec.banner(
+                expect.map_or("CLIP", |m| m.name),
+                resolved.seed,
+                &device_name(resolved.device),
+                resolved.precision,
+                &path.display().to_string()
+            )
         );
     }
     // Loaded first: its errors say what is wrong with a missing or broken file.
@@ -669,7 +535,7 @@ fn load_model(
 
 /// The optimisation, with the progress bar and log lines; Ctrl-C stops it after the current step.
 fn optimise(
-    spec: &RunSpec,
+    spec: &RunRequest,
     resolved: &Resolved,
     loaded: &Loaded,
     hooks: Option<Hooks>,
@@ -839,7 +705,7 @@ fn float_scores(loaded: &Loaded, outcome: &Outcome) -> anyhow::Result<Scores> {
 
 /// Per prompt: the PNG (with its record's settings), the JSON record and the CSV of the steps.
 fn save(
-    spec: &RunSpec,
+    spec: &RunRequest,
     resolved: &Resolved,
     loaded: &Loaded,
     prepared: &Prepared,
@@ -894,20 +760,21 @@ fn save(
             _ => (None, None),
         };
         let mut record = RunRecord {
+            schema: output::SCHEMA,
             prompt: prompt.clone(),
             model: loaded.name.clone(),
             mode: resolved.names[i].clone(),
-            preset: spec.preset.map(|p| p.to_string()),
+            preset: spec.preset,
             image: format!("{stem}.png"),
             image_sha256: String::new(),
             weights: weights_path,
             weights_sha256,
             ensemble: Vec::new(),
-            param: settings.param.to_string(),
+            param: settings.param,
             decay: settings.decay,
-            augment: settings.augment.iter().map(|a| a.to_string()).collect(),
-            size: canvas.to_string(),
-            keep: settings.keep.to_string(),
+            augment: settings.augment.clone(),
+            size: canvas,
+            keep: settings.keep,
             views_per_image: settings.views_per_image(),
             steps: settings.steps,
             steps_done: done,
@@ -922,7 +789,7 @@ fn save(
             draws: resolved.rows.get(i).map(|_| "keyed".to_string()),
             run_id: resolved.rows.get(i).map(|r| r.run_id.clone()),
             device: device_name(device),
-            precision: resolved.precision.to_string(),
+            precision: resolved.precision,
             resolution,
             batch_size: resolved.width,
             initial_similarity: weighted(&member_initial, weights),

@@ -8,7 +8,7 @@
 mod hostile_files;
 
 use clip_app::device::DeviceChoice;
-use clip_app::run::{run, ModelSource, RunSpec};
+use clip_app::run::{run, ModelSource, RunRequest as RunSpec};
 use clip_core::engine::optimize::{Preset, Settings};
 use std::collections::HashSet;
 use std::io::{BufRead, Read};

@@ -8,11 +8,11 @@
 //! with the error, and the sweep goes on; Ctrl-C saves the batch's images marked interrupted
 //! (redone whole by the next invocation) and stops.
 
-use super::plan::{model_sources, Run, Shard};
+use super::plan::{Run, Shard};
 use super::state::{self, frozen_error};
 use crate::device::DeviceChoice;
 use crate::interrupt;
-use crate::run::{self, Batch, Hooks, ModelCache, RowSpec, RunSpec};
+use crate::run::{self, Batch, Hooks, ModelCache, RowSpec, RunRequest};
 use clip_core::clip::torch_error;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{BufRead, IsTerminal, Write};
@@ -111,24 +111,12 @@ impl Report {
     }
 }
 
-/// The run spec of a batch (its runs share everything but prompt, seed and name).
-fn batch_spec(batch: &[Run], options: &Options) -> RunSpec {
-    let first = &batch[0];
-    RunSpec {
-        models: model_sources(&first.model),
-        model_weights: first.model.weights.clone(),
-        prompts: batch.iter().map(|r| r.prompt.clone()).collect(),
-        negatives: first.negatives.clone(),
-        init: first.init.clone(),
-        name: first.name.clone(),
-        preset: Some(first.preset),
-        settings: first.settings.clone(),
-        precision: first.precision,
-        device: options.device,
-        seed: None,
-        out: options.out.clone(),
-        log_every: usize::MAX,
-    }
+/// The request of a batch (its runs share everything but prompt, seed and name).
+fn batch_spec(batch: &[Run], options: &Options) -> RunRequest {
+    let mut request = batch[0].request(&options.out);
+    request.prompts = batch.iter().map(|r| r.prompt.clone()).collect();
+    request.device = options.device;
+    request
 }
 
 /// Runs `batches` one after the other in this process.

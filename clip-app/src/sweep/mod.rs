@@ -173,7 +173,7 @@ fn sweep(args: &SweepArgs) -> anyhow::Result<ExitCode> {
         None => spec.out.clone(),
     };
     let all = plan::runs(&spec)?;
-    check_settings(&all)?;
+    check_settings(&all, &out)?;
     let shard = args.shard.unwrap_or(Shard::ALL);
     let (runs, scope) = this_share(args, &all);
 
@@ -402,18 +402,21 @@ fn print_summary(
     }
 }
 
-/// Each distinct setting is checked against the models' resolution before anything starts (for
-/// checkpoints of unknown architecture, when their batch loads).
-fn check_settings(runs: &[Run]) -> anyhow::Result<()> {
+/// Each distinct request is validated before anything starts (exit 2), the setting named by its
+/// SPEC key; its settings are checked against the models' resolution (for checkpoints of unknown
+/// architecture, when their batch loads).
+fn check_settings(runs: &[Run], out: &std::path::Path) -> anyhow::Result<()> {
     let mut seen = std::collections::HashSet::new();
     for run in runs {
         if !seen.insert(run.batch_key.clone()) {
             continue;
         }
+        let which = || format!("the runs of {} {}", run.model.label(), run.name);
+        run.request(out)
+            .validate()
+            .map_err(|e| usage(format!("{}: {}: {}", which(), e.setting.key(), e.problem)))?;
         if let Some(res) = run.model.known_resolution() {
-            run.settings.validate(res).map_err(|e| {
-                usage(format!("the runs of {} {}: {e}", run.model.label(), run.name))
-            })?;
+            run.settings.validate(res).map_err(|e| usage(format!("{}: {e}", which())))?;
         }
     }
     Ok(())

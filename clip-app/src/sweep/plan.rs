@@ -40,6 +40,26 @@ pub struct Run {
 }
 
 impl Run {
+    /// The run's request: its models, prompt, settings and start photo, results under `out`, on
+    /// the device chosen at run time. Its seed is the row's (keyed draws), not the request's.
+    pub fn request(&self, out: &std::path::Path) -> crate::request::RunRequest {
+        crate::request::RunRequest {
+            models: model_sources(&self.model),
+            model_weights: self.model.weights.clone(),
+            prompts: vec![self.prompt.clone()],
+            negatives: self.negatives.clone(),
+            init: self.init.clone(),
+            name: self.name.clone(),
+            preset: Some(self.preset),
+            settings: self.settings.clone(),
+            precision: self.precision,
+            device: crate::device::DeviceChoice::Auto,
+            seed: None,
+            out: out.to_path_buf(),
+            log_every: usize::MAX,
+        }
+    }
+
     /// The run's shard among `n`: its id's value mod `n`.
     pub fn shard(&self, n: u64) -> u64 {
         id_value(&self.id) % n
@@ -332,7 +352,7 @@ pub fn batches(runs: &[Run], width: usize) -> Vec<Vec<Run>> {
         .collect()
 }
 
-/// The model sources of a run, for [`crate::run::RunSpec`].
+/// The model sources of a run, for [`crate::run::RunRequest`].
 pub fn model_sources(choice: &ModelChoice) -> Vec<crate::run::ModelSource> {
     use crate::run::ModelSource;
     choice

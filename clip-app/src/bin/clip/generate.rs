@@ -17,7 +17,7 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<ExitCode> {
             Err(err)
         }
     };
-    let spec = match args.spec() {
+    let spec = match args.request() {
         Ok(spec) => spec,
         Err(err) => return usage(err),
     };
