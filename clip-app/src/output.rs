@@ -9,8 +9,12 @@
 //! (`mul(255).add_(0.5).clamp_(0, 255)` then `uint8`).
 
 use clip_core::clip::excerpt::excerpt;
+use clip_core::clip::model::Precision;
+use clip_core::engine::augment::Augment;
 use clip_core::engine::optimize::StepStats;
-use serde::Serialize;
+use clip_core::engine::optimize::{Keep, Preset};
+use clip_core::engine::param::{Canvas, Param};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -414,37 +418,49 @@ pub fn png_bytes(
     Ok(out)
 }
 
+/// The record format written now (`schema` in every JSON record): 2 added `schema` itself to
+/// the fields of 1, which are unchanged.
+pub const SCHEMA: u32 = 2;
+
+fn schema_v1() -> u32 {
+    1
+}
+
 /// The JSON record of one prompt's run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
+    /// The record's format: [`SCHEMA`] for records written now; absent (read as 1) in those of
+    /// the releases before it. A field's name and meaning never change within a schema.
+    #[serde(default = "schema_v1")]
+    pub schema: u32,
     pub prompt: String,
     /// The released model's name (`ViT-B/32`), or for another architecture the token of its file.
     pub model: String,
     /// The first part of the file names: the preset's name, or `--name`.
     pub mode: String,
     /// The preset the settings started from, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub preset: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<Preset>,
     /// The PNG's file name (next to this record).
     pub image: String,
     /// The PNG's SHA-256: a PNG and a JSON that do not belong together are told apart.
     pub image_sha256: String,
     /// The checkpoint (absent for an ensemble: each member has its own).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights_sha256: Option<String>,
     /// An ensemble's models, in order, each with its weight and its own similarities.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ensemble: Vec<MemberRecord>,
-    pub param: String,
+    pub param: Param,
     /// The FFT parameterisations' decay power.
     pub decay: f64,
     /// The augmentations in order, as their spec strings.
-    pub augment: Vec<String>,
+    pub augment: Vec<Augment>,
     /// The canvas, `WxH`.
-    pub size: String,
-    pub keep: String,
+    pub size: Canvas,
+    pub keep: Keep,
     /// Views per image and step (cutouts).
     pub views_per_image: i64,
     pub steps: usize,
@@ -454,31 +470,31 @@ pub struct RunRecord {
     pub interrupted: bool,
     /// The step at which this prompt's loss or gradient stopped being finite (NaN/Inf); its image
     /// is the one that step started from.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frozen_at_step: Option<usize>,
     pub learning_rate: f64,
     pub tv_weight: f64,
     /// With negative prompts: the weight of their mean similarity in the loss.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub negative_weight: Option<f64>,
     /// The negative prompts, each with the saved PNG's similarity to it.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub negatives: Vec<NegativeRecord>,
     /// A run from a photo: the photo, the start's similarity, the budget and the distances.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init: Option<InitRecord>,
     pub seed: u64,
     /// Where the random draws came from: absent for torch's generator seeded with `seed` (one
     /// seed for the whole batch), `keyed` for draws keyed by this prompt's own seed
     /// (`clip sweep`: independent of the batch-mates).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub draws: Option<String>,
     /// The sweep run this result is (`clip sweep`): a hash of everything that makes it.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
     pub device: String,
     /// fp16 or fp32: the model's weights and activations.
-    pub precision: String,
+    pub precision: Precision,
     /// The model's input resolution (an ensemble: the largest of its models', at which the views
     /// are made).
     pub resolution: i64,
@@ -495,9 +511,9 @@ pub struct RunRecord {
     pub final_similarity_unquantized: f64,
     /// Keep best: the step whose view had the lowest similarity loss (the saved image is the
     /// image after that step's update) and that loss.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub best_step: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub best_similarity_loss: Option<f64>,
     /// The CSV holds the steps that are multiples of this (and the last): 1 unless the run was
     /// longer than the history's bound.
@@ -512,7 +528,7 @@ pub struct RunRecord {
 }
 
 /// One model of an ensemble, in a record.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MemberRecord {
     pub model: String,
     /// Its results token (the CSV's `similarity_<token>` column).
@@ -529,7 +545,7 @@ pub struct MemberRecord {
 }
 
 /// A negative prompt, in a record.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NegativeRecord {
     pub prompt: String,
     /// The initial image against it (an ensemble: the weighted mean of its models').
@@ -537,12 +553,12 @@ pub struct NegativeRecord {
     /// The saved PNG against it (an ensemble: the weighted mean of its models').
     pub final_similarity: f64,
     /// An ensemble: the saved PNG against it under each model, by token.
-    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub final_similarity_by_model: std::collections::BTreeMap<String, f64>,
 }
 
 /// A run from a photo, in a record.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InitRecord {
     /// The photo as given.
     pub photo: String,
@@ -555,7 +571,7 @@ pub struct InitRecord {
     /// The start image against the prompt (an ensemble: the weighted mean of its models').
     pub start_similarity: f64,
     /// An ensemble: the start image against the prompt under each model, by token.
-    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub start_similarity_by_model: std::collections::BTreeMap<String, f64>,
     /// The L∞ budget, in [0, 1] pixel units; `null`: none.
     pub epsilon: Option<f64>,
@@ -592,14 +608,15 @@ impl RunRecord {
             ("mode", self.mode.clone()),
         ];
         if let Some(preset) = &self.preset {
-            text.push(("preset", preset.clone()));
+            text.push(("preset", preset.to_string()));
         }
+        let augment: Vec<String> = self.augment.iter().map(Augment::to_string).collect();
         text.extend([
-            ("param", self.param.clone()),
+            ("param", self.param.to_string()),
             ("decay", self.decay.to_string()),
-            ("augment", self.augment.join(" ")),
-            ("size", self.size.clone()),
-            ("keep", self.keep.clone()),
+            ("augment", augment.join(" ")),
+            ("size", self.size.to_string()),
+            ("keep", self.keep.to_string()),
             ("steps", self.steps.to_string()),
             ("steps_done", self.steps_done.to_string()),
             ("interrupted", self.interrupted.to_string()),
@@ -613,7 +630,7 @@ impl RunRecord {
         if let Some(id) = &self.run_id {
             text.push(("run_id", id.clone()));
         }
-        text.extend([("device", self.device.clone()), ("precision", self.precision.clone())]);
+        text.extend([("device", self.device.clone()), ("precision", self.precision.to_string())]);
         if let Some(sha) = &self.weights_sha256 {
             text.push(("weights_sha256", sha.clone()));
         }
