@@ -1,8 +1,9 @@
 //! `clip_rs._native`: the clip-rs engine for Python (the `clip_rs` package wraps it in
 //! `python/clip_rs/__init__.py`). Tensors cross without copies (pyo3-tch: the same libtorch as
-//! the `torch` package, which `clip_rs` imports first). Settings are parsed by the `clip` tool's
-//! own flag definitions — `generate(..., learning_rate=0.1)` is `--learning-rate 0.1` — so the
-//! defaults, checks and messages are the CLI's. Long work (loading, optimising, comparing) runs with
+//! the `torch` package, which `clip_rs` imports first). `generate`'s keyword arguments are the run
+//! request's own settings (`clip_app::request::RunSettings`, read by serde: a wrong type is a
+//! `TypeError`) and the request is checked by its own validation, so the defaults, checks and
+//! messages are the CLI's; `compare`'s keywords are still read as `clip compare`'s flags. Long work (loading, optimising, comparing) runs with
 //! the GIL released; progress and Ctrl-C are looked at with it, at every read-back.
 //!
 //! Errors become Python exceptions: `ValueError` for a bad argument (what the CLI reports with exit
@@ -11,6 +12,7 @@
 //! panic inside tch included: it never reaches the interpreter).
 
 mod errors;
+mod kwargs;
 mod model;
 mod run;
 

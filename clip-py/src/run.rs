@@ -3,26 +3,21 @@
 //! as the CLI), with the GIL released, progress and Ctrl-C looked at every read-back.
 
 use crate::errors::{catch, to_py, IntoPy};
+use crate::kwargs;
 use crate::model::{device_name, signals_pending, Here, Model};
-use clap::{CommandFactory, FromArgMatches};
+use clap::{Args, CommandFactory, FromArgMatches};
 use clip_app::compare::args::CompareArgs;
 use clip_app::compare::{self as comparison, CompareError};
-use clip_app::generate::GenerateArgs;
+use clip_app::device::DeviceChoice;
+use clip_app::request::{ModelSource, RequestError, RunRequest, RunSettings, Setting};
 use clip_app::run::{self, Hooks, ModelCache};
 use clip_core::engine::optimize::StepStats;
-use pyo3::exceptions::{PyKeyboardInterrupt, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyFileNotFoundError, PyKeyboardInterrupt, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyList, PyTuple};
 use pyo3_tch::PyTensor;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-
-#[derive(clap::Parser, Debug)]
-#[command(name = "clip_rs.generate", no_binary_name = true)]
-struct GenerateCommand {
-    #[command(flatten)]
-    args: GenerateArgs,
-}
 
 #[derive(clap::Parser, Debug)]
 #[command(name = "clip_rs.compare", no_binary_name = true)]
@@ -53,15 +48,12 @@ fn settings_of(cmd: &clap::Command) -> Vec<(String, String)> {
         .collect()
 }
 
-/// `clip_rs._native.generate_settings()`: the keyword arguments `generate` takes.
+/// `clip_rs._native.generate_settings()`: the keyword arguments `generate` takes — the fields of
+/// the request's settings (`RunSettings`), by their flags' names in `snake_case`.
 #[pyfunction]
 pub fn generate_settings() -> Vec<String> {
-    let cmd = GenerateCommand::command();
-    settings_of(&cmd)
-        .into_iter()
-        .map(|(s, _)| s)
-        .filter(|s| !GENERATE_RESERVED.iter().any(|(r, _)| r == s))
-        .collect()
+    let cmd = RunSettings::augment_args(clap::Command::new("generate"));
+    settings_of(&cmd).into_iter().map(|(s, _)| s).collect()
 }
 
 /// A keyword argument's value as flag values: a bool is the flag itself (True) or nothing; a list
@@ -212,27 +204,26 @@ pub fn generate(
             other.precision
         )));
     }
-    let cmd = GenerateCommand::command();
-    let mut argv: Vec<String> = Vec::new();
-    for m in &models {
-        argv.push(format!("--weights={}", m.path.display()));
+    let kwargs = kwargs::pairs(settings)?;
+    if let Some((key, why)) =
+        kwargs.iter().find_map(|(k, _)| GENERATE_RESERVED.iter().find(|(r, _)| r == k))
+    {
+        return Err(PyTypeError::new_err(format!(
+            "clip_rs.generate: `{key}` is not a setting here: {why}"
+        )));
     }
-    for p in &prompts {
-        argv.push(format!("--prompt={p}"));
-    }
-    let device = if first.device.is_cuda() { "cuda" } else { "cpu" };
-    argv.push(format!("--device={device}"));
-    argv.push(format!("--precision={}", first.precision));
-    argv.push(format!("--out={}", out.display()));
-    argv.extend(kwargs_to_argv("clip_rs.generate", &cmd, settings, GENERATE_RESERVED)?);
-    let matches = cmd
-        .clone()
-        .try_get_matches_from(&argv)
-        .map_err(|e| clap_error("clip_rs.generate", &cmd, e))?;
-    let mut parsed = GenerateCommand::from_arg_matches(&matches)
-        .map_err(|e| clap_error("clip_rs.generate", &cmd, e))?;
-    parsed.args.order_models(&matches);
-    let spec = parsed.args.spec().map_err(to_py)?;
+    let settings: RunSettings =
+        kwargs::settings("clip_rs.generate", &generate_settings(), &kwargs)?;
+    let sources = models
+        .iter()
+        .map(|m| ModelSource::Weights { path: m.path.clone(), expect: None })
+        .collect();
+    let mut spec = RunRequest::preset(settings.preset, sources, prompts);
+    settings.apply(&mut spec);
+    spec.device = if first.device.is_cuda() { DeviceChoice::Cuda } else { DeviceChoice::Cpu };
+    spec.precision = Some(first.precision);
+    spec.out = out;
+    spec.validate().map_err(|e| request_error("clip_rs.generate", &spec, e))?;
     let steps = spec.settings.steps;
 
     let mut cache = ModelCache::new();
@@ -336,4 +327,17 @@ pub fn compare(
             Err(e) => Err(to_py(e.into())),
         }
     })
+}
+
+/// A request the validation refused, as Python's exception: the setting in Python's spelling; a
+/// start photo that does not exist is a `FileNotFoundError`.
+fn request_error(function: &str, request: &RunRequest, err: RequestError) -> PyErr {
+    let message = format!("{function}: {}: {}", err.setting.key(), err.problem);
+    let missing =
+        err.setting == Setting::Init && request.init.as_ref().is_some_and(|p| !p.exists());
+    if missing {
+        PyFileNotFoundError::new_err(message)
+    } else {
+        PyValueError::new_err(message)
+    }
 }

@@ -235,6 +235,58 @@ def test_compare_writes_the_report(vit, tmp_path):
     assert "tiny-vit" in (tmp_path / "transfer.csv").read_text()
 
 
+def test_settings_are_typed_and_checked_before_any_work(vit, tmp_path):
+    """The keywords are the request's typed settings: a wrong type is a TypeError naming the
+    keyword, a value the setting refuses a ValueError (with the CLI's bound), a missing photo a
+    FileNotFoundError — all before a step runs."""
+    wrong_types = [
+        {"steps": True},
+        {"learning_rate": True},
+        {"steps": 2.5},
+        {"negative": ["static noise", None]},
+        {"augment": [3]},
+        {"size": (48, 48)},
+        {"init": 5},
+        {"name": 3},
+        {"eager": 1},
+        {"seed": "7"},
+        {"epsilon": [0.1]},
+    ]
+    for kwargs in wrong_types:
+        key = next(iter(kwargs))
+        with pytest.raises(TypeError, match=key):
+            clip_rs.generate(vit, ["a dog"], progress=False, **kwargs)
+    refused = [
+        ({"tv_weight": 1e308}, "tv_weight"),
+        ({"negative": ["x"], "negative_weight": 1e308}, "negative_weight"),
+        ({"decay": 300, "param": "fft"}, "decay"),
+        ({"augment": ["noise:1e308"]}, "augment"),
+        ({"augment": ["affine:10,0.1,1e308,1e308"]}, "augment"),
+        ({"steps": -1}, "steps"),
+        ({"seed": -1}, "seed"),
+        ({"name": "-x"}, "name"),
+        ({"size": 8}, "size"),
+        ({"init": str(PHOTO), "param": "fft"}, "init"),
+    ]
+    for kwargs, key in refused:
+        with pytest.raises(ValueError, match=key):
+            clip_rs.generate(vit, ["a dog"], progress=False, **kwargs)
+    with pytest.raises(ValueError, match="prompts"):
+        clip_rs.generate(vit, ["a dog", "a dog"], progress=False)
+    with pytest.raises(FileNotFoundError, match="missing.jpg"):
+        clip_rs.generate(vit, ["a dog"], init=tmp_path / "missing.jpg", progress=False)
+    # The forms the CLI takes as text are accepted as Python values too: a size as a number or
+    # "WxH", one negative as a string, a budget as a fraction, a path as a pathlib.Path.
+    r = clip_rs.generate(
+        vit, ["a dog"], steps=1, seed=1, progress=False, size=48, negative="static noise",
+        init=PHOTO, epsilon="8/255", model_weight=2,
+    )[0]
+    assert r.record["size"] == "48x48"
+    assert [n["prompt"] for n in r.record["negatives"]] == ["static noise"]
+    assert r.record["init"]["epsilon"] == 8 / 255
+    assert clip_rs.generate(vit, ["a dog"], steps=1, seed=1, progress=False, size="48x32")[0].record["size"] == "48x32"
+
+
 def test_bad_input_raises_the_documented_exception_naming_the_argument(vit, tmp_path):
     with pytest.raises(TypeError, match="prompts"):
         clip_rs.generate(vit, 5)
