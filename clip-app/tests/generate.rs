@@ -258,3 +258,34 @@ fn the_model_is_named_by_weights_or_model() {
     let output = clip(&["generate", "--device", "cpu"], dir.path());
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
 }
+
+/// Values valid as numbers that would overflow fp32/fp16 and freeze the run at its first step
+/// (issue 26, class 9) are refused like the others: status 2, the flag and the bound named, the
+/// number shown short, nothing written — from the flags and, for a model crate's constants or a
+/// SPEC, by the request's validation (`RunRequest::validate`, its unit tests).
+#[test]
+fn values_that_would_overflow_are_refused_with_their_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--augment", "affine:10,0.1,1e308,1e308"], "in (0, 16]"),
+        (&["--augment", "scale:1,1e308"], "in [MIN, 16]"),
+        (&["--augment", "noise:1e308"], "from 0 to 10"),
+        (&["--decay", "300"], "from -8 to 8"),
+        (&["--tv-weight", "1e308"], "at most 1e6"),
+        (&["--negative-weight", "1e308"], "at most 1e6"),
+        (&["--learning-rate", "1e308"], "at most 100"),
+        (&["--model-weight", "1e308"], "at most 1e6"),
+    ];
+    for (args, bound) in cases {
+        let output = generate("tiny-vit.pt", &dir.path().join("out"), args);
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(args[0]) && err.contains(bound), "{args:?}: {err}");
+        assert!(!err.contains("0000000000"), "{args:?}: a long number: {err}");
+        if args[1].contains("1e308") {
+            assert!(err.contains("1e308"), "{args:?}: {err}");
+        }
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(!dir.path().join("out").exists(), "{args:?}: something was written");
+    }
+}

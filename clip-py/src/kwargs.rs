@@ -71,7 +71,7 @@ impl Arg {
 
     fn unexpected(&self) -> de::Unexpected<'_> {
         match self {
-            Self::None => de::Unexpected::Option,
+            Self::None => de::Unexpected::Other("None"),
             Self::Bool(b) => de::Unexpected::Bool(*b),
             Self::Int(i) => match i64::try_from(*i) {
                 Ok(i) => de::Unexpected::Signed(i),
@@ -151,7 +151,7 @@ impl<'de> de::Deserializer<'de> for Arg {
             Self::List(items) => {
                 visitor.visit_seq(de::value::SeqDeserializer::new(items.into_iter()))
             }
-            Self::None => Err(de::Error::invalid_type(de::Unexpected::Option, &visitor)),
+            Self::None => Err(de::Error::invalid_type(de::Unexpected::Other("None"), &visitor)),
             one => visitor.visit_seq(de::value::SeqDeserializer::new(std::iter::once(one))),
         }
     }

@@ -17,12 +17,15 @@ pub const MAX_LEARNING_RATE: f64 = 100.0;
 /// fp32 (4096^8 · 4096 ≈ 3e32).
 pub const MAX_DECAY: f64 = 8.0;
 
+/// A number as messages show it (1e308, not 309 digits).
+pub use clip_core::clip::excerpt::number as shown;
+
 /// `v` is a finite number (not NaN or ±inf).
 fn finite(v: f64) -> Result<f64, String> {
     if v.is_finite() {
         Ok(v)
     } else {
-        Err(format!("must be a finite number, not {v}"))
+        Err(format!("must be a finite number, not {}", shown(v)))
     }
 }
 
@@ -41,7 +44,7 @@ pub fn learning_rate(v: f64) -> Result<f64, String> {
     if v > 0.0 && v <= MAX_LEARNING_RATE {
         Ok(v)
     } else {
-        Err(format!("must be greater than 0 and at most {MAX_LEARNING_RATE}, not {v}"))
+        Err(format!("must be greater than 0 and at most {MAX_LEARNING_RATE}, not {}", shown(v)))
     }
 }
 
@@ -51,7 +54,7 @@ pub fn penalty_weight(v: f64) -> Result<f64, String> {
     if (0.0..=MAX_WEIGHT).contains(&v) {
         Ok(v)
     } else {
-        Err(format!("must be 0 or more and at most {MAX_WEIGHT:e}, not {v}"))
+        Err(format!("must be 0 or more and at most {MAX_WEIGHT:e}, not {}", shown(v)))
     }
 }
 
@@ -61,7 +64,10 @@ pub fn model_weight(v: f64) -> Result<f64, String> {
     if v > 0.0 && v <= MAX_WEIGHT {
         Ok(v)
     } else {
-        Err(format!("a model's weight must be greater than 0 and at most {MAX_WEIGHT:e}, not {v}"))
+        Err(format!(
+            "a model's weight must be greater than 0 and at most {MAX_WEIGHT:e}, not {}",
+            shown(v)
+        ))
     }
 }
 
@@ -71,7 +77,7 @@ pub fn decay(v: f64) -> Result<f64, String> {
     if v.abs() <= MAX_DECAY {
         Ok(v)
     } else {
-        Err(format!("must be from -{MAX_DECAY} to {MAX_DECAY}, not {v}"))
+        Err(format!("must be from -{MAX_DECAY} to {MAX_DECAY}, not {}", shown(v)))
     }
 }
 
@@ -81,7 +87,8 @@ pub fn epsilon(v: f64) -> Result<f64, String> {
         Ok(v)
     } else {
         Err(format!(
-            "the L∞ budget is in [0, 1] pixel units and must be in (0, 1] (e.g. 8/255), not {v}"
+            "the L∞ budget is in [0, 1] pixel units and must be in (0, 1] (e.g. 8/255), not {}",
+            shown(v)
         ))
     }
 }

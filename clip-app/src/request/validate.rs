@@ -231,3 +231,95 @@ impl RunRequest {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::ModelSource;
+    use clip_core::clip::released;
+    use clip_core::engine::optimize::Preset;
+
+    fn request() -> RunRequest {
+        RunRequest::preset(
+            Preset::Constrained,
+            vec![ModelSource::Released(&released::RN50)],
+            vec!["a dog".to_string(), "a cat".to_string()],
+        )
+    }
+
+    fn refused(r: &RunRequest) -> Setting {
+        r.validate().expect_err("refused").setting
+    }
+
+    #[test]
+    fn a_preset_request_is_valid_and_round_trips_through_json() {
+        let r = request();
+        r.validate().unwrap();
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(json.contains("\"augment\":[\"affine:10,0.1,0.9,1.1\",\"flip:0.3\"]"), "{json}");
+        let back: RunRequest = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn each_check_names_its_setting() {
+        let mut r = request();
+        r.models.clear();
+        assert_eq!(refused(&r), Setting::Models);
+        let mut r = request();
+        r.models.push(ModelSource::Released(&released::RN50));
+        assert_eq!(refused(&r), Setting::Models);
+        let mut r = request();
+        r.model_weights = vec![1.0, 2.0];
+        assert_eq!(refused(&r), Setting::ModelWeight);
+        r.models.push(ModelSource::Released(&released::VIT_B_32));
+        r.model_weights = vec![1e308, 1e308];
+        assert_eq!(refused(&r), Setting::ModelWeight);
+        let mut r = request();
+        r.prompts = vec!["a dog".into(), "a dog".into()];
+        assert_eq!(refused(&r), Setting::Prompts);
+        let mut r = request();
+        r.settings.epsilon = Some(0.1);
+        assert_eq!(refused(&r), Setting::Epsilon);
+        let mut r = request();
+        r.init = Some("photo.jpg".into());
+        r.settings.param = Param::Fft;
+        assert_eq!(refused(&r), Setting::Init);
+        let mut r = request();
+        r.settings.tv_weight = 1e308;
+        assert_eq!(refused(&r), Setting::TvWeight);
+        let mut r = request();
+        r.settings.negative_weight = f64::NAN;
+        assert_eq!(refused(&r), Setting::NegativeWeight);
+        let mut r = request();
+        r.settings.decay = 300.0;
+        assert_eq!(refused(&r), Setting::Decay);
+        let mut r = request();
+        r.settings.learning_rate = 0.0;
+        assert_eq!(refused(&r), Setting::LearningRate);
+        let mut r = request();
+        r.settings.steps = 0;
+        assert_eq!(refused(&r), Setting::Steps);
+        let mut r = request();
+        r.name = "-x".into();
+        assert_eq!(refused(&r), Setting::Name);
+        let mut r = request();
+        r.log_every = 0;
+        assert_eq!(refused(&r), Setting::LogEvery);
+        // An augmentation built in code (a model crate's constants) meets the flags' bounds.
+        let mut r = request();
+        r.settings.augment = vec![Augment::Noise { sd: 1e308 }];
+        assert_eq!(refused(&r), Setting::Augment);
+        let mut r = request();
+        r.settings.augment = vec![Augment::Pad { px: 1024 }; 4];
+        assert_eq!(refused(&r), Setting::Augment, "views past 8192 pixels with RN50's 224");
+        let e = request_with_tv(1e308).validate().unwrap_err();
+        assert_eq!(e.to_string(), "--tv-weight must be 0 or more and at most 1e6, not 1e308");
+    }
+
+    fn request_with_tv(tv: f64) -> RunRequest {
+        let mut r = request();
+        r.settings.tv_weight = tv;
+        r
+    }
+}

@@ -35,3 +35,14 @@ mod tests {
         assert_eq!(excerpt_to("abcde", 4), "\"abcd\"… (5 characters)");
     }
 }
+
+/// A number as messages show it: in full when short, else in scientific notation (`1e308`, not
+/// 309 digits).
+pub fn number(v: f64) -> String {
+    let a = v.abs();
+    if a != 0.0 && a.is_finite() && !(1e-6..1e16).contains(&a) {
+        format!("{v:e}")
+    } else {
+        format!("{v}")
+    }
+}

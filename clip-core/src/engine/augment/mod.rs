@@ -89,9 +89,10 @@ fn count(
 ) -> Result<i64, String> {
     if v.fract() != 0.0 || v < *range.start() as f64 || v > *range.end() as f64 {
         return Err(format!(
-            "{spec:?}: {what} must be a whole number from {} to {}, not {v}",
+            "{spec:?}: {what} must be a whole number from {} to {}, not {}",
             range.start(),
-            range.end()
+            range.end(),
+            crate::clip::excerpt::number(v)
         ));
     }
     Ok(v as i64)
@@ -102,7 +103,7 @@ fn within(spec: &str, what: &str, v: f64, ok: bool, allowed: &str) -> Result<f64
     if ok {
         Ok(v)
     } else {
-        Err(format!("{spec:?}: {what} must be {allowed}, not {v}"))
+        Err(format!("{spec:?}: {what} must be {allowed}, not {}", crate::clip::excerpt::number(v)))
     }
 }
 
