@@ -20,6 +20,17 @@ pub fn excerpt_to(text: &str, max_chars: usize) -> String {
     }
 }
 
+/// A number as messages show it: in full when short, else in scientific notation (`1e308`, not
+/// 309 digits).
+pub fn number(v: f64) -> String {
+    let a = v.abs();
+    if a != 0.0 && a.is_finite() && !(1e-6..1e16).contains(&a) {
+        format!("{v:e}")
+    } else {
+        format!("{v}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -33,16 +44,5 @@ mod tests {
         assert!(shown.ends_with("(120000 characters)"), "{shown}");
         assert_eq!(excerpt_to("abcd", 4), "\"abcd\"");
         assert_eq!(excerpt_to("abcde", 4), "\"abcd\"… (5 characters)");
-    }
-}
-
-/// A number as messages show it: in full when short, else in scientific notation (`1e308`, not
-/// 309 digits).
-pub fn number(v: f64) -> String {
-    let a = v.abs();
-    if a != 0.0 && a.is_finite() && !(1e-6..1e16).contains(&a) {
-        format!("{v:e}")
-    } else {
-        format!("{v}")
     }
 }
