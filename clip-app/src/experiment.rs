@@ -19,7 +19,7 @@ use clap::{CommandFactory, FromArgMatches};
 use clip_core::clip::model::Precision;
 use clip_core::clip::released::ReleasedModel;
 use clip_core::engine::augment::Augment;
-use clip_core::engine::optimize::{Keep, Preset, Settings, READBACK_EVERY};
+use clip_core::engine::optimize::{Keep, Preset, Settings};
 use clip_core::engine::param::{Canvas, Param};
 use std::path::PathBuf;
 
@@ -70,10 +70,9 @@ impl Experiment {
             augment: recipe.augment.to_vec(),
             tv_weight: recipe.tv_weight,
             negative_weight: self.negative_weight,
-            epsilon: None,
             keep: recipe.keep,
-            readback_every: READBACK_EVERY,
-            cuda_graph: true,
+            // What the crate's constants do not set is the preset's.
+            ..preset.settings()
         }
     }
 }
@@ -124,51 +123,36 @@ pub struct ExperimentArgs {
 }
 
 impl Experiment {
-    /// The run that `preset`'s binary does with these flags.
-    pub fn spec(&self, preset: Preset, args: &ExperimentArgs) -> anyhow::Result<RunRequest> {
-        let model = self.model;
-        let mut settings = self.settings(preset);
-        if let Some(steps) = args.steps {
-            settings.steps = steps as usize;
-        }
-        if let Some(lr) = args.learning_rate {
-            settings.learning_rate = lr;
-        }
-        if let Some(tv) = args.tv_weight {
-            settings.tv_weight = tv;
-        }
-        if let Some(w) = args.negative.negative_weight {
-            settings.negative_weight = w;
-        }
-        settings.cuda_graph = !args.eager;
-        let negatives = if args.negative.negatives.is_empty() {
-            self.negative_prompts.iter().map(|p| p.to_string()).collect()
-        } else {
-            args.negative.negatives.clone()
+    /// The run that `preset`'s binary does with these flags: the crate's constants, each flag
+    /// given overriding its constant (checked when it runs: [`RunRequest::validate`]).
+    pub fn request(&self, preset: Preset, args: &ExperimentArgs) -> RunRequest {
+        let model = match &args.weights {
+            Some(path) => ModelSource::Weights { path: path.clone(), expect: Some(self.model) },
+            None => ModelSource::Released(self.model),
         };
-        let prompts = if args.prompts.is_empty() {
-            self.prompts.iter().map(|p| p.to_string()).collect()
-        } else {
-            args.prompts.clone()
+        let texts = |given: &[String], constants: &[&str]| -> Vec<String> {
+            if given.is_empty() {
+                constants.iter().map(|p| p.to_string()).collect()
+            } else {
+                given.to_vec()
+            }
         };
-        Ok(RunRequest {
-            models: vec![match &args.weights {
-                Some(path) => ModelSource::Weights { path: path.clone(), expect: Some(model) },
-                None => ModelSource::Released(model),
-            }],
-            model_weights: Vec::new(),
-            prompts,
-            negatives,
-            init: None,
-            name: preset.to_string(),
-            preset: Some(preset),
-            settings,
-            precision: args.precision.map(Precision::from),
-            device: args.device,
-            seed: args.seed,
-            out: args.out.clone(),
-            log_every: args.log_every as usize,
-        })
+        let mut request =
+            RunRequest::preset(preset, vec![model], texts(&args.prompts, self.prompts));
+        let s = &mut request.settings;
+        *s = self.settings(preset);
+        s.steps = args.steps.map_or(s.steps, |n| n as usize);
+        s.learning_rate = args.learning_rate.unwrap_or(s.learning_rate);
+        s.tv_weight = args.tv_weight.unwrap_or(s.tv_weight);
+        s.negative_weight = args.negative.negative_weight.unwrap_or(s.negative_weight);
+        s.cuda_graph = !args.eager;
+        request.negatives = texts(&args.negative.negatives, self.negative_prompts);
+        request.precision = args.precision.map(Precision::from);
+        request.device = args.device;
+        request.seed = args.seed;
+        request.out = args.out.clone();
+        request.log_every = args.log_every as usize;
+        request
     }
 }
 
@@ -178,7 +162,7 @@ pub fn run(
     preset: Preset,
     args: &ExperimentArgs,
 ) -> anyhow::Result<Vec<PromptResult>> {
-    run::run(&experiment.spec(preset, args)?)
+    run::run(&experiment.request(preset, args))
 }
 
 /// The binaries' `main`: parses the flags (with the model and mode in the help) and runs.
