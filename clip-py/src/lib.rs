@@ -30,5 +30,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(run::generate, m)?)?;
     m.add_function(wrap_pyfunction!(run::compare, m)?)?;
     m.add_function(wrap_pyfunction!(run::generate_settings, m)?)?;
+    m.add_function(wrap_pyfunction!(run::interrupt_runs, m)?)?;
     Ok(())
 }

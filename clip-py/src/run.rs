@@ -173,6 +173,17 @@ pub struct GeneratedResult {
     record: String,
 }
 
+/// Ctrl-Cs seen by the main thread's SIGINT handler (`clip_rs` wraps Python's default one):
+/// every `generate` stops when this moves, whichever thread it runs in.
+static INTERRUPTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// `clip_rs._native.interrupt_runs()`: stops every `generate` running now (called by the SIGINT
+/// handler `clip_rs` installs, before Python's own raises KeyboardInterrupt).
+#[pyfunction]
+pub fn interrupt_runs() {
+    INTERRUPTS.fetch_add(1, Ordering::SeqCst);
+}
+
 /// `clip_rs._native.generate(models, prompts, out, callback, **settings)`.
 #[pyfunction]
 #[pyo3(signature = (models, prompts, out, callback = None, **settings))]
@@ -237,12 +248,16 @@ pub fn generate(
         );
     }
     let stopped = AtomicBool::new(false);
+    let epoch = INTERRUPTS.load(Ordering::SeqCst);
     let failure: std::sync::Mutex<Option<PyErr>> = std::sync::Mutex::new(None);
     let work = Here((spec, cache, callback));
     let results = catch(|| {
         let out = py.allow_threads(|| {
             let (spec, mut cache, callback) = work.take();
-            let stop = || stopped.load(Ordering::Relaxed);
+            // Ctrl-C reaches the main thread only: its handler (`interrupt_runs`) counts it, and
+            // a run in any thread stops when the count moves.
+            let stop =
+                || stopped.load(Ordering::Relaxed) || INTERRUPTS.load(Ordering::SeqCst) != epoch;
             let mut on_stats = |chunk: &[StepStats]| {
                 let Some(last) = chunk.last() else { return };
                 Python::with_gil(|py| {
@@ -265,9 +280,12 @@ pub fn generate(
         out.0.map_err(to_py)
     });
     // A callback that raised stops the run (its images are saved, marked interrupted) and its
-    // exception is raised.
+    // exception is raised — but a KeyboardInterrupt (Ctrl-C landing in the callback) is Ctrl-C:
+    // the images reached are returned, marked interrupted, as when it lands elsewhere.
     if let Some(err) = failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
-        return Err(err);
+        if !(err.is_instance_of::<PyKeyboardInterrupt>(py) && results.is_ok()) {
+            return Err(err);
+        }
     }
     let results = match results {
         Err(e) if e.is_instance_of::<PyKeyboardInterrupt>(py) => return Err(e),

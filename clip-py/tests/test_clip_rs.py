@@ -185,6 +185,37 @@ def test_keyboard_interrupt_returns_the_partial_results(vit, tmp_path):
     assert clip_rs.generate(vit, ["a dog"], steps=2, seed=1, progress=False)[0].record["steps_done"] == 2
 
 
+def test_ctrl_c_stops_a_generate_running_in_another_thread(vit, tmp_path):
+    out = {}
+
+    def work():
+        out["results"] = clip_rs.generate(vit, ["a dog"], steps=10**9, seed=1, progress=False)
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    time.sleep(1.0)
+    start = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        _thread.interrupt_main()
+        while worker.is_alive():
+            worker.join(0.05)
+    worker.join(60)
+    assert not worker.is_alive() and time.perf_counter() - start < 60
+    [r] = out["results"]
+    assert r.interrupted and 0 < r.record["steps_done"] < 10**9
+    assert r.save(tmp_path).exists()
+
+
+def test_a_keyboard_interrupt_in_the_callback_returns_the_images_reached(vit):
+    def ctrl_c(step, steps, sims):
+        if step >= 20:
+            raise KeyboardInterrupt
+
+    results = clip_rs.generate(vit, ["a dog", "a cat"], steps=10**9, seed=1, callback=ctrl_c)
+    assert len(results) == 2
+    assert all(r.interrupted and 20 <= r.record["steps_done"] <= 30 for r in results)
+
+
 def test_progress_reaches_the_callback_and_its_exception_stops_the_run(vit):
     seen = []
     clip_rs.generate(vit, ["a dog", "a cat"], steps=25, seed=1, callback=lambda s, n, sims: seen.append((s, n, list(sims))))

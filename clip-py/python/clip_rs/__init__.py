@@ -185,6 +185,29 @@ class Result:
         )
 
 
+def _install_sigint_hook() -> None:
+    """Ctrl-C is delivered to the main thread only; a ``generate`` running in another thread would
+    not see it. Python's default SIGINT handler is wrapped (only that one, only from the main
+    thread) so that Ctrl-C first tells every running ``generate`` to stop at its next read-back —
+    it returns the images reached, marked interrupted — then raises KeyboardInterrupt as before."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return
+
+    def handler(signum, frame):
+        _native.interrupt_runs()
+        return signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, handler)
+
+
+_install_sigint_hook()
+
+
 def settings() -> List[str]:
     """The keyword arguments :func:`generate` takes (``clip generate``'s settings)."""
     return list(_native.generate_settings())
