@@ -713,25 +713,9 @@ fn save(
     history: &super::progress::History,
     started: Instant,
 ) -> anyhow::Result<Vec<PromptResult>> {
-    let device = resolved.device;
-    let weights = &resolved.weights;
     let scores = float_scores(loaded, outcome)?;
     // Again: the directory may have gone during the run.
     output::ensure_writable_dir(&prepared.dir)?;
-    let settings = &spec.settings;
-    let resolution = loaded.resolution();
-    let canvas = settings.canvas_for(resolution);
-    let done = outcome.steps_done;
-    let ensemble = loaded.ensemble();
-    let tokens: Vec<String> = loaded.members.iter().map(|m| m.token.clone()).collect();
-    let columns: Vec<String> = if ensemble { tokens.clone() } else { Vec::new() };
-    let by_model = |values: &[f64]| -> std::collections::BTreeMap<String, f64> {
-        if ensemble {
-            tokens.iter().cloned().zip(values.iter().copied()).collect()
-        } else {
-            Default::default()
-        }
-    };
     let start_photo = match &spec.init {
         Some(photo) => Some((
             photo.clone(),
@@ -740,40 +724,101 @@ fn save(
         )),
         None => None,
     };
+    let saving =
+        Saving { spec, resolved, loaded, prepared, outcome, history, scores, start_photo, started };
+    (0..resolved.prompts.len()).map(|i| saving.prompt(i)).collect()
+}
 
-    let mut results = Vec::new();
-    for (i, (prompt, stem)) in resolved.prompts.iter().zip(&prepared.stems).enumerate() {
+/// What the prompts' results share while they are saved.
+struct Saving<'a> {
+    spec: &'a RunRequest,
+    resolved: &'a Resolved,
+    loaded: &'a Loaded,
+    prepared: &'a Prepared,
+    outcome: &'a Outcome,
+    history: &'a super::progress::History,
+    scores: Scores,
+    /// The start photo and its SHA-256.
+    start_photo: Option<(PathBuf, String)>,
+    started: Instant,
+}
+
+impl Saving<'_> {
+    fn ensemble(&self) -> bool {
+        self.loaded.ensemble()
+    }
+
+    /// Per-member values by token, for an ensemble's record; else empty.
+    fn by_model(&self, values: &[f64]) -> std::collections::BTreeMap<String, f64> {
+        if !self.ensemble() {
+            return Default::default();
+        }
+        let tokens = self.loaded.members.iter().map(|m| m.token.clone());
+        tokens.zip(values.iter().copied()).collect()
+    }
+
+    fn weighted(&self, values: &[f64]) -> f64 {
+        weighted(values, &self.resolved.weights)
+    }
+
+    /// Prompt `i`: its PNG (and start image), re-scored, its record and CSV.
+    fn prompt(&self, i: usize) -> anyhow::Result<PromptResult> {
+        let stem = &self.prepared.stems[i];
+        let path = |ext: &str| self.prepared.dir.join(format!("{stem}.{ext}"));
+        let (png, json, csv) = (path("png"), path("json"), path("csv"));
+        let image = self.outcome.images.get(i as i64);
+        let (rgb, width, height) =
+            output::to_rgb8(&image).context("converting the image to 8 bits")?;
+        let mut record = self.record(i, stem);
+        let png_bytes = output::png_bytes(&rgb, width, height, &record.png_text(), &png)?;
+        record.image_sha256 = output::sha256_hex(&png_bytes);
+        self.write_start_image(&mut record, &rgb)?;
+        output::write_atomic(&png, &png_bytes)?;
+        self.rescore(&mut record, i, &png)?;
+        record.wall_seconds = self.started.elapsed().as_secs_f64();
+        output::write_atomic(&json, &output::json_bytes(&record)?)?;
+        let columns: Vec<String> = match self.ensemble() {
+            true => self.loaded.members.iter().map(|m| m.token.clone()).collect(),
+            false => Vec::new(),
+        };
+        output::write_atomic(&csv, &output::csv_bytes(self.history.rows(), i, &columns))?;
+        if !self.resolved.quiet {
+            println!("{}  ({} -> {})", final_line(&record), excerpt(&record.prompt), png.display());
+        }
+        Ok(PromptResult { image, png, json, csv, record })
+    }
+
+    /// Prompt `i`'s record before its files are written: the request, the outcome and the float
+    /// scores (the PNG's hash and re-scores, the start's distances and the wall time come after).
+    fn record(&self, i: usize, stem: &str) -> RunRecord {
+        let (spec, resolved, loaded, outcome) =
+            (self.spec, self.resolved, self.loaded, self.outcome);
+        let settings = &spec.settings;
+        let resolution = loaded.resolution();
+        let done = outcome.steps_done;
         let best = outcome.best.as_ref().and_then(|b| b.get(i).copied());
-        let png = prepared.dir.join(format!("{stem}.png"));
-        let json = prepared.dir.join(format!("{stem}.json"));
-        let csv = prepared.dir.join(format!("{stem}.csv"));
-        let (rgb, width, height) = output::to_rgb8(&outcome.images.get(i as i64))
-            .context("converting the image to 8 bits")?;
-        let member_initial: Vec<f64> = scores.initial.iter().map(|s| s[i]).collect();
-        let member_unquantized: Vec<f64> = scores.unquantized.iter().map(|s| s[i]).collect();
-        let single = |m: &LoadedMember| (m.weights.display().to_string(), m.weights_sha256.clone());
-        let (weights_path, weights_sha256) = match loaded.members.as_slice() {
-            [one] => {
-                let (p, s) = single(one);
-                (Some(p), Some(s))
-            }
+        let member_initial: Vec<f64> = self.scores.initial.iter().map(|s| s[i]).collect();
+        let member_unquantized: Vec<f64> = self.scores.unquantized.iter().map(|s| s[i]).collect();
+        let (weights, weights_sha256) = match loaded.members.as_slice() {
+            [one] => (Some(one.weights.display().to_string()), Some(one.weights_sha256.clone())),
             _ => (None, None),
         };
+        let row = resolved.rows.get(i);
         let mut record = RunRecord {
             schema: output::SCHEMA,
-            prompt: prompt.clone(),
+            prompt: resolved.prompts[i].clone(),
             model: loaded.name.clone(),
             mode: resolved.names[i].clone(),
             preset: spec.preset,
             image: format!("{stem}.png"),
             image_sha256: String::new(),
-            weights: weights_path,
+            weights,
             weights_sha256,
             ensemble: Vec::new(),
             param: settings.param,
             decay: settings.decay,
             augment: settings.augment.clone(),
-            size: canvas,
+            size: settings.canvas_for(resolution),
             keep: settings.keep,
             views_per_image: settings.views_per_image(),
             steps: settings.steps,
@@ -785,128 +830,139 @@ fn save(
             negative_weight: (!spec.negatives.is_empty()).then_some(settings.negative_weight),
             negatives: Vec::new(),
             init: None,
-            seed: resolved.rows.get(i).map_or(resolved.seed, |r| r.seed),
-            draws: resolved.rows.get(i).map(|_| "keyed".to_string()),
-            run_id: resolved.rows.get(i).map(|r| r.run_id.clone()),
-            device: device_name(device),
+            seed: row.map_or(resolved.seed, |r| r.seed),
+            draws: row.map(|_| "keyed".to_string()),
+            run_id: row.map(|r| r.run_id.clone()),
+            device: device_name(resolved.device),
             precision: resolved.precision,
             resolution,
             batch_size: resolved.width,
-            initial_similarity: weighted(&member_initial, weights),
+            initial_similarity: self.weighted(&member_initial),
             final_similarity: f64::NAN,
-            final_similarity_unquantized: weighted(&member_unquantized, weights),
+            final_similarity_unquantized: self.weighted(&member_unquantized),
             best_step: best.filter(|_| settings.keep == Keep::Best).map(|b| b.0),
             best_similarity_loss: best.map(|b| b.1),
-            history_every: history.every(),
+            history_every: self.history.every(),
             steps_per_second: outcome.steps_per_second(done),
             loop_seconds: outcome.loop_seconds,
             execution: outcome.execution.to_string(),
             wall_seconds: 0.0,
         };
-        if ensemble {
-            record.ensemble = loaded
-                .members
-                .iter()
-                .enumerate()
-                .map(|(m, member)| MemberRecord {
-                    model: member.name.clone(),
-                    token: member.token.clone(),
-                    weights: member.weights.display().to_string(),
-                    weights_sha256: member.weights_sha256.clone(),
-                    weight: weights[m],
-                    resolution: member.model.model.config.image_resolution,
-                    initial_similarity: member_initial[m],
-                    final_similarity: f64::NAN,
-                    final_similarity_unquantized: member_unquantized[m],
-                })
-                .collect();
+        if self.ensemble() {
+            record.ensemble = self.members(&member_initial, &member_unquantized);
         }
-        let start = loaded.start.as_ref().map(|s| s.get(0));
-        if let (Some((photo, photo_sha256)), Some(_)) = (&start_photo, &start) {
+        if let (Some((photo, photo_sha256)), Some(_)) = (&self.start_photo, &loaded.start) {
             record.init = Some(InitRecord {
                 photo: photo.display().to_string(),
                 photo_sha256: photo_sha256.clone(),
                 start_image: format!("{stem}{}", output::START_SUFFIX),
                 start_image_sha256: String::new(),
                 start_similarity: record.initial_similarity,
-                start_similarity_by_model: by_model(&member_initial),
+                start_similarity_by_model: self.by_model(&member_initial),
                 epsilon: settings.epsilon,
                 linf: f64::NAN,
                 l2: f64::NAN,
             });
         }
-        let png_bytes = output::png_bytes(&rgb, width, height, &record.png_text(), &png)?;
-        record.image_sha256 = output::sha256_hex(&png_bytes);
-        if let (Some(start), Some(init)) = (&start, record.init.as_mut()) {
-            let (start_rgb, sw, sh) =
-                output::to_rgb8(start).context("converting the start image to 8 bits")?;
-            let start_png = prepared.dir.join(&init.start_image);
-            let bytes = output::png_bytes(&start_rgb, sw, sh, &[], &start_png)?;
-            init.start_image_sha256 = output::sha256_hex(&bytes);
-            output::write_atomic(&start_png, &bytes)?;
-            let (linf, l2) = output::distances(&rgb, start)?;
-            init.linf = linf;
-            init.l2 = l2;
-        }
-        output::write_atomic(&png, &png_bytes)?;
+        record
+    }
+
+    /// An ensemble's members, each with its float scores (its PNG score comes after).
+    fn members(&self, initial: &[f64], unquantized: &[f64]) -> Vec<MemberRecord> {
+        let members = self.loaded.members.iter().enumerate();
+        members
+            .map(|(m, member)| MemberRecord {
+                model: member.name.clone(),
+                token: member.token.clone(),
+                weights: member.weights.display().to_string(),
+                weights_sha256: member.weights_sha256.clone(),
+                weight: self.resolved.weights[m],
+                resolution: member.model.model.config.image_resolution,
+                initial_similarity: initial[m],
+                final_similarity: f64::NAN,
+                final_similarity_unquantized: unquantized[m],
+            })
+            .collect()
+    }
+
+    /// A run from a photo: `<stem>.start.png` written, its hash and the result's distances from
+    /// it (the 8-bit result `rgb`) in the record.
+    fn write_start_image(&self, record: &mut RunRecord, rgb: &[u8]) -> anyhow::Result<()> {
+        let (Some(start), Some(init)) = (&self.loaded.start, record.init.as_mut()) else {
+            return Ok(());
+        };
+        let start = start.get(0);
+        let (start_rgb, sw, sh) =
+            output::to_rgb8(&start).context("converting the start image to 8 bits")?;
+        let start_png = self.prepared.dir.join(&init.start_image);
+        let bytes = output::png_bytes(&start_rgb, sw, sh, &[], &start_png)?;
+        init.start_image_sha256 = output::sha256_hex(&bytes);
+        output::write_atomic(&start_png, &bytes)?;
+        let (linf, l2) = output::distances(rgb, &start)?;
+        init.linf = linf;
+        init.l2 = l2;
+        Ok(())
+    }
+
+    /// The saved PNG re-read through each model's preprocessing and scored against prompt `i`
+    /// and the negatives: the seed's "Final Similarity".
+    fn rescore(&self, record: &mut RunRecord, i: usize, png: &Path) -> anyhow::Result<()> {
+        let device = self.resolved.device;
         let mut member_final = Vec::new();
         let mut negative_final: Vec<Vec<f64>> = Vec::new();
-        for m in &loaded.members {
-            let features = png_features(&m.model, &png, device)?;
+        for m in &self.loaded.members {
+            let features = png_features(&m.model, png, device)?;
             member_final.push(cosines(&features, &m.text.narrow(0, i as i64, 1))?[0]);
             if let Some(negatives) = &m.negatives {
                 negative_final.push(cosines(&features, negatives)?);
             }
         }
-        record.final_similarity = weighted(&member_final, weights);
+        record.final_similarity = self.weighted(&member_final);
         for (member, value) in record.ensemble.iter_mut().zip(&member_final) {
             member.final_similarity = *value;
         }
-        record.negatives = spec
-            .negatives
-            .iter()
-            .enumerate()
+        let negatives = self.spec.negatives.iter().enumerate();
+        record.negatives = negatives
             .map(|(k, text)| {
                 let initial: Vec<f64> =
-                    scores.negatives_initial.iter().map(|per| per[i][k]).collect();
+                    self.scores.negatives_initial.iter().map(|per| per[i][k]).collect();
                 let finals: Vec<f64> = negative_final.iter().map(|per| per[k]).collect();
                 NegativeRecord {
                     prompt: text.clone(),
-                    initial_similarity: weighted(&initial, weights),
-                    final_similarity: weighted(&finals, weights),
-                    final_similarity_by_model: by_model(&finals),
+                    initial_similarity: self.weighted(&initial),
+                    final_similarity: self.weighted(&finals),
+                    final_similarity_by_model: self.by_model(&finals),
                 }
             })
             .collect();
-        record.wall_seconds = started.elapsed().as_secs_f64();
-        output::write_atomic(&json, &output::json_bytes(&record)?)?;
-        output::write_atomic(&csv, &output::csv_bytes(history.rows(), i, &columns))?;
-        let mut line = format!("Final Similarity: {:.4}", record.final_similarity);
-        if ensemble {
-            let parts: Vec<String> = record
-                .ensemble
-                .iter()
-                .map(|m| format!("{} {:.4}", m.model, m.final_similarity))
-                .collect();
-            line.push_str(&format!(" [{}]", parts.join(", ")));
-        }
-        for n in &record.negatives {
-            line.push_str(&format!(" | not {}: {:.4}", excerpt(&n.prompt), n.final_similarity));
-        }
-        if let Some(init) = &record.init {
-            line.push_str(&format!(
-                " | from {:.4}, L∞ {:.1}/255, L2 {:.3}",
-                init.start_similarity,
-                init.linf * 255.0,
-                init.l2
-            ));
-        }
-        if !resolved.quiet {
-            println!("{line}  ({} -> {})", excerpt(prompt), png.display());
-        }
-        results.push(PromptResult { image: outcome.images.get(i as i64), png, json, csv, record });
+        Ok(())
     }
-    Ok(results)
+}
+
+/// The seed's `Final Similarity: x` line, with an ensemble's members, the negatives and a photo
+/// start's distances.
+fn final_line(record: &RunRecord) -> String {
+    let mut line = format!("Final Similarity: {:.4}", record.final_similarity);
+    if !record.ensemble.is_empty() {
+        let parts: Vec<String> = record
+            .ensemble
+            .iter()
+            .map(|m| format!("{} {:.4}", m.model, m.final_similarity))
+            .collect();
+        line.push_str(&format!(" [{}]", parts.join(", ")));
+    }
+    for n in &record.negatives {
+        line.push_str(&format!(" | not {}: {:.4}", excerpt(&n.prompt), n.final_similarity));
+    }
+    if let Some(init) = &record.init {
+        line.push_str(&format!(
+            " | from {:.4}, L∞ {:.1}/255, L2 {:.3}",
+            init.start_similarity,
+            init.linf * 255.0,
+            init.l2
+        ));
+    }
+    line
 }
 
 #[cfg(test)]
