@@ -545,17 +545,11 @@ fn optimise(
         None => (None, &interrupt::requested),
     };
     let settings = &spec.settings;
-    let show_tv = settings.tv_weight > 0.0;
     let mut progress = if resolved.quiet {
         Progress::quiet(&resolved.prompts, settings.steps)
     } else {
-        Progress::new(
-            &resolved.prompts,
-            settings.steps,
-            settings.tv_weight,
-            show_tv,
-            spec.log_every,
-        )
+        let tv = settings.tv_weight;
+        Progress::new(&resolved.prompts, settings.steps, tv, tv > 0.0, spec.log_every)
     };
     let n = resolved.prompts.len();
     // A padded batch repeats its last prompt (and seed) up to the width; their results go.
@@ -581,13 +575,7 @@ fn optimise(
             weight,
         })
         .collect();
-    let mut draws: Box<dyn Draws> = if resolved.rows.is_empty() {
-        tch::manual_seed(resolved.seed as i64);
-        Box::new(TorchDraws)
-    } else {
-        let seeds: Vec<u64> = rows.iter().map(|&i| resolved.rows[i as usize].seed).collect();
-        Box::new(KeyedDraws::new(&seeds, resolved.device))
-    };
+    let mut draws = draws_for(resolved, &rows);
     let run = || {
         optimize_objective_until(
             &members,
@@ -623,6 +611,24 @@ fn optimise(
             }
         }
     };
+    finish_progress(&mut progress, &outcome, resolved.quiet, settings.steps);
+    Ok((outcome, progress.history))
+}
+
+/// The run's random draws: torch's generator seeded with the run's seed, or (a sweep's batch)
+/// each of the optimisation's `rows` keyed by its prompt's seed.
+fn draws_for(resolved: &Resolved, rows: &[i64]) -> Box<dyn Draws> {
+    if resolved.rows.is_empty() {
+        tch::manual_seed(resolved.seed as i64);
+        Box::new(TorchDraws)
+    } else {
+        let seeds: Vec<u64> = rows.iter().map(|&i| resolved.rows[i as usize].seed).collect();
+        Box::new(KeyedDraws::new(&seeds, resolved.device))
+    }
+}
+
+/// The progress closed, the frozen prompts announced, and the loop's summary line.
+fn finish_progress(progress: &mut Progress, outcome: &Outcome, quiet: bool, steps: usize) {
     progress.finish();
     for (i, step) in outcome.frozen_at.iter().enumerate() {
         if let Some(step) = step {
@@ -630,18 +636,18 @@ fn optimise(
         }
     }
     let done = outcome.steps_done;
-    if !resolved.quiet {
-        println!(
-            "{done} steps in {:.1} s ({:.2} steps/s); steps: {}",
-            outcome.loop_seconds,
-            outcome.steps_per_second(done),
-            outcome.execution
-        );
+    if quiet {
+        return;
     }
-    if outcome.interrupted && !resolved.quiet {
-        println!("interrupted at step {done} of {}: saving the images reached", settings.steps);
+    println!(
+        "{done} steps in {:.1} s ({:.2} steps/s); steps: {}",
+        outcome.loop_seconds,
+        outcome.steps_per_second(done),
+        outcome.execution
+    );
+    if outcome.interrupted {
+        println!("interrupted at step {done} of {steps}: saving the images reached");
     }
-    Ok((outcome, progress.history))
 }
 
 /// The error for an ensemble that did not fit in the device's memory: the models, and what to do.
