@@ -54,7 +54,7 @@ pub struct NegativeArgs {
     pub negatives: Vec<String>,
     /// The weight of the negatives' mean similarity in the loss, >= 0 (default 0.5, or a model
     /// crate's NEGATIVE_WEIGHT).
-    #[arg(long, value_name = "W", value_parser = crate::parse::parse_negative_weight,
+    #[arg(long, value_name = "W", value_parser = crate::request::parse::parse_negative_weight,
           allow_hyphen_values = true)]
     pub negative_weight: Option<f64>,
 }

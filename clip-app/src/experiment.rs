@@ -2,7 +2,7 @@
 //! <constrained|unconstrained>` optimises the crate's prompts with its model and saves the images,
 //! records and logs under `results/<model>/`.
 //!
-//! Each binary is a preset of the one engine (`run.rs`, as `clip generate`): its crate's constants
+//! Each binary is a preset of the one engine (`run/`, as `clip generate`): its crate's constants
 //! ([`Experiment`]) give the model, prompts, steps, learning rate, parameterisation, canvas and,
 //! per mode, the augmentation list, TV weight and keep rule — as shipped, the seed's two scripts,
 //! equal to `clip generate --preset constrained|unconstrained`. Every binary prints its model first
@@ -13,7 +13,7 @@
 use super::cli::{NegativeArgs, PrecisionArg};
 use super::device::DeviceChoice;
 use super::interrupt;
-use super::parse::{parse_learning_rate, parse_steps, parse_tv_weight};
+use super::request::parse::{parse_learning_rate, parse_steps, parse_tv_weight};
 use super::run::{self, ModelSource, PromptResult, RunRequest};
 use clap::{CommandFactory, FromArgMatches};
 use clip_core::clip::model::Precision;

@@ -1,6 +1,6 @@
 //! `clip generate`: the engine with every part exposed — a preset to start from, then the
 //! parameterisation, augmentation pipeline, TV weight, keep rule and canvas — run as the
-//! experiment binaries run (`run.rs`), with the same outputs.
+//! experiment binaries run (`run/`), with the same outputs.
 //!
 //! Presets: `unconstrained` = pixels, no augmentation, TV 0, keep last; `constrained` = pixels,
 //! `affine:10,0.1,0.9,1.1` + `flip:0.3`, TV 1e-4, keep best (the default). Flags given with a

@@ -16,7 +16,6 @@ pub mod fetch;
 pub mod generate;
 pub mod interrupt;
 pub mod output;
-pub mod parse;
 pub mod progress;
 pub mod request;
 pub mod run;

@@ -5,7 +5,7 @@
 //!
 //! Every front end only builds it: the experiment binaries from their crate's constants and flags
 //! (`experiment.rs`), `clip generate` from its flags (`generate.rs`), a sweep from a SPEC's row
-//! (`sweep/local.rs`), Python from keyword arguments (`clip-py`). `run.rs` carries it out; the
+//! (`sweep/local.rs`), Python from keyword arguments (`clip-py`). `run/` carries it out; the
 //! record it leaves (`output.rs`) names the same settings by the same keys.
 //!
 //! ```text
@@ -13,6 +13,7 @@
 //! ```
 
 pub mod bounds;
+pub mod parse;
 mod settings;
 mod validate;
 

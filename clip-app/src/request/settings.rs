@@ -3,12 +3,12 @@
 //! type for both, so a setting added here is a flag and a keyword at once. [`RunSettings::apply`]
 //! writes them into a [`RunRequest`].
 
-use super::RunRequest;
-use crate::parse::{
+use super::parse::{
     parse_augment, parse_canvas, parse_decay, parse_epsilon, parse_keep, parse_learning_rate,
     parse_model_weight, parse_name, parse_negative_weight, parse_param, parse_preset, parse_steps,
     parse_tv_weight, AugmentSpec,
 };
+use super::RunRequest;
 use clip_core::engine::augment;
 use clip_core::engine::optimize::{Keep, Preset};
 use clip_core::engine::param::{Canvas, Param};

@@ -13,7 +13,7 @@
 //! `{ members = [...], weights = [...] }` for weighted members).
 
 use crate::cli::UsageError;
-use crate::parse::{
+use crate::request::parse::{
     parse_canvas, parse_decay, parse_epsilon, parse_keep, parse_learning_rate, parse_model_weight,
     parse_name, parse_negative_weight, parse_param, parse_preset, parse_steps, parse_tv_weight,
 };

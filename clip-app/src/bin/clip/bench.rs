@@ -4,7 +4,7 @@
 use anyhow::Context;
 use clip_app::bench::{self, BenchOptions};
 use clip_app::device::DeviceChoice;
-use clip_app::parse::{parse_augment, parse_param, AugmentSpec};
+use clip_app::request::parse::{parse_augment, parse_param, AugmentSpec};
 use clip_core::clip::model::PatchEmbedding;
 use clip_core::engine::augment;
 use clip_core::engine::executor::Execution;

@@ -2,7 +2,7 @@
 //! and the sweep's TOML reader all take a setting's text through these, so a value is refused
 //! with the same message whichever front end it came from.
 
-use crate::request::bounds;
+use super::bounds;
 use clip_core::engine::augment::Augment;
 use clip_core::engine::optimize::{Keep, Preset};
 use clip_core::engine::param::{Canvas, Param};
