@@ -53,6 +53,17 @@ pub enum OutputError {
          or give the sweep another `out` or `name`"
     )]
     OtherRun { path: PathBuf, holder: String, run_id: String },
+    #[error(
+        "{path} is the result of sweep run {run_id}; only that run replaces it. To keep both, give \
+         this run another --name (or --out)"
+    )]
+    SweepResult { path: PathBuf, run_id: String },
+    #[error(
+        "{path} holds a result of other settings (they differ in {differ}); a run replaces only a \
+         result of its own settings. To keep both, give this run another --name (or --out); to \
+         replace it, move it (and its .png, .csv, .start.png) away first"
+    )]
+    OtherSettings { path: PathBuf, differ: String },
 }
 
 /// Longest prompt part of a file name, in bytes: file names are limited to 255 bytes, and the stem
@@ -344,9 +355,11 @@ fn remove_stale_temporaries(dir: &Path, stem: &str) -> usize {
     removed
 }
 
-/// Refuses to write `stem`'s results in `dir` when its record there belongs to another prompt,
-/// and with `run_id` (a sweep run's) when it is not that run's: a sweep never replaces a result of another run, from the sweep (a changed `name`
-/// template) or not (`clip generate`, the binaries). The record is read once for both.
+/// Refuses to write `stem`'s results in `dir` when its record there belongs to another prompt;
+/// with `run_id` (a sweep run's) when it is not that run's, and without one when it is a sweep
+/// run's: a sweep run's result is replaced by that run alone, and a sweep never replaces a result
+/// of another run, from the sweep (a changed `name` template) or not (`clip generate`, the
+/// binaries). The record is read once for all. (Other settings: `run/replace.rs`.)
 pub fn check_existing(
     dir: &Path,
     stem: &str,
@@ -374,7 +387,12 @@ pub fn check_existing(
             return Err(OutputError::NotARecord { path, reason: "it has no \"prompt\"".into() })
         }
     }
-    let Some(run_id) = run_id else { return Ok(()) };
+    let Some(run_id) = run_id else {
+        return match value.get("run_id").and_then(|p| p.as_str()) {
+            Some(recorded) => Err(OutputError::SweepResult { path, run_id: recorded.to_string() }),
+            None => Ok(()),
+        };
+    };
     match value.get("run_id").and_then(|p| p.as_str()) {
         Some(recorded) if recorded == run_id => Ok(()),
         Some(recorded) => Err(OutputError::OtherRun {

@@ -341,6 +341,7 @@ fn an_unwritable_output_directory_fails_before_the_run() {
 #[test]
 fn a_full_disk_is_an_error_and_earlier_results_survive() {
     let dir = tempfile::tempdir().unwrap();
+    // Both runs of the same settings (another seed): a run replaces only its own settings' result.
     let first = run(constrained(), dir.path(), &["--steps", "1"]);
     assert!(first.status.success(), "{}", stderr(&first));
     let before: Vec<(String, Vec<u8>)> = outputs(dir.path())
@@ -352,7 +353,7 @@ fn a_full_disk_is_an_error_and_earlier_results_survive() {
         .collect();
     let out = dir.path().join("out");
     let script = format!(
-        "trap '' XFSZ; ulimit -f 1; exec \"$0\" --device cpu --seed 2 --steps 3 --prompt 'a red \
+        "trap '' XFSZ; ulimit -f 1; exec \"$0\" --device cpu --seed 2 --steps 1 --prompt 'a red \
          tomato' --out '{}' --weights '{}'",
         out.display(),
         RN50.display()

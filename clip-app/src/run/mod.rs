@@ -22,6 +22,7 @@ mod load;
 mod optimise;
 mod prepare;
 mod record;
+mod replace;
 mod resolve;
 mod save;
 
@@ -150,6 +151,8 @@ fn run_inner(
         Some(p) => p,
         None => prepare(spec, &resolved, &loaded.token)?,
     };
+    // A result is replaced only by a run of its own settings.
+    replace::check(spec, &resolved, &loaded, &prepared)?;
     // optimize_objective_until checks the settings against the models before any step.
     interrupt::check("before the optimisation")?;
     let (outcome, progress_history) = optimise(spec, &resolved, &loaded, hooks)?;
