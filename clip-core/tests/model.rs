@@ -9,7 +9,7 @@ use clip_core::clip::model::{
     converted_to_fp16, ClipConfig, Layout, LoadedClip, PatchEmbedding, Precision, VisionConfig,
 };
 use clip_core::clip::released::{self, MODEL_NAMES};
-use clip_core::clip::{preprocess, tokenizer::Tokenizer};
+use clip_core::clip::{preprocess, score, tokenizer::Tokenizer};
 use clip_core::engine::objective::cosine_similarity;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -135,6 +135,49 @@ fn tiny_resnet_matches_reference() {
 #[test]
 fn tiny_vit_matches_reference() {
     check_fixture("tiny-vit");
+}
+
+/// `clip::score`, the one scoring path of every command: an image file against texts is the
+/// reference's cosine of its `preprocess`ed image features and the text features (both
+/// normalised), and texts beyond one batch ([`score::TEXT_BATCH`]) are encoded in several passes
+/// with the reference's features.
+// img = model.encode_image(preprocess(Image.open(p))[None]); txt = model.encode_text(clip.tokenize(TEXTS))
+// (img / img.norm(dim=-1, keepdim=True)) @ (txt / txt.norm(dim=-1, keepdim=True)).T
+#[test]
+fn scoring_a_file_is_the_references_cosine() {
+    let reference = read_json("reference.json");
+    let tokens: Vec<Vec<i64>> = serde_json::from_value(reference["tokens"].clone()).unwrap();
+    let k = tokens.len() as i64;
+    let tokens = Tensor::from_slice(&tokens.concat()).view([k, 77]);
+    let unit = |t: &Tensor| t / t.norm_scalaropt_dim(2, [-1], true);
+    for name in ["tiny-rn", "tiny-vit"] {
+        let model_ref = &reference["models"][name];
+        let loaded = LoadedClip::load(&fixtures().join(format!("{name}.pt")), Device::Cpu)
+            .expect("fixture loads");
+        let model = &loaded.model;
+        // 14 copies of the reference's texts: more than one batch.
+        let many = tokens.repeat([14, 1]);
+        assert!(many.size()[0] > score::TEXT_BATCH);
+        let text = score::text_features(model, &many, Device::Cpu);
+        let expected_text = matrix(&model_ref["text_features"]).repeat([14, 1]);
+        let (cos, rel) = agreement(&text, &expected_text);
+        assert!(cos >= 0.99999 && rel < 1e-4, "{name} batched text: cosine {cos}, error {rel}");
+
+        let images: Vec<String> = serde_json::from_value(model_ref["images"].clone()).unwrap();
+        let expected = unit(&matrix(&model_ref["image_features"]))
+            .matmul(&unit(&expected_text.narrow(0, 0, k)).tr());
+        for (i, image) in images.iter().enumerate() {
+            let path = fixtures().join("images").join(image);
+            let ours = score::score_file(model, &path, &text.narrow(0, 0, k)).unwrap();
+            assert_eq!(ours.len() as i64, k);
+            for (j, value) in ours.iter().enumerate() {
+                let want = expected.double_value(&[i as i64, j as i64]);
+                assert!((value - want).abs() < 1e-4, "{name} {image} text {j}: {value} vs {want}");
+            }
+        }
+        let missing = score::score_file(model, &fixtures().join("no such.png"), &text);
+        assert!(missing.unwrap_err().to_string().contains("no such.png"));
+    }
 }
 
 /// The layouts give the same embeddings and the same gradient to the input image (what the

@@ -34,6 +34,7 @@ use super::executor::{Execution, Executor, Plan};
 use super::objective::{Member, Normalize, Objective};
 use super::param::{Canvas, Param, ParamImage, DEFAULT_DECAY, MAX_CANVAS, MIN_CANVAS};
 use crate::clip::model::Clip;
+use crate::clip::score;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -354,17 +355,12 @@ pub fn similarity_matrix(
 ) -> Result<Vec<Vec<f64>>, EngineError> {
     let res = model.config.image_resolution;
     let device = texts.device();
-    let unit = |t: Tensor| {
-        let t = t.to_kind(Kind::Float);
-        &t / t.norm_scalaropt_dim(2, [-1], true)
-    };
-    let sims = tch::no_grad(|| {
+    let features = tch::no_grad(|| {
         let views = augment::resample(&images.to_device(device).to_kind(Kind::Float), res);
-        let features = model.encode_image(&Normalize::new(device).forward(&views));
-        unit(features).matmul(&unit(texts.shallow_clone()).transpose(0, 1)).to_kind(Kind::Double)
+        model.encode_image(&Normalize::new(device).forward(&views))
     });
-    let k = texts.size()[0].max(1) as usize;
-    Ok(read_back::<f64>(&sims, "similarities")?.chunks(k).map(<[f64]>::to_vec).collect())
+    score::matrix(&features, texts)
+        .map_err(|source| EngineError::ReadBack { what: "similarities", source })
 }
 
 /// Everything one step reads and writes. The state tensors are allocated once and updated in
@@ -392,6 +388,40 @@ struct Step<'a> {
     alive: Tensor,
     /// 0 while alive, else the step at which the prompt was frozen.
     frozen_step: Tensor,
+}
+
+impl<'a> Step<'a> {
+    /// The state of the steps, allocated once: Adam over the image's parameters, the kept
+    /// image and its loss, the statistics of `readback_every` steps (`rows` per prompt).
+    fn new(
+        settings: &'a Settings,
+        draws: &'a mut dyn Draws,
+        objective: Objective<'a>,
+        image: ParamImage,
+        rows: i64,
+        device: Device,
+    ) -> Self {
+        let batch = objective.batch();
+        let readback = settings.readback_every.max(1) as i64;
+        Step {
+            augment: &settings.augment,
+            draws,
+            res: objective.view_resolution(),
+            objective,
+            batch,
+            adam: Adam::new(&image.params, settings.learning_rate),
+            keep_best: settings.keep == Keep::Best,
+            best_loss: Tensor::full([batch], f64::INFINITY, (Kind::Float, device)),
+            best_image: tch::no_grad(|| image.render().copy()),
+            best_step: Tensor::zeros([batch], (Kind::Float, device)),
+            stats: Tensor::zeros([readback, rows, batch], (Kind::Float, device)),
+            slot: Tensor::zeros([1], (Kind::Int64, device)),
+            readback,
+            alive: Tensor::ones([batch], (Kind::Bool, device)),
+            frozen_step: Tensor::zeros([batch], (Kind::Float, device)),
+            image,
+        }
+    }
 }
 
 impl Step<'_> {
@@ -602,26 +632,8 @@ pub fn optimize_objective_until(
     // Copies: the pixels parameterisation renders the parameters themselves, updated in place.
     let initial = tch::no_grad(|| image.render().to_device(Device::Cpu).copy());
     let readback = settings.readback_every.max(1);
-    let keep_best = settings.keep == Keep::Best;
     let members_count = objective.members();
-    let mut state = Step {
-        augment: &settings.augment,
-        draws,
-        objective,
-        batch,
-        res,
-        adam: Adam::new(&image.params, settings.learning_rate),
-        keep_best,
-        best_loss: Tensor::full([batch], f64::INFINITY, (Kind::Float, device)),
-        best_image: tch::no_grad(|| image.render().copy()),
-        best_step: Tensor::zeros([batch], (Kind::Float, device)),
-        stats: Tensor::zeros([readback as i64, rows, batch], (Kind::Float, device)),
-        slot: Tensor::zeros([1], (Kind::Int64, device)),
-        readback: readback as i64,
-        alive: Tensor::ones([batch], (Kind::Bool, device)),
-        frozen_step: Tensor::zeros([batch], (Kind::Float, device)),
-        image,
-    };
+    let mut state = Step::new(settings, draws, objective, image, rows, device);
     // Lives to the end, with the graph and its memory pool, after the copies below have waited for
     // the last replay.
     let mut executor = Executor::new(Plan {
