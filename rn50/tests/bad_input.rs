@@ -62,6 +62,7 @@ fn fixture(name: &str) -> PathBuf {
 fn command(bin: &str, home: &Path) -> Command {
     let mut cmd = Command::new(bin);
     cmd.env("HOME", home).env("CLIP_DOWNLOAD_BASE_URL", "http://127.0.0.1:9/none");
+    processes::default_sigint(&mut cmd);
     cmd
 }
 

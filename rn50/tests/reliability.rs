@@ -35,6 +35,7 @@ fn command(bin: &Path, dir: &Path) -> Command {
         .env("CLIP_DOWNLOAD_BASE_URL", "http://127.0.0.1:9/none")
         .args(["--device", "cpu", "--seed", "1", "--weights"])
         .arg(&*RN50);
+    processes::default_sigint(&mut cmd);
     cmd
 }
 

@@ -7,6 +7,21 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// `cmd`'s child starts with SIGINT at its default disposition, as a terminal's Ctrl-C finds a
+/// program, whatever this test process inherited: a test run from a background shell (`cmd &` in
+/// a script ignores SIGINT) would otherwise pass the ignore on, and a signal that comes before the
+/// program installs its handler would be lost instead of ending it.
+pub fn default_sigint(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: signal() is async-signal-safe; the closure allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        })
+    }
+}
+
 /// Spawns `cmd` with piped output and returns once its stdout printed a line starting with
 /// `Step`; the thread collecting its stdout returns all of it.
 pub fn spawn_until_first_step(mut cmd: Command) -> (Child, std::thread::JoinHandle<String>) {
