@@ -14,8 +14,8 @@ use super::device::DeviceChoice;
 use super::interrupt::{self, Interrupted};
 use anyhow::Context;
 use clip_core::clip::model::{LoadedClip, Precision};
-use clip_core::clip::preprocess;
 use clip_core::clip::released;
+use clip_core::clip::score;
 use clip_core::clip::tokenizer::Tokenizer;
 use clip_core::clip::weights::download;
 use clip_core::clip::zeroshot::{
@@ -100,20 +100,17 @@ fn weights_sha256(args: &WeightsArgs, path: &std::path::Path) -> anyhow::Result<
 /// read is an error naming it.
 fn image_features(loaded: &LoadedClip, images: &[PathBuf]) -> anyhow::Result<Tensor> {
     let model = &loaded.model;
-    let device = loaded.vs.device();
-    let resolution = model.config.image_resolution as u32;
     let mut features = Vec::new();
     for batch in images.chunks(IMAGE_BATCH) {
         interrupt::check("while encoding the images")?;
         let pixels = batch
             .iter()
             .map(|p| {
-                preprocess::preprocess_path(p, resolution)
+                score::file_pixels(model, p)
                     .with_context(|| format!("reading image {}", p.display()))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let batch = Tensor::stack(&pixels, 0).to_device(device);
-        features.push(tch::no_grad(|| model.encode_image(&batch)));
+        features.push(score::image_features(model, &Tensor::stack(&pixels, 0), loaded.vs.device()));
     }
     Ok(Tensor::cat(&features, 0))
 }

@@ -127,7 +127,9 @@ impl Experiment {
     /// given overriding its constant (checked when it runs: [`RunRequest::validate`]).
     pub fn request(&self, preset: Preset, args: &ExperimentArgs) -> RunRequest {
         let model = match &args.weights {
-            Some(path) => ModelSource::Weights { path: path.clone(), expect: Some(self.model) },
+            Some(path) => {
+                ModelSource::Weights { path: path.clone(), expect: Some(self.model), name: None }
+            }
             None => ModelSource::Released(self.model),
         };
         let texts = |given: &[String], constants: &[&str]| -> Vec<String> {

@@ -101,9 +101,7 @@ impl GenerateArgs {
         let mut models = Vec::new();
         for m in &ordered {
             models.push(match m {
-                ModelArg::Weights(path) => {
-                    ModelSource::Weights { path: path.clone(), expect: None }
-                }
+                ModelArg::Weights(path) => ModelSource::file(path.clone()),
                 ModelArg::Model(name) => ModelSource::Released(released::by_name(name)?),
             });
         }

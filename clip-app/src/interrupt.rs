@@ -8,7 +8,9 @@
 //!   and exits with status 130. The handler runs on its own thread (the `ctrlc` crate), never
 //!   inside libtorch, and never runs exit handlers or destructors while the main thread may be
 //!   inside libtorch: a second signal ends the process at once with `_exit(130)`, without saving.
-//!   Before `install` the default disposition applies (SIGTERM: status 143).
+//!   Before `install` the default disposition applies (SIGTERM: status 143). Every signal is
+//!   passed on to the child processes named with [`forward_signals_to`] (a sweep's workers), so
+//!   they save and stop, or quit, with their parent.
 //! - [`run_main`] runs a binary's body under `catch_unwind` with a quiet panic hook: tch's
 //!   non-`f_` ops panic on libtorch errors (CUDA out of memory among them), and those become an
 //!   `error: …` line (with advice for out of memory) and exit status 1.
@@ -25,6 +27,8 @@ pub const INTERRUPTED_EXIT: u8 = 130;
 
 static REQUESTED: AtomicBool = AtomicBool::new(false);
 static SIGNALS: AtomicUsize = AtomicUsize::new(0);
+/// Child processes every signal is passed on to (`clip sweep --workers`' workers).
+static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 static PANIC_MESSAGE: Mutex<Option<String>> = Mutex::new(None);
 
 thread_local! {
@@ -65,6 +69,7 @@ pub fn install() {
     static INSTALLED: std::sync::Once = std::sync::Once::new();
     INSTALLED.call_once(|| {
         let result = ctrlc::set_handler(|| {
+            forward_to_children();
             if SIGNALS.fetch_add(1, Ordering::SeqCst) == 0 {
                 REQUESTED.store(true, Ordering::SeqCst);
                 eprintln!(
@@ -82,6 +87,36 @@ pub fn install() {
             eprintln!("warning: Ctrl-C will not save the results: {e}");
         }
     });
+}
+
+/// Passes every signal this process gets on to `pid` from now on (SIGINT: the child saves and
+/// stops at its safe point on the first, quits at once on the second, as this process does). The
+/// child should run in its own process group, so that a Ctrl-C at the terminal reaches it once,
+/// through here.
+pub fn forward_signals_to(pid: u32) {
+    CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+    // A signal that came while the child was starting is passed on now.
+    if requested() {
+        if let Ok(pid) = i32::try_from(pid) {
+            // SAFETY: kill takes no pointers.
+            unsafe { libc::kill(pid, libc::SIGINT) };
+        }
+    }
+}
+
+/// Stops passing signals on to `pid` (it has exited: its pid may be reused).
+pub fn stop_forwarding_to(pid: u32) {
+    CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).retain(|&p| p != pid);
+}
+
+fn forward_to_children() {
+    let children = CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for pid in children {
+        if let Ok(pid) = i32::try_from(pid) {
+            // SAFETY: kill takes no pointers; a pid that has gone is an error we can ignore.
+            unsafe { libc::kill(pid, libc::SIGINT) };
+        }
+    }
 }
 
 /// Whether a signal asked the program to stop.

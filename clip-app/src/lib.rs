@@ -17,6 +17,7 @@ pub mod generate;
 pub mod interrupt;
 pub mod output;
 pub mod progress;
+pub mod reporter;
 pub mod request;
 pub mod run;
 pub mod sweep;

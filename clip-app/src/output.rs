@@ -48,6 +48,8 @@ pub enum OutputError {
          another --out (or --name)"
     )]
     Busy { stem: String, dir: PathBuf, lock: PathBuf },
+    #[error("{path}: sweep run {run_id} was finished meanwhile by another process")]
+    Finished { path: PathBuf, run_id: String },
     #[error(
         "{path} holds {holder}, not this sweep run's ({run_id}); it is left as it is: move it away, \
          or give the sweep another `out` or `name`"
@@ -129,11 +131,17 @@ pub fn prompt_file_part(prompt: &str) -> String {
 }
 
 /// The result token of a checkpoint that is none of the released models: its file name without
-/// the extension, with anything but letters, digits, `-`, `+`, `.` and `_` as `-`, a leading `.`
-/// as `_`, at most 64 bytes; `custom` when nothing is left.
+/// the extension, as [`token_for_name`] makes a token of it.
 pub fn token_for_file(path: &Path) -> String {
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let mut token: String = stem
+    token_for_name(&stem)
+}
+
+/// The result token of a model the user named (a sweep's `[weights]` key): the name with anything
+/// but letters, digits, `-`, `+`, `.` and `_` as `-`, a leading `.` as `_`, at most 64 bytes;
+/// `custom` when nothing is left.
+pub fn token_for_name(name: &str) -> String {
+    let mut token: String = name
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || "-+._".contains(c) { c } else { '-' })
         .take(64)
@@ -360,6 +368,14 @@ fn remove_stale_temporaries(dir: &Path, stem: &str) -> usize {
 /// run's: a sweep run's result is replaced by that run alone, and a sweep never replaces a result
 /// of another run, from the sweep (a changed `name` template) or not (`clip generate`, the
 /// binaries). The record is read once for all. (Other settings: `run/replace.rs`.)
+/// Whether a record in `dir` is of a finished run: not interrupted, not stopped by a non-finite
+/// loss, its PNG there (what `clip sweep` counts as done).
+pub fn finished(dir: &Path, record: &serde_json::Value) -> bool {
+    record.get("interrupted").and_then(|v| v.as_bool()) == Some(false)
+        && record.get("frozen_at_step").is_none_or(|v| v.is_null())
+        && record.get("image").and_then(|v| v.as_str()).is_some_and(|i| dir.join(i).is_file())
+}
+
 pub fn check_existing(
     dir: &Path,
     stem: &str,
@@ -394,6 +410,10 @@ pub fn check_existing(
         };
     };
     match value.get("run_id").and_then(|p| p.as_str()) {
+        // Finished since this sweep looked (another sweep on the same `out`): not redone.
+        Some(recorded) if recorded == run_id && finished(dir, &value) => {
+            Err(OutputError::Finished { path, run_id: run_id.to_string() })
+        }
         Some(recorded) if recorded == run_id => Ok(()),
         Some(recorded) => Err(OutputError::OtherRun {
             path,

@@ -28,7 +28,7 @@ fn make_results(dir: &Path) {
     for weights in ["tiny-rn.pt", "tiny-vit.pt"] {
         for preset in [Preset::Constrained, Preset::Unconstrained] {
             let spec = RunSpec {
-                models: vec![ModelSource::Weights { path: fixture(weights), expect: None }],
+                models: vec![ModelSource::file(fixture(weights))],
                 model_weights: Vec::new(),
                 prompts: PROMPTS.iter().map(|p| p.to_string()).collect(),
                 negatives: Vec::new(),

@@ -45,6 +45,52 @@ fn records_of_the_previous_release_read_and_write_back_the_same() {
     assert!(sweep.run_id.is_some());
 }
 
+/// The PNG's text chunks hold the record's settings and what the run did, not its timings, paths
+/// or scores: every field of the record (read off its serde fields, over the four kinds of
+/// record) is either in the PNG's text, under its own name or a declared one, or declared here as
+/// left out — a field added to the record cannot be forgotten in the PNG.
+#[test]
+fn every_field_of_the_record_is_in_the_png_text_or_said_to_be_left_out() {
+    const LEFT_OUT: &[&str] = &[
+        "schema",
+        "image",
+        "image_sha256",
+        "weights",
+        "views_per_image",
+        "frozen_at_step",
+        "resolution",
+        "batch_size",
+        "initial_similarity",
+        "final_similarity",
+        "final_similarity_unquantized",
+        "best_step",
+        "best_similarity_loss",
+        "history_every",
+        "steps_per_second",
+        "loop_seconds",
+        "execution",
+        "wall_seconds",
+    ];
+    // Fields the PNG holds under another name (or in part).
+    const RENAMED: &[(&str, &str)] = &[("init", "init_photo_sha256")];
+    for name in ["plain.json", "ensemble.json", "edit.json", "sweep.json"] {
+        let text = std::fs::read_to_string(old(name)).unwrap();
+        let record: RunRecord = serde_json::from_str(&text).unwrap();
+        let chunks: Vec<&str> = record.png_text().iter().map(|(k, _)| *k).collect();
+        let value = serde_json::to_value(&record).unwrap();
+        for field in value.as_object().unwrap().keys() {
+            let key = RENAMED.iter().find(|(f, _)| f == field).map_or(field.as_str(), |r| r.1);
+            assert!(
+                chunks.contains(&key) || LEFT_OUT.contains(&field.as_str()),
+                "{name}: the record's `{field}` is neither in the PNG's text nor said to be left out"
+            );
+        }
+        for key in &chunks {
+            assert!(!LEFT_OUT.contains(key), "{name}: `{key}` is said to be left out");
+        }
+    }
+}
+
 #[test]
 fn a_record_written_now_has_the_schema_and_reads_back_equal() {
     let dir = tempfile::tempdir().unwrap();

@@ -154,7 +154,7 @@ steps = 7"#,
     let ids: BTreeSet<&str> = runs.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(ids.len(), runs.len(), "run ids are unique");
     // Runs that differ only in prompt and seed share a batch; batches never mix settings.
-    let batches = plan::batches(&runs, 4);
+    let batches: Vec<Vec<Run>> = plan::batches(runs.iter().cloned(), 4).collect();
     assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), runs.len());
     assert_eq!(batches.len(), 24 * 3, "24 settings × 9 runs in batches of 4, 4, 1");
     for b in &batches {
@@ -277,6 +277,100 @@ steps = 6"#,
         assert!(after[&png] == first[&png], "{png} redone alone differs from its batch's");
     }
     assert_eq!(record_ids(&res), ids);
+}
+
+/// SIGTERM to the parent of `--workers` (issue 26, class 3): it passes the signal on, each worker
+/// saves the images it reached (marked interrupted) and stops as a single run does, and the parent
+/// exits 130 — no worker is left running, nothing says "Broken pipe" or "panicked".
+#[test]
+fn a_signal_to_the_parent_stops_its_workers_with_their_results_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(
+        dir.path(),
+        r#"out = "res"
+models = ["tiny-rn"]
+prompts = ["a dog", "a cat", "a red tomato", "a blue car"]
+seeds = [1, 2]
+steps = 1000000"#,
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_clip"))
+        .args(["sweep", &spec.display().to_string(), "--device", "cpu", "--workers", "2"])
+        .args(["--batch-prompts", "4"])
+        .env("HOME", dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("sweep: worker ") {
+                let pid = rest.split("(pid ").nth(1).and_then(|r| r.split(')').next());
+                let _ = tx.send(pid.unwrap().parse::<u32>().unwrap());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let workers: Vec<u32> = (0..2)
+        .map(|_| rx.recv_timeout(Duration::from_secs(120)).expect("a worker starts"))
+        .collect();
+    // The workers in their first batches (of up to 4 runs): result locks are taken.
+    let dir_rn = dir.path().join("res/tiny-rn");
+    let start = Instant::now();
+    let locks = || {
+        std::fs::read_dir(&dir_rn).map_or(0, |d| {
+            d.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".lock")).count()
+        })
+    };
+    while locks() < 2 {
+        assert!(start.elapsed() < Duration::from_secs(120), "the batches did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let running = locks();
+    let sent = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let (status, _) = processes::wait(child, Duration::from_secs(120));
+    let err = reader.join().unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    for pid in workers {
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "worker {pid} still runs\n{err}");
+    }
+    for bad in ["Broken pipe", "panicked", "died"] {
+        assert!(!err.contains(bad), "{bad}:\n{err}");
+    }
+    // Every run that had started saved the images it reached, marked interrupted; no lock is left.
+    let files = tree(&dir.path().join("res"));
+    assert!(
+        files.keys().all(|k| !k.ends_with(".lock") && !k.contains(".tmp-")),
+        "{:?}",
+        files.keys()
+    );
+    let records: Vec<serde_json::Value> = files
+        .into_iter()
+        .filter(|(p, _)| p.ends_with(".json") && !p.starts_with(".sweep"))
+        .map(|(_, bytes)| serde_json::from_slice(&bytes).unwrap())
+        .collect();
+    assert!(
+        records.len() >= running,
+        "{} records, {running} runs had started\n{err}",
+        records.len()
+    );
+    for r in &records {
+        assert_eq!(r["interrupted"], true, "{r}");
+        assert!(r["steps_done"].as_u64().unwrap() < 1_000_000, "{r}");
+    }
+    let status = sweep(&spec, &["--status"], dir.path());
+    assert!(
+        text(&status.stdout).starts_with("8 run(s): 0 done, 8 pending"),
+        "{}",
+        text(&status.stdout)
+    );
 }
 
 /// A worker killed in the middle of its batch: the parent says so and fails; the next invocation
@@ -547,6 +641,175 @@ fn another_runs_result_is_never_replaced() {
     let status = sweep(&spec, &["--status"], dir.path());
     assert!(
         text(&status.stdout).starts_with("1 run(s): 0 done, 0 pending, 1 failed"),
+        "{}",
+        text(&status.stdout)
+    );
+}
+
+/// The plan is streamed: `--status` and `--dry-run` of a 100 000-run SPEC list every run (memory
+/// does not grow with the runs: BENCHMARKS.md measures 10⁶ and 10⁷); a product above a billion runs
+/// is refused before anything is written.
+#[test]
+fn a_large_plan_is_streamed_and_a_product_too_large_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompts: String = (0..1000).map(|i| format!("prompt number {i}\n")).collect();
+    std::fs::write(dir.path().join("prompts.txt"), prompts).unwrap();
+    let seeds: Vec<String> = (0..100).map(|s| s.to_string()).collect();
+    let body = format!(
+        "out = \"res\"\nmodels = [\"tiny-rn\"]\nprompts_file = \"prompts.txt\"\nsteps = 2\n\
+         seeds = [{}]",
+        seeds.join(", ")
+    );
+    let spec = write_spec(dir.path(), &body);
+    let status = sweep(&spec, &["--status"], dir.path());
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    assert!(
+        text(&status.stdout).starts_with("100000 run(s): 0 done, 100000 pending, 0 failed"),
+        "{}",
+        text(&status.stdout)
+    );
+    let listed = sweep(&spec, &["--dry-run"], dir.path());
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    let lines: Vec<String> = text(&listed.stdout).lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 100_000);
+    let last: Vec<&str> = lines[99_999].split('\t').collect();
+    assert_eq!(&last[1..3], ["pending", "tiny-rn"]);
+    assert!(last[3].starts_with("constrained-") && last[3].ends_with("-s99"), "{last:?}");
+    assert_eq!(&last[4..], ["99", "prompt number 999"]);
+    let ids: BTreeSet<&str> = lines.iter().map(|l| l.split('\t').next().unwrap()).collect();
+    assert_eq!(ids.len(), 100_000, "every run once");
+    assert!(
+        text(&listed.stderr).contains("100000 run(s): 100000 to do, in 33334 batch(es) of up to 3"),
+        "{}",
+        text(&listed.stderr)
+    );
+    assert!(!dir.path().join("res").exists(), "--status and --dry-run write nothing");
+
+    // 1 000 prompts × 1 000 seeds × 1 001 step counts: over a billion runs.
+    let seeds: Vec<String> = (0..1000).map(|s| s.to_string()).collect();
+    let steps: Vec<String> = (1..=1001).map(|s| s.to_string()).collect();
+    let body = format!(
+        "out = \"res\"\nmodels = [\"tiny-rn\"]\nprompts_file = \"prompts.txt\"\nseeds = [{}]\n\
+         steps = [{}]",
+        seeds.join(", "),
+        steps.join(", ")
+    );
+    let spec = write_spec(dir.path(), &body);
+    let out = sweep(&spec, &[], dir.path());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(
+            "the SPEC's axes multiply to more than 1000000000 runs (1 × 1 × 1 × 1 × 1 × 1001 × 1 \
+             × 1 × 1 × 1 × 1 × 1 × 1 × 1 × 1000 × 1000): split it into smaller sweeps"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!dir.path().join("res").exists());
+}
+
+/// Two `[weights]` checkpoints of one architecture, even with the same file name, each get their
+/// own results, named by their keys; two keys that would make one folder name are refused.
+#[test]
+fn checkpoints_of_one_architecture_get_their_own_results() {
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["a", "b"] {
+        std::fs::create_dir(dir.path().join(sub)).unwrap();
+        std::fs::copy(fixture("tiny-rn.pt"), dir.path().join(sub).join("model.pt")).unwrap();
+    }
+    let spec = dir.path().join("spec.toml");
+    std::fs::write(
+        &spec,
+        "out = \"res\"\nmodels = [\"first\", \"second\"]\nprompts = [\"a dog\"]\nsteps = 2\n\n\
+         [weights]\nfirst = \"a/model.pt\"\nsecond = \"b/model.pt\"\n",
+    )
+    .unwrap();
+    let out = sweep(&spec, &[], dir.path());
+    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    let files = tree(&dir.path().join("res"));
+    for key in ["first", "second"] {
+        let stem = |ext: &str| {
+            files.keys().find(|f| f.starts_with(&format!("{key}/")) && f.ends_with(ext)).cloned()
+        };
+        let record = stem(&format!("_{key}_a_dog.json")).expect("its record");
+        let record: serde_json::Value = serde_json::from_slice(&files[&record]).unwrap();
+        assert_eq!(record["model"], key, "{record}");
+        assert!(stem(&format!("_{key}_a_dog.png")).is_some(), "{:?}", files.keys());
+    }
+    let status = sweep(&spec, &["--status"], dir.path());
+    assert!(text(&status.stdout).starts_with("2 run(s): 2 done"), "{}", text(&status.stdout));
+
+    std::fs::write(
+        &spec,
+        "out = \"res\"\nmodels = [\"a b\"]\nprompts = [\"a dog\"]\n\n\
+         [weights]\n\"a b\" = \"a/model.pt\"\na-b = \"b/model.pt\"\n",
+    )
+    .unwrap();
+    let out = sweep(&spec, &[], dir.path());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("`a b` and `a-b` would both name their results a-b"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// Two sweeps of one SPEC on one `out` at once share the runs: a run the other is running is left
+/// to it, one it has finished is not redone; both end with exit 0 and every run is done once.
+#[test]
+fn two_sweeps_on_one_out_share_the_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(
+        dir.path(),
+        "out = \"res\"\nmodels = [\"tiny-rn\"]\nprompts = [\"a dog\", \"a cat\", \"a red \
+         tomato\", \"a blue car\"]\nsteps = 3000",
+    );
+    let start = |spec: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_clip"))
+            .args(["sweep", &spec.display().to_string(), "--device", "cpu"])
+            .args(["--batch-prompts", "1"])
+            .env("HOME", dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let first = start(&spec);
+    // The first holds its first run's lock before the second starts.
+    let results = dir.path().join("res/tiny-rn");
+    let begun = Instant::now();
+    while std::fs::read_dir(&results).map_or(0, |d| {
+        d.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".lock")).count()
+    }) == 0
+    {
+        assert!(begun.elapsed() < Duration::from_secs(120), "the first sweep did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let second = start(&spec);
+    let first = first.wait_with_output().unwrap();
+    let second = second.wait_with_output().unwrap();
+    let said = format!(
+        "first:\n{}{}\nsecond:\n{}{}",
+        text(&first.stdout),
+        text(&first.stderr),
+        text(&second.stdout),
+        text(&second.stderr)
+    );
+    assert_eq!(first.status.code(), Some(0), "{said}");
+    assert_eq!(second.status.code(), Some(0), "{said}");
+    assert!(said.contains("left to another process"), "{said}");
+    let ids = record_ids(&dir.path().join("res"));
+    assert_eq!(ids.len(), 4, "{ids:?}");
+    assert!(ids.values().all(|&n| n == 1), "{ids:?}");
+    let done = |out: &Output| -> usize {
+        let stdout = text(&out.stdout);
+        let at = stdout.find("(this invocation: ").expect("a summary") + 18;
+        stdout[at..].split(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(done(&first) + done(&second), 4, "no run done twice\n{said}");
+    let status = sweep(&spec, &["--status"], dir.path());
+    assert!(
+        text(&status.stdout).starts_with("4 run(s): 4 done, 0 pending, 0 failed"),
         "{}",
         text(&status.stdout)
     );

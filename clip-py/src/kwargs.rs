@@ -168,9 +168,22 @@ impl<'de> de::Deserializer<'de> for Arg {
         self.deserialize_str(visitor)
     }
 
+    /// A choice by its name (`device="cpu"`): text only.
+    fn deserialize_enum<V: de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, KwargError> {
+        match self {
+            Self::Text(s) => visitor.visit_enum(s.into_deserializer()),
+            other => Err(de::Error::invalid_type(other.unexpected(), &visitor)),
+        }
+    }
+
     serde::forward_to_deserialize_any! {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char bytes byte_buf unit
-        unit_struct newtype_struct tuple tuple_struct map struct enum identifier ignored_any
+        unit_struct newtype_struct tuple tuple_struct map struct identifier ignored_any
     }
 }
 

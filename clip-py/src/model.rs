@@ -7,6 +7,7 @@ use clip_app::output::token_for_file;
 use clip_core::clip::model::{LoadedClip, Precision};
 use clip_core::clip::preprocess;
 use clip_core::clip::released;
+use clip_core::clip::score;
 use clip_core::clip::tokenizer::Tokenizer;
 use clip_core::clip::weights::download;
 use clip_core::clip::zeroshot::{self, Cache, EncodeOptions, Labels, Templates, ZeroShotOptions};
@@ -209,7 +210,7 @@ impl Model {
         catch(move || {
             let out = py.allow_threads(move || {
                 let (loaded, images, device) = model.take();
-                Here(tch::no_grad(|| loaded.model.encode_image(&images.to_device(device))))
+                Here(score::image_features(&loaded.model, &images, device))
             });
             Ok(PyTensor(out.0))
         })
@@ -223,7 +224,7 @@ impl Model {
         catch(move || {
             let out = py.allow_threads(move || {
                 let (loaded, tokens, device) = model.take();
-                Here(tch::no_grad(|| loaded.model.encode_text(&tokens.to_device(device))))
+                Here(score::text_features(&loaded.model, &tokens, device))
             });
             Ok(PyTensor(out.0))
         })
@@ -232,8 +233,7 @@ impl Model {
     /// CLIP's preprocessing of an image file: resize (bicubic, Pillow's), centre crop, CLIP's
     /// normalisation: a float tensor [3, R, R] on the CPU.
     fn preprocess_path(&self, path: PathBuf) -> PyResult<PyTensor> {
-        let res = self.loaded.model.config.image_resolution as u32;
-        catch(|| Ok(PyTensor(preprocess::preprocess_path(&path, res).py_err()?)))
+        catch(|| Ok(PyTensor(score::file_pixels(&self.loaded.model, &path).py_err()?)))
     }
 
     /// The same for RGB pixels (what `PIL.Image.convert("RGB").tobytes()` gives).

@@ -5,26 +5,20 @@
 use crate::errors::{catch, to_py, IntoPy};
 use crate::kwargs;
 use crate::model::{device_name, signals_pending, Here, Model};
-use clap::{Args, CommandFactory, FromArgMatches};
+use clap::Args;
 use clip_app::compare::args::CompareArgs;
 use clip_app::compare::{self as comparison, CompareError};
 use clip_app::device::DeviceChoice;
+use clip_app::reporter::Reporter;
 use clip_app::request::{ModelSource, RequestError, RunRequest, RunSettings, Setting};
 use clip_app::run::{self, Hooks, ModelCache};
 use clip_core::engine::optimize::StepStats;
 use pyo3::exceptions::{PyFileNotFoundError, PyKeyboardInterrupt, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyList, PyTuple};
+use pyo3::types::PyDict;
 use pyo3_tch::PyTensor;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-
-#[derive(clap::Parser, Debug)]
-#[command(name = "clip_rs.compare", no_binary_name = true)]
-struct CompareCommand {
-    #[command(flatten)]
-    args: CompareArgs,
-}
 
 /// Settings the Python functions take elsewhere: the models, prompts and output of `generate`
 /// come as its arguments.
@@ -41,119 +35,35 @@ const GENERATE_RESERVED: &[(&str, &str)] = &[
     ("version", "see clip_rs.__version__"),
 ];
 
-/// The settings (`snake_case`) a command's flags take, with their long flag names.
-fn settings_of(cmd: &clap::Command) -> Vec<(String, String)> {
-    cmd.get_arguments()
-        .filter_map(|a| a.get_long().map(|l| (l.replace('-', "_"), l.to_string())))
-        .collect()
+/// The settings (`snake_case`) a command's flags take: the names of the keyword arguments.
+fn settings_of(cmd: &clap::Command) -> Vec<String> {
+    cmd.get_arguments().filter_map(|a| a.get_long()).map(|l| l.replace('-', "_")).collect()
 }
 
 /// `clip_rs._native.generate_settings()`: the keyword arguments `generate` takes — the fields of
 /// the request's settings (`RunSettings`), by their flags' names in `snake_case`.
 #[pyfunction]
 pub fn generate_settings() -> Vec<String> {
-    let cmd = RunSettings::augment_args(clap::Command::new("generate"));
-    settings_of(&cmd).into_iter().map(|(s, _)| s).collect()
+    settings_of(&RunSettings::augment_args(clap::Command::new("generate")))
 }
 
-/// A keyword argument's value as flag values: a bool is the flag itself (True) or nothing; a list
-/// or tuple repeats the flag; anything else is its `str()` (a path its `os.fspath`).
-fn flag_values(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Option<Vec<String>>> {
-    if value.is_none() {
-        return Ok(Some(Vec::new()));
-    }
-    if value.is_instance_of::<PyBool>() {
-        return Ok(if value.extract::<bool>()? { None } else { Some(Vec::new()) });
-    }
-    let one = |v: &Bound<'_, PyAny>| -> PyResult<String> {
-        if v.is_instance_of::<PyList>()
-            || v.is_instance_of::<PyTuple>()
-            || v.is_instance_of::<PyDict>()
-        {
-            return Err(PyTypeError::new_err(format!(
-                "{name}: expected a value or a list of values, not a nested {}",
-                v.get_type().name()?
-            )));
-        }
-        if let Ok(path) = v.extract::<PathBuf>() {
-            if !v.is_instance_of::<pyo3::types::PyString>() {
-                return Ok(path.display().to_string());
-            }
-        }
-        Ok(v.str()?.to_string())
-    };
-    if value.is_instance_of::<PyList>() || value.is_instance_of::<PyTuple>() {
-        // An empty list is none of them: the flag is not given.
-        let items: Vec<String> = value.try_iter()?.map(|v| one(&v?)).collect::<PyResult<_>>()?;
-        return Ok(Some(items));
-    }
-    Ok(Some(vec![one(value)?]))
+/// The keyword arguments `compare` takes: `clip compare`'s flags in `snake_case`.
+fn compare_settings() -> Vec<String> {
+    settings_of(&CompareArgs::augment_args(clap::Command::new("compare")))
 }
 
-/// The keyword arguments as command-line flags, each checked against the command's settings.
-fn kwargs_to_argv(
+/// The first keyword that is a setting taken elsewhere, as a TypeError saying where.
+fn reserved(
     function: &str,
-    cmd: &clap::Command,
-    kwargs: Option<&Bound<'_, PyDict>>,
+    kwargs: &[(String, Bound<'_, PyAny>)],
     reserved: &[(&str, &str)],
-) -> PyResult<Vec<String>> {
-    let settings = settings_of(cmd);
-    let mut argv = Vec::new();
-    let Some(kwargs) = kwargs else { return Ok(argv) };
-    for (key, value) in kwargs.iter() {
-        let key: String = key.extract()?;
-        if let Some((_, why)) = reserved.iter().find(|(r, _)| *r == key) {
-            return Err(PyTypeError::new_err(format!(
-                "{function}: `{key}` is not a setting here: {why}"
-            )));
+) -> PyResult<()> {
+    match kwargs.iter().find_map(|(k, _)| reserved.iter().find(|(r, _)| r == k)) {
+        Some((key, why)) => {
+            Err(PyTypeError::new_err(format!("{function}: `{key}` is not a setting here: {why}")))
         }
-        let Some((_, long)) = settings.iter().find(|(s, _)| *s == key) else {
-            let valid: Vec<&str> = settings
-                .iter()
-                .map(|(s, _)| s.as_str())
-                .filter(|s| !reserved.iter().any(|(r, _)| r == s))
-                .collect();
-            let nearest = valid
-                .iter()
-                .map(|s| (strsim::damerau_levenshtein(&key, s), *s))
-                .filter(|(d, _)| *d <= 3)
-                .min()
-                .map(|(_, s)| format!(" (did you mean `{s}`?)"))
-                .unwrap_or_default();
-            return Err(PyTypeError::new_err(format!(
-                "{function}: unknown setting `{key}`{nearest}; settings: {}",
-                valid.join(", ")
-            )));
-        };
-        match flag_values(&key, &value)? {
-            None => argv.push(format!("--{long}")),
-            Some(values) => {
-                for v in values {
-                    argv.push(format!("--{long}={v}"));
-                }
-            }
-        }
+        None => Ok(()),
     }
-    Ok(argv)
-}
-
-/// clap's error for `argv`, as a ValueError in the Python spelling (`learning_rate`, not
-/// `--learning-rate <LR>`).
-fn clap_error(function: &str, cmd: &clap::Command, err: clap::Error) -> PyErr {
-    let text = err.render().to_string();
-    let mut line = text
-        .lines()
-        .find(|l| l.starts_with("error:"))
-        .unwrap_or(text.lines().next().unwrap_or(""))
-        .trim_start_matches("error: ")
-        .to_string();
-    // `'--learning-rate <LR>'` or `'--learning-rate'` (or `=`) is the setting `learning_rate`.
-    for (setting, long) in settings_of(cmd) {
-        let flag = regex::Regex::new(&format!("'--{}(?: [^']*)?(['=])", regex::escape(&long)))
-            .expect("a flag's pattern");
-        line = flag.replace_all(&line, format!("'{setting}$1").as_str()).into_owned();
-    }
-    PyValueError::new_err(format!("{function}: {line}"))
 }
 
 /// One prompt's result, as `clip generate` writes it: the files in a private directory (the
@@ -182,6 +92,34 @@ static INTERRUPTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::
 #[pyfunction]
 pub fn interrupt_runs() {
     INTERRUPTS.fetch_add(1, Ordering::SeqCst);
+}
+
+/// A run's reporter in Python: at every read-back the callback gets `(step, steps,
+/// similarities)`; a callback that raises (kept in `failure`) or a pending signal stops the run.
+struct Callback<'a> {
+    callback: &'a Option<PyObject>,
+    steps: usize,
+    stopped: &'a AtomicBool,
+    failure: &'a std::sync::Mutex<Option<PyErr>>,
+}
+
+impl Reporter for Callback<'_> {
+    fn steps(&mut self, chunk: &[StepStats]) {
+        let Some(last) = chunk.last() else { return };
+        Python::with_gil(|py| {
+            if let Some(f) = self.callback {
+                let sims: Vec<f32> = last.similarity.clone();
+                if let Err(e) = f.call1(py, (last.step, self.steps, sims)) {
+                    self.stopped.store(true, Ordering::Relaxed);
+                    let mut slot = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+                    slot.get_or_insert(e);
+                }
+            }
+            if signals_pending(py) {
+                self.stopped.store(true, Ordering::Relaxed);
+            }
+        });
+    }
 }
 
 /// `clip_rs._native.generate(models, prompts, out, callback, **settings)`.
@@ -216,19 +154,10 @@ pub fn generate(
         )));
     }
     let kwargs = kwargs::pairs(settings)?;
-    if let Some((key, why)) =
-        kwargs.iter().find_map(|(k, _)| GENERATE_RESERVED.iter().find(|(r, _)| r == k))
-    {
-        return Err(PyTypeError::new_err(format!(
-            "clip_rs.generate: `{key}` is not a setting here: {why}"
-        )));
-    }
+    reserved("clip_rs.generate", &kwargs, GENERATE_RESERVED)?;
     let settings: RunSettings =
         kwargs::settings("clip_rs.generate", &generate_settings(), &kwargs)?;
-    let sources = models
-        .iter()
-        .map(|m| ModelSource::Weights { path: m.path.clone(), expect: None })
-        .collect();
+    let sources = models.iter().map(|m| ModelSource::file(m.path.clone())).collect();
     let mut spec = RunRequest::preset(settings.preset, sources, prompts);
     settings.apply(&mut spec);
     spec.device = if first.device.is_cuda() { DeviceChoice::Cuda } else { DeviceChoice::Cpu };
@@ -258,23 +187,9 @@ pub fn generate(
             // a run in any thread stops when the count moves.
             let stop =
                 || stopped.load(Ordering::Relaxed) || INTERRUPTS.load(Ordering::SeqCst) != epoch;
-            let mut on_stats = |chunk: &[StepStats]| {
-                let Some(last) = chunk.last() else { return };
-                Python::with_gil(|py| {
-                    if let Some(f) = &callback {
-                        let sims: Vec<f32> = last.similarity.clone();
-                        if let Err(e) = f.call1(py, (last.step, steps, sims)) {
-                            stopped.store(true, Ordering::Relaxed);
-                            let mut slot = failure.lock().unwrap_or_else(|e| e.into_inner());
-                            slot.get_or_insert(e);
-                        }
-                    }
-                    if signals_pending(py) {
-                        stopped.store(true, Ordering::Relaxed);
-                    }
-                });
-            };
-            let hooks = Hooks { models: &mut cache, on_stats: &mut on_stats, stop: &stop };
+            let mut reporter =
+                Callback { callback: &callback, steps, stopped: &stopped, failure: &failure };
+            let hooks = Hooks { models: &mut cache, reporter: &mut reporter, stop: &stop };
             Here(run::run_with(&spec, hooks))
         });
         out.0.map_err(to_py)
@@ -319,21 +234,16 @@ pub fn compare(
     results_dir: PathBuf,
     options: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<Vec<PathBuf>> {
-    let cmd = CompareCommand::command();
-    let mut argv = vec![results_dir.display().to_string()];
-    let reserved = [
+    let kwargs = kwargs::pairs(options)?;
+    let taken = [
         ("results_dir", "the first argument"),
         ("help", "see help(clip_rs.compare)"),
         ("version", "see clip_rs.__version__"),
     ];
-    argv.extend(kwargs_to_argv("clip_rs.compare", &cmd, options, &reserved)?);
-    let matches = cmd
-        .clone()
-        .try_get_matches_from(&argv)
-        .map_err(|e| clap_error("clip_rs.compare", &cmd, e))?;
-    let parsed = CompareCommand::from_arg_matches(&matches)
-        .map_err(|e| clap_error("clip_rs.compare", &cmd, e))?;
-    let options = parsed.args.options(compare_stop).py_err()?;
+    reserved("clip_rs.compare", &kwargs, &taken)?;
+    let mut args: CompareArgs = kwargs::settings("clip_rs.compare", &compare_settings(), &kwargs)?;
+    args.results_dir = results_dir;
+    let options = args.options(compare_stop).py_err()?;
     catch(|| {
         let work = Here(&options);
         let out = py.allow_threads(move || Here(comparison::run(work.take())));

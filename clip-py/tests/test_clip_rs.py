@@ -266,6 +266,39 @@ def test_compare_writes_the_report(vit, tmp_path):
     assert "tiny-vit" in (tmp_path / "transfer.csv").read_text()
 
 
+def test_compare_keywords_are_typed_and_checked_before_any_work(vit, tmp_path):
+    """compare's keywords are `clip compare`'s settings read by type, not turned into flags: a
+    wrong type is a TypeError, a value the flag refuses a ValueError with the flag's own message
+    (in Python's spelling), an unknown keyword a TypeError naming the nearest — before any model
+    loads, and nothing is written. A dict of weights and a list of probes are accepted."""
+    for r in clip_rs.generate(vit, ["a dog"], steps=2, seed=1, progress=False):
+        r.save(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    weights = {"weights": [f"tiny-vit={TINY['tiny-vit']}"], "models": ["tiny-vit"], "device": "cpu"}
+    for bad in [{"batch_size": True}, {"batch_size": "4"}, {"cell_size": 1.5}, {"models": 3},
+                {"probes": 75}, {"real": [None]}]:
+        with pytest.raises(TypeError) as e:
+            clip_rs.compare(tmp_path, **{**weights, **bad})
+        assert list(bad)[0] in str(e.value), e.value
+    for bad, says in [({"batch_size": 0}, "at least 1"), ({"cell_size": 5000}, "64 to 1024"),
+                      ({"probes": "jpeg:0"}, "jpeg"), ({"weights": ["no-equals-sign"]}, "NAME=PATH"),
+                      ({"device": "tpu"}, "tpu"), ({"zero_shot": str(tmp_path / "none.txt")}, "none.txt")]:
+        with pytest.raises(ValueError) as e:
+            clip_rs.compare(tmp_path, **{**weights, **bad})
+        message = str(e.value)
+        assert list(bad)[0] in message and says in message, message
+        assert "--" not in message, message
+    with pytest.raises(TypeError, match="did you mean `batch_size`"):
+        clip_rs.compare(tmp_path, batch_sise=4, **weights)
+    with pytest.raises(TypeError, match="results_dir"):
+        clip_rs.compare(tmp_path, results_dir=tmp_path, **weights)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    files = clip_rs.compare(tmp_path, weights={"tiny-vit": TINY["tiny-vit"]}, models="tiny-vit",
+                            probes=["jpeg:75", "blur:1"], zero_shot="none", device="cpu", batch_size=2)
+    header = (tmp_path / "robustness.csv").read_text().splitlines()
+    assert "report.md" in files and any("blur:1" in line for line in header[1:]), header[:3]
+
+
 def test_settings_are_typed_and_checked_before_any_work(vit, tmp_path):
     """The keywords are the request's typed settings: a wrong type is a TypeError naming the
     keyword, a value the setting refuses a ValueError (with the CLI's bound), a missing photo a

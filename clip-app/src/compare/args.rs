@@ -1,39 +1,54 @@
-//! `clip compare`'s flags, shared by the `clip` binary and the Python module (which parses its
-//! keyword arguments through them, for the same checks and messages).
+//! `clip compare`'s settings: the `clip` binary's flags (clap) and the Python module's keyword
+//! arguments (serde, the same names in `snake_case`), one type; each value is parsed and checked
+//! by one function whichever front end gave it.
 
-use super::{CompareOptions, ProbeList, RealPhoto};
+use super::{CompareOptions, ProbeList, RealPhoto, ZeroShotChoice};
 use crate::device::DeviceChoice;
 use clip_core::clip::excerpt::excerpt;
+use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-#[derive(clap::Args, Debug)]
+/// Images per forward pass, by default.
+const DEFAULT_BATCH_SIZE: u64 = 16;
+/// The contact sheet's cells, by default.
+const DEFAULT_CELL_SIZE: u32 = 160;
+
+#[derive(clap::Args, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CompareArgs {
     /// The experiment's output root (e.g. `results`): every `<stem>.png` with its `<stem>.json`
     /// below it is scored, with its `<stem>.csv` history plotted (and, for a run that began from a
     /// photo, its `<stem>.start.png` start image beside it).
     #[arg(value_name = "RESULTS_DIR")]
+    #[serde(skip)]
     pub results_dir: PathBuf,
     /// Weights of a scoring model, e.g. `ViT-B/32=ViT-B-32.pt`; repeat for several. NAME may be any
     /// name; a released model without this flag is taken from ~/.cache/clip/ (downloaded if needed).
     #[arg(long = "weights", value_name = "NAME=PATH", value_parser = Shown(parse_weights))]
+    #[serde(default, deserialize_with = "weights_list")]
     pub weights: Vec<(String, PathBuf)>,
     /// Scoring models, comma-separated, in column order (default: the names given with --weights,
     /// or RN50,ViT-B/32,ViT-L/14).
     #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    #[serde(default, deserialize_with = "comma_separated")]
     pub models: Vec<String>,
     /// A real photo and its prompt, scored for reference, e.g. `dog.jpg="A cute golden retriever"`;
     /// repeat for several. Split at the first `=`.
     #[arg(long = "real", value_name = "PHOTO=PROMPT", value_parser = Shown(|s: &str| s.parse::<RealPhoto>()))]
+    #[serde(default, deserialize_with = "real_list")]
     pub real: Vec<RealPhoto>,
     /// Where the models run: cpu (fp32), cuda (fp16, as clip.load) or auto.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    #[serde(default)]
     pub device: DeviceChoice,
     /// Images per forward pass.
-    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH_SIZE, value_parser = Shown(|s: &str| number(s).and_then(batch_size)))]
+    #[serde(default = "default_batch_size", deserialize_with = "checked_batch_size")]
     pub batch_size: u64,
     /// Side of each image in contact_sheet.png, in pixels.
-    #[arg(long, value_name = "PX", default_value_t = 160, value_parser = clap::value_parser!(u32).range(64..=1024))]
+    #[arg(long, value_name = "PX", default_value_t = DEFAULT_CELL_SIZE, value_parser = Shown(|s: &str| number(s).and_then(cell_size)))]
+    #[serde(default = "default_cell_size", deserialize_with = "checked_cell_size")]
     pub cell_size: u32,
     /// Robustness probes, comma-separated: each image is scored again after each one, under every
     /// model (robustness.csv, robustness.png). jpeg:Q (quality 1-100), blur:SIGMA (torchvision's
@@ -46,6 +61,7 @@ pub struct CompareArgs {
         default_value = super::DEFAULT_PROBES,
         value_parser = Shown(|s: &str| s.parse::<ProbeList>().map_err(|e| e.to_string()))
     )]
+    #[serde(default, deserialize_with = "probe_list")]
     pub probes: ProbeList,
     /// Zero-shot verdicts (zeroshot.csv, the contact sheet, the Findings): imagenet (OpenAI's
     /// 1 000 classes and 80 templates), a labels file (one class name a line), or none. Default:
@@ -57,13 +73,88 @@ pub struct CompareArgs {
         value_name = "imagenet|FILE|none",
         value_parser = Shown(parse_zero_shot)
     )]
-    pub zero_shot: Option<super::ZeroShotChoice>,
+    #[serde(default, deserialize_with = "zero_shot")]
+    pub zero_shot: Option<ZeroShotChoice>,
+}
+
+fn number<T: std::str::FromStr>(s: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    s.trim().parse().map_err(|e| format!("{e}: {}", excerpt(s)))
+}
+
+/// `batch_size`: at least 1.
+fn batch_size(n: u64) -> Result<u64, String> {
+    if n >= 1 {
+        Ok(n)
+    } else {
+        Err("must be at least 1 image".to_string())
+    }
+}
+
+/// `cell_size`: 64 to 1024 pixels.
+fn cell_size(n: u32) -> Result<u32, String> {
+    if (64..=1024).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("must be 64 to 1024 pixels, not {n}"))
+    }
+}
+
+fn default_batch_size() -> u64 {
+    DEFAULT_BATCH_SIZE
+}
+
+fn default_cell_size() -> u32 {
+    DEFAULT_CELL_SIZE
+}
+
+fn checked_batch_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    batch_size(u64::deserialize(d)?).map_err(serde::de::Error::custom)
+}
+
+fn checked_cell_size<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    cell_size(u32::deserialize(d)?).map_err(serde::de::Error::custom)
+}
+
+/// Texts, each through `parse` (the flag's parser).
+fn each<'de, D: Deserializer<'de>, T>(
+    d: D,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Vec<T>, D::Error> {
+    let texts = Vec::<String>::deserialize(d)?;
+    texts.iter().map(|t| parse(t).map_err(serde::de::Error::custom)).collect()
+}
+
+fn weights_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, PathBuf)>, D::Error> {
+    each(d, parse_weights)
+}
+
+fn real_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RealPhoto>, D::Error> {
+    each(d, |s| s.parse::<RealPhoto>())
+}
+
+/// Names, as a list or comma-separated (as the flag).
+fn comma_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let texts = Vec::<String>::deserialize(d)?;
+    Ok(texts.iter().flat_map(|t| t.split(',')).map(str::to_string).collect())
+}
+
+/// Probes as the flag's comma-separated text, or a list of probes.
+fn probe_list<'de, D: Deserializer<'de>>(d: D) -> Result<ProbeList, D::Error> {
+    let texts = Vec::<String>::deserialize(d)?;
+    texts.join(",").parse::<ProbeList>().map_err(serde::de::Error::custom)
+}
+
+fn zero_shot<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ZeroShotChoice>, D::Error> {
+    parse_zero_shot(&String::deserialize(d)?).map(Some).map_err(serde::de::Error::custom)
 }
 
 /// `--zero-shot`: a labels file is read here, so an empty or unreadable one is a usage error.
-fn parse_zero_shot(s: &str) -> Result<super::ZeroShotChoice, String> {
-    let choice: super::ZeroShotChoice = s.parse()?;
-    if let super::ZeroShotChoice::Labels(spec) = &choice {
+fn parse_zero_shot(s: &str) -> Result<ZeroShotChoice, String> {
+    let choice: ZeroShotChoice = s.parse()?;
+    if let ZeroShotChoice::Labels(spec) = &choice {
         clip_core::clip::zeroshot::Labels::from_spec(spec).map_err(|e| e.to_string())?;
     }
     Ok(choice)

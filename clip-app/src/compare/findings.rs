@@ -23,10 +23,10 @@
 //! Numbers are printed with 3 decimals (similarities) or as whole percentages; each sentence names
 //! the images it averages.
 
-use super::{Comparison, Scored, REAL_PHOTO};
+use super::{Comparison, Origin, Scored};
 
 /// A group of the transfer table: (generating model, mode).
-type Group = (String, String);
+type Group = Origin;
 
 /// The mean of some values and how many there were.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -46,7 +46,7 @@ impl Mean {
 }
 
 fn images<'a>(c: &'a Comparison, group: &'a Group) -> impl Iterator<Item = &'a Scored> {
-    c.images.iter().filter(move |s| s.generated_by == group.0 && s.mode == group.1)
+    c.images.iter().filter(move |s| s.origin == *group)
 }
 
 /// The group's mean similarity under the models its images were optimised against (its own
@@ -85,39 +85,52 @@ fn list(names: &[String]) -> String {
 /// The sentences, in order; empty when nothing was generated or scored.
 pub fn findings(c: &Comparison) -> Vec<String> {
     let mut out = Vec::new();
-    let groups: Vec<Group> =
-        c.groups().into_iter().filter(|g| g.0 != REAL_PHOTO).collect::<Vec<_>>();
-
-    // Own-model similarity, per model and mode.
+    let groups: Vec<Group> = c.groups().into_iter().filter(|g| !g.is_real()).collect::<Vec<_>>();
     let mut models: Vec<&str> = Vec::new();
     for g in &groups {
-        if !models.contains(&g.0.as_str()) {
-            models.push(&g.0);
+        if !models.contains(&g.model()) {
+            models.push(g.model());
         }
     }
-    for model in &models {
+    own_similarity(c, &groups, &models, &mut out);
+    seeds_claim(c, &models, &mut out);
+    transfer_gap(c, &groups, &mut out);
+    robustness(c, &mut out);
+    zero_shot(c, &groups, &mut out);
+    real_photos(c, &mut out);
+    out
+}
+
+/// Own-model similarity, per model and mode.
+fn own_similarity(c: &Comparison, groups: &[Group], models: &[&str], out: &mut Vec<String>) {
+    for model in models {
         let parts: Vec<String> = groups
             .iter()
-            .filter(|g| g.0 == *model)
+            .filter(|g| g.model() == *model)
             .filter_map(|g| {
-                own_mean(c, g)
-                    .map(|m| format!("{} {:.3} ({})", g.1, m.value, plural(m.n, "image", "images")))
+                own_mean(c, g).map(|m| {
+                    format!("{} {:.3} ({})", g.mode(), m.value, plural(m.n, "image", "images"))
+                })
             })
             .collect();
         if parts.is_empty() {
             continue;
         }
-        let whose = if groups.iter().any(|g| g.0 == *model && c.is_ensemble(g)) {
+        let whose = if groups.iter().any(|g| g.model() == *model && c.is_ensemble(g)) {
             format!("the ensemble {model}'s images score, under its members (weighted)")
         } else {
             format!("{model}'s images score, under {model} itself")
         };
         out.push(format!("Mean similarity to their prompts: {whose}, {}.", parts.join("; ")));
     }
+}
 
-    // The seed's claim: unconstrained above constrained under the own model.
-    for model in &models {
-        let mean = |mode: &str| own_mean(c, &(model.to_string(), mode.to_string()));
+/// The seed's claim: unconstrained above constrained under the own model.
+fn seeds_claim(c: &Comparison, models: &[&str], out: &mut Vec<String>) {
+    for model in models {
+        let mean = |mode: &str| {
+            own_mean(c, &Origin::Run { model: model.to_string(), mode: mode.to_string() })
+        };
         if let (Some(u), Some(k)) = (mean("unconstrained"), mean("constrained")) {
             let verdict = if (u.value - k.value).abs() < 0.0005 {
                 "no difference at this precision: the seed's finding that unconstrained \
@@ -137,9 +150,11 @@ pub fn findings(c: &Comparison) -> Vec<String> {
             ));
         }
     }
+}
 
-    // The transfer gap.
-    for g in &groups {
+/// The transfer gap: each row's own-model similarity against the held-out models'.
+fn transfer_gap(c: &Comparison, groups: &[Group], out: &mut Vec<String>) {
+    for g in groups {
         let (Some(own), Some((held, names))) = (own_mean(c, g), held_out_mean(c, g)) else {
             continue;
         };
@@ -152,20 +167,19 @@ pub fn findings(c: &Comparison) -> Vec<String> {
         };
         out.push(format!(
             "Transfer, {} · {}: {:.3} under {against}, {:.3} under the held-out {} (gap {:+.3}{kept}).",
-            g.0,
-            g.1,
+            g.model(),
+            g.mode(),
             own.value,
             held.value,
             list(&names),
             own.value - held.value
         ));
     }
+}
 
-    robustness(c, &mut out);
-    zero_shot(c, &groups, &mut out);
-
-    // The real photos, for scale.
-    let real: Vec<&Scored> = c.images.iter().filter(|s| s.generated_by == REAL_PHOTO).collect();
+/// The real photos, for scale.
+fn real_photos(c: &Comparison, out: &mut Vec<String>) {
+    let real: Vec<&Scored> = c.images.iter().filter(|s| s.origin.is_real()).collect();
     if !real.is_empty() {
         let parts: Vec<String> = c
             .scoring_models()
@@ -183,7 +197,6 @@ pub fn findings(c: &Comparison) -> Vec<String> {
             ));
         }
     }
-    out
 }
 
 /// The mean fraction kept after `probe` by the images of `mode` under their own model (single
@@ -194,15 +207,15 @@ pub fn mode_kept(c: &Comparison, mode: &str, probe: &str) -> Option<Mean> {
         return Mean::of(
             c.images
                 .iter()
-                .filter(|s| s.generated_by == REAL_PHOTO)
+                .filter(|s| s.origin.is_real())
                 .flat_map(|s| models.iter().filter_map(|m| s.kept(m, probe)).collect::<Vec<_>>()),
         );
     }
     Mean::of(
         c.images
             .iter()
-            .filter(|s| s.generated_by != REAL_PHOTO && s.mode == mode && s.members().is_none())
-            .filter_map(|s| s.kept(&s.generated_by, probe)),
+            .filter(|s| !s.origin.is_real() && s.mode() == mode && s.members().is_none())
+            .filter_map(|s| s.kept(s.generated_by(), probe)),
     )
 }
 
@@ -212,9 +225,9 @@ fn robustness(c: &Comparison, out: &mut Vec<String>) {
         return;
     }
     let mut modes: Vec<String> = Vec::new();
-    for s in c.images.iter().filter(|s| s.generated_by != REAL_PHOTO && s.members().is_none()) {
-        if !modes.contains(&s.mode) {
-            modes.push(s.mode.clone());
+    for s in c.images.iter().filter(|s| !s.origin.is_real() && s.members().is_none()) {
+        if !modes.iter().any(|m| m == s.mode()) {
+            modes.push(s.mode().to_string());
         }
     }
     modes.push("real".to_string());
@@ -315,15 +328,15 @@ fn zero_shot(c: &Comparison, groups: &[Group], out: &mut Vec<String>) {
         out.push(format!(
             "Zero-shot, {} · {}: {hits} of {} whose prompt names a class {verb} classified as \
              that class (top-1 of {}) under their own model ({:.0} %).",
-            g.0,
-            g.1,
+            g.model(),
+            g.mode(),
             plural(n, "image", "images"),
             labels.len(),
             100.0 * hits as f64 / n as f64
         ));
     }
     for m in c.scoring_models() {
-        let real = c.images.iter().filter(|s| s.generated_by == REAL_PHOTO);
+        let real = c.images.iter().filter(|s| s.origin.is_real());
         let (hits, n) = super::zeroshot::subject_hits(labels, real, &|_| Some(m.name.clone()));
         if n > 0 {
             out.push(format!(

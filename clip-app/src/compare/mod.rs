@@ -45,13 +45,13 @@ use crate::output::{self, OutputError};
 use clip_core::clip::model::{LoadedClip, Precision};
 use clip_core::clip::preprocess;
 use clip_core::clip::released::ReleasedModel;
+use clip_core::clip::score;
 use clip_core::clip::tokenizer::Tokenizer;
 use clip_core::clip::weights::download;
 use clip_core::clip::zeroshot::{self as zs, ClassWeights, Labels, Prediction, Templates};
-use clip_core::engine::objective::cosine_similarity;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 pub use zeroshot::{zeroshot_csv, ZeroShotChoice, ZEROSHOT_CSV_HEADER};
 
 /// The files `clip compare` writes into the results directory (and skips when it reads it).
@@ -154,15 +154,54 @@ pub struct ScoringModel {
     pub unavailable: Option<String>,
 }
 
+/// Where a scored image came from: a run (the model that made it, as its record names it, and
+/// its mode: `constrained`, `unconstrained`, a `--name`) or a real photo given with `--real`. The
+/// rows of the transfer table and the columns of the contact sheet are keyed by it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Origin {
+    Run { model: String, mode: String },
+    RealPhoto,
+}
+
+impl Origin {
+    /// The CSVs' `generated_by`: the run's model, or [`REAL_PHOTO`].
+    pub fn model(&self) -> &str {
+        match self {
+            Origin::Run { model, .. } => model,
+            Origin::RealPhoto => REAL_PHOTO,
+        }
+    }
+
+    /// The CSVs' `mode`: the run's, or `real`.
+    pub fn mode(&self) -> &str {
+        match self {
+            Origin::Run { mode, .. } => mode,
+            Origin::RealPhoto => "real",
+        }
+    }
+
+    pub fn is_real(&self) -> bool {
+        matches!(self, Origin::RealPhoto)
+    }
+}
+
+/// A row's label in the report and the plots: `model · mode`, or `real photo`.
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Run { model, mode } => write!(f, "{model} · {mode}"),
+            Origin::RealPhoto => f.write_str(REAL_PHOTO),
+        }
+    }
+}
+
 /// An image that was scored: a result of the experiment or a real photo.
 #[derive(Debug, Clone)]
 pub struct Scored {
     pub image: PathBuf,
     pub prompt: String,
-    /// The model whose run made the image (the JSON's `model`), or [`REAL_PHOTO`].
-    pub generated_by: String,
-    /// `constrained`, `unconstrained`, or `real`.
-    pub mode: String,
+    /// Where it came from: a run (its model and mode, as recorded) or a real photo.
+    pub origin: Origin,
     /// The run's record (`None` for real photos).
     pub run: Option<RunInfo>,
     /// The step history CSV next to the result, if any.
@@ -185,6 +224,50 @@ pub struct Scored {
 }
 
 impl Scored {
+    /// A result of the experiment, not scored yet.
+    fn result(r: ResultEntry) -> Self {
+        Scored {
+            image: r.png,
+            prompt: r.run.prompt.clone(),
+            origin: Origin::Run { model: r.run.model.clone(), mode: r.run.mode.clone() },
+            history: r.csv,
+            curve: None,
+            run: Some(r.run),
+            scores: BTreeMap::new(),
+            start: r.start,
+            start_scores: BTreeMap::new(),
+            probes: BTreeMap::new(),
+            zeroshot: BTreeMap::new(),
+        }
+    }
+
+    /// A real photo given with `--real`, not scored yet.
+    fn real(photo: &RealPhoto) -> Self {
+        Scored {
+            image: photo.path.clone(),
+            prompt: photo.prompt.clone(),
+            origin: Origin::RealPhoto,
+            run: None,
+            history: None,
+            curve: None,
+            scores: BTreeMap::new(),
+            start: None,
+            start_scores: BTreeMap::new(),
+            probes: BTreeMap::new(),
+            zeroshot: BTreeMap::new(),
+        }
+    }
+
+    /// The model whose run made the image (the JSON's `model`), or [`REAL_PHOTO`].
+    pub fn generated_by(&self) -> &str {
+        self.origin.model()
+    }
+
+    /// `constrained`, `unconstrained` (or the run's name), or `real`.
+    pub fn mode(&self) -> &str {
+        self.origin.mode()
+    }
+
     /// The score under the model(s) that made the image, and whether it was measured here.
     ///
     /// A single model's result: its score under that model, or the run's recorded
@@ -195,7 +278,7 @@ impl Scored {
     pub fn own_score(&self) -> Option<(f64, bool)> {
         let recorded = || self.run.as_ref().and_then(|r| r.final_similarity).map(|s| (s, false));
         let Some(members) = self.members() else {
-            if let Some(s) = self.scores.get(&self.generated_by) {
+            if let Some(s) = self.scores.get(self.generated_by()) {
                 return Some((*s, true));
             }
             return recorded();
@@ -221,7 +304,7 @@ impl Scored {
     pub fn optimised_against(&self, name: &str) -> bool {
         match self.members() {
             Some(members) => members.iter().any(|m| m.is(name)),
-            None => self.run.is_some() && self.generated_by == name,
+            None => self.run.is_some() && self.generated_by() == name,
         }
     }
 
@@ -268,51 +351,50 @@ impl Comparison {
     }
 
     /// Rows of the transfer table: (generating model, mode) in first-seen order, real photos last.
-    pub fn groups(&self) -> Vec<(String, String)> {
+    pub fn groups(&self) -> Vec<Origin> {
         let mut seen = HashSet::new();
-        let mut groups: Vec<(String, String)> = Vec::new();
-        for s in self.images.iter().filter(|s| s.generated_by != REAL_PHOTO) {
-            let key = (s.generated_by.clone(), s.mode.clone());
-            if seen.insert(key.clone()) {
-                groups.push(key);
+        let mut groups: Vec<Origin> = Vec::new();
+        for s in self.images.iter().filter(|s| !s.origin.is_real()) {
+            if seen.insert(&s.origin) {
+                groups.push(s.origin.clone());
             }
         }
         let ensembles: HashSet<&str> = self
             .images
             .iter()
             .filter(|s| s.members().is_some())
-            .map(|s| s.generated_by.as_str())
+            .map(|s| s.generated_by())
             .collect();
         let rank = |name: &str| model_rank(name, ensembles.contains(name));
-        groups.sort_by(|a, b| (rank(&a.0), &a.0, &a.1).cmp(&(rank(&b.0), &b.0, &b.1)));
-        if self.images.iter().any(|s| s.generated_by == REAL_PHOTO) {
-            groups.push((REAL_PHOTO.to_string(), "real".to_string()));
+        groups.sort_by_key(|g| (rank(g.model()), g.clone()));
+        if self.images.iter().any(|s| s.origin.is_real()) {
+            groups.push(Origin::RealPhoto);
         }
         groups
     }
 
     /// Whether a row of the transfer table is an ensemble's (its model's name is that of an
     /// ensemble, as recorded).
-    pub fn is_ensemble(&self, group: &(String, String)) -> bool {
+    pub fn is_ensemble(&self, group: &Origin) -> bool {
         self.group_images(group).any(|s| s.members().is_some())
     }
 
     /// Whether the images of a row were optimised against the scoring model `model` (a member of
     /// the row's ensemble, or its single model).
-    pub fn optimised_against(&self, group: &(String, String), model: &str) -> bool {
+    pub fn optimised_against(&self, group: &Origin, model: &str) -> bool {
         self.group_images(group).any(|s| s.optimised_against(model))
     }
 
-    fn group_images<'a>(&'a self, group: &'a (String, String)) -> impl Iterator<Item = &'a Scored> {
-        self.images.iter().filter(move |s| s.generated_by == group.0 && s.mode == group.1)
+    fn group_images<'a>(&'a self, group: &'a Origin) -> impl Iterator<Item = &'a Scored> {
+        self.images.iter().filter(move |s| s.origin == *group)
     }
 
     /// The mean similarity of a group's images under `model`, and how many images it averages.
-    pub fn mean(&self, group: &(String, String), model: &str) -> Option<(f64, usize)> {
+    pub fn mean(&self, group: &Origin, model: &str) -> Option<(f64, usize)> {
         let values: Vec<f64> = self
             .images
             .iter()
-            .filter(|s| s.generated_by == group.0 && s.mode == group.1)
+            .filter(|s| s.origin == *group)
             .filter_map(|s| s.scores.get(model).copied())
             .collect();
         (!values.is_empty())
@@ -358,39 +440,10 @@ pub fn run(options: &CompareOptions) -> Result<Comparison, CompareError> {
     output::ensure_writable_dir(dir)?;
     let stop = options.stop;
     let Discovery { results, mut warnings, notes } = find_results_with(dir, &stop)?;
-    let mut images: Vec<Scored> = results
-        .into_iter()
-        .map(|r| Scored {
-            image: r.png,
-            prompt: r.run.prompt.clone(),
-            generated_by: r.run.model.clone(),
-            mode: r.run.mode.clone(),
-            history: r.csv,
-            curve: None,
-            run: Some(r.run),
-            scores: BTreeMap::new(),
-            start: r.start,
-            start_scores: BTreeMap::new(),
-            probes: BTreeMap::new(),
-            zeroshot: BTreeMap::new(),
-        })
-        .collect();
+    let mut images: Vec<Scored> = results.into_iter().map(Scored::result).collect();
     for photo in &options.real {
         if photo.path.is_file() {
-            images.push(Scored {
-                image: photo.path.clone(),
-                prompt: photo.prompt.clone(),
-                generated_by: REAL_PHOTO.to_string(),
-                mode: "real".to_string(),
-                run: None,
-                history: None,
-                curve: None,
-                scores: BTreeMap::new(),
-                start: None,
-                start_scores: BTreeMap::new(),
-                probes: BTreeMap::new(),
-                zeroshot: BTreeMap::new(),
-            });
+            images.push(Scored::real(photo));
         } else {
             warn(&mut warnings, format!("--real {}: no such file; left out", photo.path.display()));
         }
@@ -400,6 +453,9 @@ pub fn run(options: &CompareOptions) -> Result<Comparison, CompareError> {
         return Err(CompareError::NothingToScore { dir: dir.clone(), notes });
     }
 
+    if let Some(note) = blur_note(options, &images) {
+        eprintln!("note: {note}");
+    }
     let prompts = distinct_prompts(&images);
     let tokenizer = Tokenizer::new()?;
     // A prompt too long for CLIP is scored truncated, with a warning, rather than dropped.
@@ -411,83 +467,9 @@ pub fn run(options: &CompareOptions) -> Result<Comparison, CompareError> {
         }
     };
 
-    let mut zero = match &options.zero_shot {
-        ZeroShotChoice::Off => None,
-        ZeroShotChoice::Auto => Some((Labels::imagenet(), false)),
-        ZeroShotChoice::Labels(spec) => Some((Labels::from_spec(spec)?, true)),
-    }
-    .map_or(
-        ZeroShotState { labels: None, forced: false, given_by: Vec::new(), skipped: Vec::new() },
-        |(labels, forced)| ZeroShotState {
-            labels: Some(labels),
-            forced,
-            given_by: Vec::new(),
-            skipped: Vec::new(),
-        },
-    );
-    let mut unreadable = HashSet::new();
-    let mut models = Vec::new();
-    for name in &options.models {
-        if stop() {
-            return Err(interrupted("while scoring"));
-        }
-        let weights = match options.weights.get(name) {
-            Some(path) => Ok(path.clone()),
-            None if clip_core::clip::released::MODEL_NAMES.contains(&name.as_str()) => {
-                crate::fetch::resolve_model(name, &stop).map_err(|e| {
-                    format!(
-                        "no --weights {name}=PATH and the released weights are not available: {e}"
-                    )
-                })
-            }
-            None => Err(format!(
-                "no --weights {name}=PATH given, and {name} is not a released model ({})",
-                clip_core::clip::released::MODEL_NAMES.join(", ")
-            )),
-        };
-        let mut model =
-            ScoringModel { name: name.clone(), weights: weights.clone().ok(), unavailable: None };
-        let outcome = weights.and_then(|path| {
-            let starts = images.iter().filter(|s| s.start.is_some()).count();
-            let starts = match starts {
-                0 => String::new(),
-                n => format!(" and {n} start image(s)"),
-            };
-            let probes = match options.probes.len() {
-                0 => String::new(),
-                n => format!(", each also after {n} probe(s),"),
-            };
-            eprintln!(
-                "scoring {} image(s){starts}{probes} with {name} ({})",
-                images.len(),
-                path.display()
-            );
-            let with = ScoringInput {
-                options,
-                tokens: &tokens,
-                prompts: &prompts,
-                name,
-                tokenizer: &tokenizer,
-            };
-            score_with(&path, &with, &mut zero, &mut images, &mut warnings, &mut unreadable)
-        });
-        // A download or load that Ctrl-C cut short is a stop, not a model left out.
-        if stop() {
-            return Err(interrupted("while scoring"));
-        }
-        if let Err(reason) = outcome {
-            warn(&mut warnings, format!("model {name} left out of the comparison: {reason}"));
-            model.unavailable = Some(reason);
-        }
-        models.push(model);
-    }
-    if models.iter().all(|m| m.unavailable.is_some()) {
-        let reasons = models
-            .iter()
-            .map(|m| format!("\n  {}: {}", m.name, m.unavailable.as_deref().unwrap_or("")))
-            .collect();
-        return Err(CompareError::NoModels { reasons });
-    }
+    let mut zero = ZeroShotState::new(&options.zero_shot)?;
+    let input = ModelsInput { options, tokens: &tokens, prompts: &prompts, tokenizer: &tokenizer };
+    let models = score_models(&input, &mut zero, &mut images, &mut warnings)?;
     // Images no model could read (warned about in `score_with`) are left out of everything.
     images.retain(|s| !s.scores.is_empty());
     if images.is_empty() {
@@ -516,6 +498,103 @@ pub fn run(options: &CompareOptions) -> Result<Comparison, CompareError> {
     Ok(comparison)
 }
 
+/// A note when the blur probes will be slow on these images ([`probes::blur_cost_note`]): their
+/// sizes read from the files' headers, this CPU's rate measured on a small image.
+fn blur_note(options: &CompareOptions, images: &[Scored]) -> Option<String> {
+    if !options.probes.iter().any(|p| matches!(p, Probe::Blur { .. })) {
+        return None;
+    }
+    let pixels: Vec<u64> = images
+        .iter()
+        .filter_map(|s| image::image_dimensions(&s.image).ok())
+        .map(|(w, h)| w as u64 * h as u64)
+        .collect();
+    let rate = probes::blur_rate().ok()?;
+    probes::blur_cost_note(&options.probes, &pixels, options.models.len(), rate)
+}
+
+/// What every scoring model scores with, besides its weights.
+struct ModelsInput<'a> {
+    options: &'a CompareOptions,
+    tokens: &'a Tensor,
+    prompts: &'a [String],
+    tokenizer: &'a Tokenizer,
+}
+
+/// The weights of the scoring model `name`: as given with `--weights`, or a released model's
+/// (downloaded if needed). `Err`: why the model cannot score.
+fn scoring_weights(name: &str, options: &CompareOptions) -> Result<PathBuf, String> {
+    match options.weights.get(name) {
+        Some(path) => Ok(path.clone()),
+        None if clip_core::clip::released::MODEL_NAMES.contains(&name) => {
+            crate::fetch::resolve_model(name, &options.stop).map_err(|e| {
+                format!("no --weights {name}=PATH and the released weights are not available: {e}")
+            })
+        }
+        None => Err(format!(
+            "no --weights {name}=PATH given, and {name} is not a released model ({})",
+            clip_core::clip::released::MODEL_NAMES.join(", ")
+        )),
+    }
+}
+
+/// Scores every image under each scoring model in turn; a model that cannot score is warned
+/// about and left out. `Err`: a stop, or no model could score.
+fn score_models(
+    input: &ModelsInput,
+    zero: &mut ZeroShotState,
+    images: &mut [Scored],
+    warnings: &mut Vec<String>,
+) -> Result<Vec<ScoringModel>, CompareError> {
+    let ModelsInput { options, tokens, prompts, tokenizer } = *input;
+    let stop = options.stop;
+    let mut unreadable = HashSet::new();
+    let mut models = Vec::new();
+    for name in &options.models {
+        if stop() {
+            return Err(interrupted("while scoring"));
+        }
+        let weights = scoring_weights(name, options);
+        let mut model =
+            ScoringModel { name: name.clone(), weights: weights.clone().ok(), unavailable: None };
+        let outcome = weights.and_then(|path| {
+            let starts = images.iter().filter(|s| s.start.is_some()).count();
+            let starts = match starts {
+                0 => String::new(),
+                n => format!(" and {n} start image(s)"),
+            };
+            let probes = match options.probes.len() {
+                0 => String::new(),
+                n => format!(", each also after {n} probe(s),"),
+            };
+            eprintln!(
+                "scoring {} image(s){starts}{probes} with {name} ({})",
+                images.len(),
+                path.display()
+            );
+            let with = ScoringInput { options, tokens, prompts, name, tokenizer };
+            score_with(&path, &with, zero, images, warnings, &mut unreadable)
+        });
+        // A download or load that Ctrl-C cut short is a stop, not a model left out.
+        if stop() {
+            return Err(interrupted("while scoring"));
+        }
+        if let Err(reason) = outcome {
+            warn(warnings, format!("model {name} left out of the comparison: {reason}"));
+            model.unavailable = Some(reason);
+        }
+        models.push(model);
+    }
+    if models.iter().all(|m| m.unavailable.is_some()) {
+        let reasons = models
+            .iter()
+            .map(|m| format!("\n  {}: {}", m.name, m.unavailable.as_deref().unwrap_or("")))
+            .collect();
+        return Err(CompareError::NoModels { reasons });
+    }
+    Ok(models)
+}
+
 /// What one model scores with, besides its weights.
 struct ScoringInput<'a> {
     options: &'a CompareOptions,
@@ -533,6 +612,18 @@ struct ZeroShotState {
     forced: bool,
     given_by: Vec<String>,
     skipped: Vec<(String, String)>,
+}
+
+impl ZeroShotState {
+    /// `--zero-shot`'s labels (a file read now), before any model gives verdicts.
+    fn new(choice: &ZeroShotChoice) -> Result<Self, CompareError> {
+        let (labels, forced) = match choice {
+            ZeroShotChoice::Off => (None, false),
+            ZeroShotChoice::Auto => (Some(Labels::imagenet()), false),
+            ZeroShotChoice::Labels(spec) => (Some(Labels::from_spec(spec)?), true),
+        };
+        Ok(Self { labels, forced, given_by: Vec::new(), skipped: Vec::new() })
+    }
 }
 
 /// What one row of a forward pass scores.
@@ -573,35 +664,13 @@ fn score_with(
     warnings: &mut Vec<String>,
     unreadable: &mut HashSet<String>,
 ) -> Result<(), String> {
-    let ScoringInput { options, tokens, prompts, name, tokenizer } = *input;
+    let ScoringInput { options, tokens, prompts, name, .. } = *input;
     let (device, stop) = (options.device, options.stop);
     let loaded = LoadedClip::load_with(weights, device, Precision::for_device(device), &stop)
         .map_err(|e| format!("loading {}: {e}", weights.display()))?;
     let model = &loaded.model;
-    let classes = match &zero.labels {
-        None => None,
-        Some(labels) => {
-            match zero_shot_classes(&loaded, weights, labels, zero.forced, tokenizer, options) {
-                Ok((classes, notes)) => {
-                    for note in notes {
-                        warn(warnings, note);
-                    }
-                    zero.given_by.push(name.to_string());
-                    Some(classes)
-                }
-                Err(reason) => {
-                    if stop() {
-                        return Err("interrupted".to_string());
-                    }
-                    eprintln!("note: no zero-shot verdicts from {name}: {reason}");
-                    zero.skipped.push((name.to_string(), reason));
-                    None
-                }
-            }
-        }
-    };
-    let resolution = model.config.image_resolution as u32;
-    let text = tch::no_grad(|| model.encode_text(&tokens.to_device(device)));
+    let classes = model_classes(&loaded, weights, input, zero, warnings)?;
+    let text = score::text_features(model, tokens, device);
     let row_of: HashMap<&str, i64> =
         prompts.iter().enumerate().map(|(i, p)| (p.as_str(), i as i64)).collect();
     // Each image, then the start images of the photo starts: (index, is the start image).
@@ -609,12 +678,6 @@ fn score_with(
         .map(|i| (i, false))
         .chain((0..images.len()).filter(|&i| images[i].start.is_some()).map(|i| (i, true)))
         .collect();
-    let path_of = |images: &[Scored], (i, start): (usize, bool)| -> PathBuf {
-        match (start, &images[i].start) {
-            (true, Some(path)) => path.clone(),
-            _ => images[i].image.clone(),
-        }
-    };
     let batch_size = options.batch_size.max(1);
     let scorer =
         Scorer { model, text: &text, row_of: &row_of, device, name, classes: classes.as_ref() };
@@ -625,57 +688,12 @@ fn score_with(
         if stop() {
             return Err("interrupted".to_string());
         }
-        let path = path_of(images, job);
-        match preprocess::preprocess_path(&path, resolution) {
-            Ok(p) => pending.push(Target::Plain(job.0, job.1), p),
-            Err(e) => {
-                let message = if job.1 {
-                    format!(
-                        "{e}; the start image of {} is not scored, and shown as a placeholder",
-                        images[job.0].image.file_name().unwrap_or_default().to_string_lossy()
-                    )
-                } else {
-                    format!("{e}; not scored")
-                };
-                if unreadable.insert(message.clone()) {
-                    warn(warnings, message);
-                }
-                continue;
+        let mut noted = |message: String| {
+            if unreadable.insert(message.clone()) {
+                warn(warnings, message);
             }
-        }
-        if !job.1 && !options.probes.is_empty() {
-            let mut noted = |message: String| {
-                if unreadable.insert(message.clone()) {
-                    warn(warnings, message);
-                }
-            };
-            match preprocess::load_rgb(&path) {
-                Ok(img) => {
-                    for (k, probe) in options.probes.iter().enumerate() {
-                        if stop() {
-                            return Err("interrupted".to_string());
-                        }
-                        for view in 0..probe.views() {
-                            match probe.apply(&img, view) {
-                                Ok(perturbed) => {
-                                    let p = preprocess::preprocess_image(&perturbed, resolution);
-                                    pending.push(Target::Probe { image: job.0, probe: k }, p);
-                                }
-                                Err(e) => {
-                                    noted(format!(
-                                        "{}: probe {probe} not applied: {e}; left out of \
-                                         robustness.csv for this image",
-                                        path.display()
-                                    ));
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                }
-                Err(e) => noted(format!("{e}; the probes are not applied to it")),
-            }
-        }
+        };
+        queue_image(model, options, images, job, &mut pending, &mut noted)?;
         while pending.targets.len() >= batch_size {
             let rest = Pending {
                 targets: pending.targets.split_off(batch_size),
@@ -688,8 +706,116 @@ fn score_with(
     if !pending.targets.is_empty() {
         scorer.score(pending, images, &mut views, warnings)?;
     }
+    keep_probe_means(views, &options.probes, name, images, warnings);
+    Ok(())
+}
+
+/// The zero-shot classifier of a loaded scoring model, when verdicts are asked for and it can
+/// give them (else why not is noted, and it gives none). `Err`: a stop.
+fn model_classes(
+    loaded: &LoadedClip,
+    weights: &Path,
+    input: &ScoringInput,
+    zero: &mut ZeroShotState,
+    warnings: &mut Vec<String>,
+) -> Result<Option<ClassWeights>, String> {
+    let ScoringInput { options, name, tokenizer, .. } = *input;
+    let Some(labels) = &zero.labels else { return Ok(None) };
+    match zero_shot_classes(loaded, weights, labels, zero.forced, tokenizer, options) {
+        Ok((classes, notes)) => {
+            for note in notes {
+                warn(warnings, note);
+            }
+            zero.given_by.push(name.to_string());
+            Ok(Some(classes))
+        }
+        Err(reason) => {
+            if (options.stop)() {
+                return Err("interrupted".to_string());
+            }
+            eprintln!("note: no zero-shot verdicts from {name}: {reason}");
+            zero.skipped.push((name.to_string(), reason));
+            Ok(None)
+        }
+    }
+}
+
+/// Image `job` (`.1`: its start image) read, preprocessed and queued — with, for a result or a
+/// real photo, a view per probe. An image that cannot be read is `noted` and skipped; a probe
+/// that cannot be applied is `noted` and left out for that image. `Err`: a stop.
+fn queue_image(
+    model: &clip_core::clip::model::Clip,
+    options: &CompareOptions,
+    images: &[Scored],
+    job: (usize, bool),
+    pending: &mut Pending,
+    noted: &mut dyn FnMut(String),
+) -> Result<(), String> {
+    let (i, start) = job;
+    let path = match (start, &images[i].start) {
+        (true, Some(path)) => path.clone(),
+        _ => images[i].image.clone(),
+    };
+    match score::file_pixels(model, &path) {
+        Ok(p) => pending.push(Target::Plain(i, start), p),
+        Err(e) if start => {
+            let image = images[i].image.file_name().unwrap_or_default().to_string_lossy();
+            noted(format!(
+                "{e}; the start image of {image} is not scored, and shown as a placeholder"
+            ));
+            return Ok(());
+        }
+        Err(e) => {
+            noted(format!("{e}; not scored"));
+            return Ok(());
+        }
+    }
+    if start || options.probes.is_empty() {
+        return Ok(());
+    }
+    let img = match preprocess::load_rgb(&path) {
+        Ok(img) => img,
+        Err(e) => {
+            noted(format!("{e}; the probes are not applied to it"));
+            return Ok(());
+        }
+    };
+    let resolution = model.config.image_resolution as u32;
+    for (k, probe) in options.probes.iter().enumerate() {
+        if (options.stop)() {
+            return Err("interrupted".to_string());
+        }
+        for view in 0..probe.views() {
+            match probe.apply(&img, view) {
+                Ok(perturbed) => {
+                    let p = preprocess::preprocess_image(&perturbed, resolution);
+                    pending.push(Target::Probe { image: i, probe: k }, p);
+                }
+                Err(e) => {
+                    noted(format!(
+                        "{}: probe {probe} not applied: {e}; left out of robustness.csv for \
+                         this image",
+                        path.display()
+                    ));
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Each (image, probe)'s views averaged into the image's probe scores under `name`: only probes
+/// whose every view scored, only finite means (a non-finite one is warned about).
+fn keep_probe_means(
+    views: BTreeMap<(usize, usize), Vec<f64>>,
+    probes: &[Probe],
+    name: &str,
+    images: &mut [Scored],
+    warnings: &mut Vec<String>,
+) {
     for ((i, k), sims) in views {
-        let probe = options.probes[k];
+        let probe = probes[k];
         if sims.len() != probe.views() {
             continue;
         }
@@ -707,7 +833,6 @@ fn score_with(
             );
         }
     }
-    Ok(())
 }
 
 /// The zero-shot class weights of `labels` under a loaded model, with any cache warnings: from the
@@ -793,7 +918,7 @@ impl Scorer<'_> {
     ) -> Result<(), String> {
         let Pending { targets, pixels } = batch;
         let (device, name) = (self.device, self.name);
-        let pixels = Tensor::stack(&pixels, 0).to_device(device);
+        let pixels = Tensor::stack(&pixels, 0);
         let prompt_rows: Vec<i64> = targets
             .iter()
             .map(|t| match *t {
@@ -801,12 +926,10 @@ impl Scorer<'_> {
             })
             .map(|i| self.row_of.get(images[i].prompt.as_str()).copied().unwrap_or(0))
             .collect();
-        let features = tch::no_grad(|| self.model.encode_image(&pixels));
-        let sims = tch::no_grad(|| {
-            let rows = Tensor::from_slice(&prompt_rows).to_device(device);
-            let texts = self.text.index_select(0, &rows);
-            cosine_similarity(&features, &texts).to_kind(Kind::Double).to_device(Device::Cpu)
-        });
+        let features = score::image_features(self.model, &pixels, device);
+        let rows = Tensor::from_slice(&prompt_rows).to_device(device);
+        let sims = score::paired(&features, &self.text.index_select(0, &rows))
+            .map_err(|e| format!("reading scores back: {e}"))?;
         if let Some(classes) = self.classes {
             // The results and real photos as they are (not their probes or start images).
             let plain: Vec<(usize, usize)> = targets
@@ -831,7 +954,6 @@ impl Scorer<'_> {
                 }
             }
         }
-        let sims = Vec::<f64>::try_from(&sims).map_err(|e| format!("reading scores back: {e}"))?;
         for (target, sim) in targets.into_iter().zip(sims) {
             let (i, start) = match target {
                 Target::Probe { image, probe } => {
@@ -923,7 +1045,7 @@ pub fn transfer_csv(comparison: &Comparison) -> String {
         for m in comparison.scoring_models() {
             if let Some(sim) = s.scores.get(&m.name) {
                 let image = relative(&comparison.results_dir, &s.image);
-                let fields = [image.as_str(), &s.prompt, &s.generated_by, &s.mode, &m.name];
+                let fields = [image.as_str(), &s.prompt, s.generated_by(), s.mode(), &m.name];
                 let fields: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
                 let start = number(s.start_scores.get(&m.name).copied());
                 text.push_str(&format!(
@@ -945,6 +1067,7 @@ pub fn transfer_csv(comparison: &Comparison) -> String {
 /// is prefixed with a single quote `'` (shown as text, not run) and quoted. Only text cells go
 /// through here: a negative similarity stays a number.
 pub(crate) fn csv_field(field: &str) -> String {
+    let field = clip_core::clip::excerpt::visible(field, true);
     let formula = field.starts_with(['=', '+', '-', '@', '\t', '\r']);
     if formula {
         format!("\"'{}\"", field.replace('"', "\"\""))
@@ -1014,6 +1137,8 @@ mod tests {
     fn csv_fields_are_quoted_when_needed() {
         assert_eq!(csv_field("A cute dog"), "A cute dog");
         assert_eq!(csv_field("a, \"b\""), "\"a, \"\"b\"\"\"");
+        // Control characters (a record's NUL, a terminal's ESC) are shown, not passed through.
+        assert_eq!(csv_field("a\0b\x1b[2Jc"), "a\u{2400}b\u{241b}[2Jc");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! plotters' `ab_glyph` backend, so nothing depends on the system's fonts or fontconfig.
 
 use super::history::{self, History};
-use super::{distance_lines, CompareError, Comparison, Scored, REAL_PHOTO};
+use super::{distance_lines, CompareError, Comparison, Kept, Origin, Scored};
 use crate::output;
 use clip_core::clip::preprocess;
 use plotters::coord::Shift;
@@ -73,14 +73,6 @@ fn viridis(t: f64) -> RGBColor {
     RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
 }
 
-fn group_label(group: &(String, String)) -> String {
-    if group.0 == REAL_PHOTO {
-        "real photo".to_string()
-    } else {
-        format!("{} · {}", group.0, group.1)
-    }
-}
-
 /// `transfer.png`: rows = generating model × mode (and the real photos), columns = scoring model,
 /// each cell the mean similarity with its value written in; models that could not score are
 /// greyed out with the reason's gist. In an ensemble's row the cells of its members are framed
@@ -117,7 +109,7 @@ pub fn transfer_png(c: &Comparison, path: &Path, _cell: u32) -> Result<Vec<u8>, 
         }
         for (i, g) in groups.iter().enumerate() {
             let y = top + cell_h * i as i32;
-            e(root.draw_text(&group_label(g), &font(19), (12, y + cell_h / 2 - 10)))?;
+            e(root.draw_text(&g.to_string(), &font(19), (12, y + cell_h / 2 - 10)))?;
             for (j, m) in c.models.iter().enumerate() {
                 let x = label_w + cell_w * j as i32;
                 let rect = [(x, y), (x + cell_w - 2, y + cell_h - 2)];
@@ -179,7 +171,7 @@ pub fn robustness_png(c: &Comparison, path: &Path, _cell: u32) -> Result<Vec<u8>
     let panel_h = title_h + head_h + cell_h * groups.len() as i32;
     let width = (label_w + cell_w * probes.len() as i32 + bar_w).max(620);
     let height = if probes.is_empty() { 140 } else { top + (panel_h + gap) * models.len() as i32 };
-    let kept = |g: &(String, String), m: &str, p: &str| c.mean_kept(g, m, p);
+    let kept = |g: &Origin, m: &str, p: &str| c.mean_kept(g, m, p);
     let mut values: Vec<f64> = Vec::new();
     for m in &models {
         for g in &groups {
@@ -218,31 +210,11 @@ pub fn robustness_png(c: &Comparison, path: &Path, _cell: u32) -> Result<Vec<u8>
             }
             for (i, g) in groups.iter().enumerate() {
                 let y = y0 + title_h + head_h + cell_h * i as i32;
-                e(root.draw_text(&group_label(g), &font(18), (12, y + cell_h / 2 - 10)))?;
+                e(root.draw_text(&g.to_string(), &font(18), (12, y + cell_h / 2 - 10)))?;
                 for (j, probe) in probes.iter().enumerate() {
                     let x = label_w + cell_w * j as i32;
                     let rect = [(x, y), (x + cell_w - 2, y + cell_h - 2)];
-                    let cell = kept(g, model, probe);
-                    let left_out = cell.map_or(0, |k| k.left_out);
-                    let note = match (cell.map_or(0, |k| k.images), left_out) {
-                        (0, 0) => String::new(),
-                        (0, l) => format!("{l} left out"),
-                        (n, 0) => format!("{n} image(s)"),
-                        (n, l) => format!("{n} image(s), {l} left out"),
-                    };
-                    match cell.and_then(|k| k.mean).filter(|v| v.is_finite()) {
-                        Some(mean) => {
-                            e(root.draw(&Rectangle::new(rect, viridis(scale(mean)).filled())))?;
-                            let ink = if scale(mean) > 0.6 { BLACK } else { WHITE };
-                            e(root.draw_text(&fmt3(mean), &font(20).color(&ink), (x + 10, y + 8)))?;
-                            e(root.draw_text(&note, &font(13).color(&ink), (x + 10, y + 33)))?;
-                        }
-                        None => {
-                            e(root.draw(&Rectangle::new(rect, LIGHT.filled())))?;
-                            e(root.draw_text("n/a", &font(18).color(&GREY), (x + 10, y + 8)))?;
-                            e(root.draw_text(&note, &font(13).color(&GREY), (x + 10, y + 33)))?;
-                        }
-                    }
+                    kept_cell(root, rect, kept(g, model, probe), &scale)?;
                 }
             }
         }
@@ -260,6 +232,38 @@ pub fn robustness_png(c: &Comparison, path: &Path, _cell: u32) -> Result<Vec<u8>
         }
         Ok(())
     })
+}
+
+/// One cell of `robustness.png` in `rect`: the mean fraction kept on its colour (`scale` maps it
+/// to [0, 1]) with how many images it averages and leaves out, or `n/a`.
+fn kept_cell(
+    root: &Area,
+    rect: [(i32, i32); 2],
+    cell: Option<Kept>,
+    scale: &dyn Fn(f64) -> f64,
+) -> Result<(), String> {
+    let (x, y) = rect[0];
+    let left_out = cell.map_or(0, |k| k.left_out);
+    let note = match (cell.map_or(0, |k| k.images), left_out) {
+        (0, 0) => String::new(),
+        (0, l) => format!("{l} left out"),
+        (n, 0) => format!("{n} image(s)"),
+        (n, l) => format!("{n} image(s), {l} left out"),
+    };
+    match cell.and_then(|k| k.mean).filter(|v| v.is_finite()) {
+        Some(mean) => {
+            e(root.draw(&Rectangle::new(rect, viridis(scale(mean)).filled())))?;
+            let ink = if scale(mean) > 0.6 { BLACK } else { WHITE };
+            e(root.draw_text(&fmt3(mean), &font(20).color(&ink), (x + 10, y + 8)))?;
+            e(root.draw_text(&note, &font(13).color(&ink), (x + 10, y + 33)))?;
+        }
+        None => {
+            e(root.draw(&Rectangle::new(rect, LIGHT.filled())))?;
+            e(root.draw_text("n/a", &font(18).color(&GREY), (x + 10, y + 8)))?;
+            e(root.draw_text(&note, &font(13).color(&GREY), (x + 10, y + 33)))?;
+        }
+    }
+    Ok(())
 }
 
 /// Wraps `text` into at most `max_lines` lines of at most `max_chars` characters, at spaces where
@@ -331,7 +335,7 @@ enum Line {
 /// models' scores (an ensemble's members marked `*`).
 fn cell_lines(c: &Comparison, s: &Scored) -> Vec<(String, Line)> {
     let mut lines = Vec::new();
-    if s.generated_by != REAL_PHOTO {
+    if !s.origin.is_real() {
         match s.own_score() {
             Some((v, true)) => lines.push((format!("own {}", fmt3(v)), Line::Own)),
             Some((v, false)) => lines.push((format!("own {} (run's record)", fmt3(v)), Line::Own)),
@@ -349,7 +353,7 @@ fn cell_lines(c: &Comparison, s: &Scored) -> Vec<(String, Line)> {
         lines.extend(shown.into_iter().map(|l| (l, Line::Distance(over))));
     }
     let ensemble = s.members().is_some();
-    for m in c.scoring_models().filter(|m| m.name != s.generated_by) {
+    for m in c.scoring_models().filter(|m| m.name != s.generated_by()) {
         if let Some(v) = s.scores.get(&m.name) {
             let mark = if ensemble && s.optimised_against(&m.name) { "*" } else { "" };
             lines.push((format!("{}{mark} {}", m.name, fmt3(*v)), Line::Other));
@@ -372,8 +376,8 @@ fn start_lines(c: &Comparison, s: &Scored) -> Vec<(String, Line)> {
 /// A column of the contact sheet.
 enum Column<'a> {
     /// The start images of a group's photo starts, left of the group.
-    Start(&'a (String, String)),
-    Group(&'a (String, String)),
+    Start(&'a Origin),
+    Group(&'a Origin),
     Real,
 }
 
@@ -415,16 +419,13 @@ fn thumbnail(root: &Area, path: &Path, (x, y): (i32, i32), cell: i32) -> Result<
 /// from its start.
 pub fn contact_sheet_png(c: &Comparison, path: &Path, cell: u32) -> Result<Vec<u8>, CompareError> {
     let prompts = c.prompts();
-    let groups: Vec<(String, String)> =
-        c.groups().into_iter().filter(|g| g.0 != REAL_PHOTO).collect();
+    let groups: Vec<Origin> = c.groups().into_iter().filter(|g| !g.is_real()).collect();
     let real_columns = prompts
         .iter()
-        .map(|p| c.images.iter().filter(|s| s.generated_by == REAL_PHOTO && s.prompt == *p).count())
+        .map(|p| c.images.iter().filter(|s| s.origin.is_real() && s.prompt == *p).count())
         .max()
         .unwrap_or(0);
-    let starts = |g: &(String, String)| {
-        c.images.iter().any(|s| s.generated_by == g.0 && s.mode == g.1 && s.photo_start().is_some())
-    };
+    let starts = |g: &Origin| c.images.iter().any(|s| s.origin == *g && s.photo_start().is_some());
     let mut columns: Vec<Column> = Vec::new();
     for g in &groups {
         if starts(g) {
@@ -448,8 +449,8 @@ pub fn contact_sheet_png(c: &Comparison, path: &Path, cell: u32) -> Result<Vec<u
         let sub = "rows: prompt; columns: model · mode";
         e(root.draw_text(sub, &font(16).color(&GREY), (12, 38)))?;
         let headers = columns.iter().map(|column| match column {
-            Column::Start(g) => (g.0.clone(), format!("{} · start", g.1)),
-            Column::Group(g) => (g.0.clone(), g.1.clone()),
+            Column::Start(g) => (g.model().to_string(), format!("{} · start", g.mode())),
+            Column::Group(g) => (g.model().to_string(), g.mode().to_string()),
             Column::Real => ("real photo".to_string(), String::new()),
         });
         for (j, (a, b)) in headers.enumerate() {
@@ -463,13 +464,9 @@ pub fn contact_sheet_png(c: &Comparison, path: &Path, cell: u32) -> Result<Vec<u
             for (k, line) in wrap(&format!("\u{201c}{prompt}\u{201d}"), 17, 6).iter().enumerate() {
                 e(root.draw_text(line, &font(17), (10, y + 6 + 22 * k as i32)))?;
             }
-            let in_group = |g: &(String, String)| {
-                c.images
-                    .iter()
-                    .find(|s| s.generated_by == g.0 && s.mode == g.1 && s.prompt == *prompt)
-            };
-            let mut real =
-                c.images.iter().filter(|s| s.generated_by == REAL_PHOTO && s.prompt == *prompt);
+            let in_group =
+                |g: &Origin| c.images.iter().find(|s| s.origin == *g && s.prompt == *prompt);
+            let mut real = c.images.iter().filter(|s| s.origin.is_real() && s.prompt == *prompt);
             for (j, column) in columns.iter().enumerate() {
                 let x = label_w + col_w * j as i32;
                 let (scored, start) = match column {
@@ -481,36 +478,47 @@ pub fn contact_sheet_png(c: &Comparison, path: &Path, cell: u32) -> Result<Vec<u
                     placeholder(root, (x, y), cell, "no image", &GREY)?;
                     continue;
                 };
-                let lines = if start {
-                    match (s.photo_start(), &s.start) {
-                        (None, _) => {
-                            placeholder(root, (x, y), cell, "from noise", &GREY)?;
-                            continue;
-                        }
-                        (Some(_), None) => placeholder(root, (x, y), cell, "start missing", &RED)?,
-                        (Some(_), Some(start)) => thumbnail(root, start, (x, y), cell)?,
-                    }
-                    start_lines(c, s)
-                } else {
-                    thumbnail(root, &s.image, (x, y), cell)?;
-                    cell_lines(c, s)
-                };
-                let mut ty = y + cell + 8;
-                for (line, kind) in lines {
-                    let (style, step) = match kind {
-                        Line::Own => (font(19), 24),
-                        Line::Other => (font(15).color(&GREY), 19),
-                        Line::Distance(false) => (font(15).color(&RGBColor(31, 119, 180)), 19),
-                        Line::Distance(true) => (font(15).color(&RED), 19),
-                        Line::Class => (font(15).color(&RGBColor(44, 120, 44)), 19),
-                    };
-                    e(root.draw_text(&line, &style, (x, ty)))?;
-                    ty += step;
-                }
+                contact_cell(root, c, s, start, (x, y), cell)?;
             }
         }
         Ok(())
     })
+}
+
+/// One cell of the contact sheet at `(x, y)`: the image (or its start image, or a placeholder)
+/// and its lines of scores below.
+fn contact_cell(
+    root: &Area,
+    c: &Comparison,
+    s: &Scored,
+    start: bool,
+    (x, y): (i32, i32),
+    cell: i32,
+) -> Result<(), String> {
+    let lines = if start {
+        match (s.photo_start(), &s.start) {
+            (None, _) => return placeholder(root, (x, y), cell, "from noise", &GREY),
+            (Some(_), None) => placeholder(root, (x, y), cell, "start missing", &RED)?,
+            (Some(_), Some(start)) => thumbnail(root, start, (x, y), cell)?,
+        }
+        start_lines(c, s)
+    } else {
+        thumbnail(root, &s.image, (x, y), cell)?;
+        cell_lines(c, s)
+    };
+    let mut ty = y + cell + 8;
+    for (line, kind) in lines {
+        let (style, step) = match kind {
+            Line::Own => (font(19), 24),
+            Line::Other => (font(15).color(&GREY), 19),
+            Line::Distance(false) => (font(15).color(&RGBColor(31, 119, 180)), 19),
+            Line::Distance(true) => (font(15).color(&RED), 19),
+            Line::Class => (font(15).color(&RGBColor(44, 120, 44)), 19),
+        };
+        e(root.draw_text(&line, &style, (x, ty)))?;
+        ty += step;
+    }
+    Ok(())
 }
 
 /// Line colours: blues for constrained runs, oranges for unconstrained, one shade per prompt.
@@ -540,8 +548,8 @@ fn series_colour(mode: &str, k: usize) -> RGBColor {
 pub fn curves_png(c: &Comparison, path: &Path, _cell: u32) -> Result<Vec<u8>, CompareError> {
     let mut models: Vec<String> = Vec::new();
     for g in c.groups() {
-        if g.0 != REAL_PHOTO && !models.contains(&g.0) {
-            models.push(g.0);
+        if !g.is_real() && !models.iter().any(|m| m == g.model()) {
+            models.push(g.model().to_string());
         }
     }
     let (panel_w, panel_h) = (760u32, 520u32);
@@ -562,7 +570,7 @@ pub fn curves_png(c: &Comparison, path: &Path, _cell: u32) -> Result<Vec<u8>, Co
             let series: Vec<(&Scored, &History)> = c
                 .images
                 .iter()
-                .filter(|s| s.generated_by == *model)
+                .filter(|s| s.generated_by() == *model)
                 .filter_map(|s| Some((s, s.curve.as_ref()?)))
                 .filter(|(_, h)| !h.points.is_empty())
                 .collect();
@@ -574,66 +582,78 @@ pub fn curves_png(c: &Comparison, path: &Path, _cell: u32) -> Result<Vec<u8>, Co
                 ))?;
                 continue;
             }
-            // Every point is finite and within ±PLOT_LIMIT (history.rs), so are the ranges.
-            let points = series.iter().flat_map(|(_, h)| h.points.iter());
-            let (mut x_lo, mut x_hi) = (0.0f64, 1.0f64);
-            let (mut y_lo, mut y_hi) = (f64::INFINITY, f64::NEG_INFINITY);
-            for &(x, y) in points {
-                (x_lo, x_hi) = (x_lo.min(x), x_hi.max(x));
-                (y_lo, y_hi) = (y_lo.min(y), y_hi.max(y));
-            }
-            let (x_lo, x_hi) = history::axis_range(x_lo, x_hi, 1.0);
-            let (y_lo, y_hi) = history::axis_range(y_lo, y_hi, 0.01);
-            // Room above the curves for the legend (one line per series).
-            let range = y_hi - y_lo;
-            let (pad, legend) = (range * 0.08, range * (0.1 + 0.075 * series.len() as f64));
-            let mut chart = e(ChartBuilder::on(panel)
-                .caption(model, font(22))
-                .margin(14)
-                .x_label_area_size(48)
-                .y_label_area_size(70)
-                .build_cartesian_2d(x_lo..x_hi, (y_lo - pad)..(y_hi + legend)))?;
-            e(chart
-                .configure_mesh()
-                .x_desc("step")
-                .x_label_formatter(&|x| format!("{x:.0}"))
-                .y_label_formatter(&|y| {
-                    if range > 0.2 {
-                        format!("{y:.2}")
-                    } else {
-                        format!("{y:.3}")
-                    }
-                })
-                .y_desc("similarity")
-                .label_style(font(15))
-                .axis_desc_style(font(17))
-                .light_line_style(RGBColor(240, 240, 240))
-                .draw())?;
-            for mode in ["constrained", "unconstrained"] {
-                for (s, history) in series.iter().filter(|(s, _)| s.mode == mode) {
-                    let k = prompts.iter().position(|p| *p == s.prompt).unwrap_or(0);
-                    let colour = series_colour(mode, k);
-                    let label = format!("{mode}: {}", shorten(&s.prompt, 30));
-                    e(chart.draw_series(LineSeries::new(
-                        history.points.iter().copied(),
-                        colour.stroke_width(2),
-                    )))?
-                    .label(label)
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 22, y)], colour.stroke_width(3))
-                    });
-                }
-            }
-            e(chart
-                .configure_series_labels()
-                .label_font(font(14))
-                .background_style(WHITE.mix(0.85))
-                .border_style(LIGHT)
-                .position(SeriesLabelPosition::UpperRight)
-                .draw())?;
+            curves_panel(panel, model, &series, &prompts)?;
         }
         Ok(())
     })
+}
+
+/// One model's panel of `curves.png`: each of its results' similarity over the steps, coloured by
+/// mode and prompt, with a legend.
+fn curves_panel(
+    panel: &Area,
+    model: &str,
+    series: &[(&Scored, &History)],
+    prompts: &[String],
+) -> Result<(), String> {
+    // Every point is finite and within ±PLOT_LIMIT (history.rs), so are the ranges.
+    let points = series.iter().flat_map(|(_, h)| h.points.iter());
+    let (mut x_lo, mut x_hi) = (0.0f64, 1.0f64);
+    let (mut y_lo, mut y_hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for &(x, y) in points {
+        (x_lo, x_hi) = (x_lo.min(x), x_hi.max(x));
+        (y_lo, y_hi) = (y_lo.min(y), y_hi.max(y));
+    }
+    let (x_lo, x_hi) = history::axis_range(x_lo, x_hi, 1.0);
+    let (y_lo, y_hi) = history::axis_range(y_lo, y_hi, 0.01);
+    // Room above the curves for the legend (one line per series).
+    let range = y_hi - y_lo;
+    let (pad, legend) = (range * 0.08, range * (0.1 + 0.075 * series.len() as f64));
+    let mut chart = e(ChartBuilder::on(panel)
+        .caption(model, font(22))
+        .margin(14)
+        .x_label_area_size(48)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x_lo..x_hi, (y_lo - pad)..(y_hi + legend)))?;
+    e(chart
+        .configure_mesh()
+        .x_desc("step")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| {
+            if range > 0.2 {
+                format!("{y:.2}")
+            } else {
+                format!("{y:.3}")
+            }
+        })
+        .y_desc("similarity")
+        .label_style(font(15))
+        .axis_desc_style(font(17))
+        .light_line_style(RGBColor(240, 240, 240))
+        .draw())?;
+    for mode in ["constrained", "unconstrained"] {
+        for (s, history) in series.iter().filter(|(s, _)| s.mode() == mode) {
+            let k = prompts.iter().position(|p| *p == s.prompt).unwrap_or(0);
+            let colour = series_colour(mode, k);
+            let label = format!("{mode}: {}", shorten(&s.prompt, 30));
+            e(chart.draw_series(LineSeries::new(
+                history.points.iter().copied(),
+                colour.stroke_width(2),
+            )))?
+            .label(label)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 22, y)], colour.stroke_width(3))
+            });
+        }
+    }
+    e(chart
+        .configure_series_labels()
+        .label_font(font(14))
+        .background_style(WHITE.mix(0.85))
+        .border_style(LIGHT)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw())?;
+    Ok(())
 }
 
 /// Three decimals, without a "-0.000".

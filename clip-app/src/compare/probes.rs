@@ -349,6 +349,77 @@ fn gaussian_blur_in_strips(
         .ok_or_else(|| ProbeError::Torch("the blurred image has the wrong size".to_string()))
 }
 
+/// Estimated seconds above which [`blur_cost_note`] speaks.
+pub const BLUR_NOTE_SECONDS: f64 = 60.0;
+
+/// Multiply-adds of `blur:SIGMA` on an image of `pixels` pixels: torchvision's 2-D kernel, k² per
+/// pixel and channel (not separable: the probe matches `F.gaussian_blur` bit for bit).
+pub fn blur_multiply_adds(sigma: f64, pixels: u64) -> f64 {
+    let k = blur_kernel_size(sigma) as f64;
+    pixels as f64 * 3.0 * k * k
+}
+
+/// This CPU's multiply-adds per second in [`gaussian_blur`], measured on a small image (σ = 4 on
+/// 160×160: about 0.05 G multiply-adds).
+pub fn blur_rate() -> Result<f64, ProbeError> {
+    let (side, sigma) = (160u32, 4.0);
+    let img = RgbImage::from_fn(side, side, |x, y| image::Rgb([(x * 7) as u8, (y * 13) as u8, 99]));
+    let started = std::time::Instant::now();
+    gaussian_blur(&img, sigma)?;
+    let seconds = started.elapsed().as_secs_f64().max(1e-6);
+    Ok(blur_multiply_adds(sigma, (side * side) as u64) / seconds)
+}
+
+/// A note when the `blur` probes of `probes` would take longer than [`BLUR_NOTE_SECONDS`] on
+/// images of `pixels` pixels each, scored under `models` models (each blurs every image again),
+/// at `rate` multiply-adds per second ([`blur_rate`]): the estimate, per 224×224 image and in all,
+/// and what a quarter of the σ would cost. `None` when they are quick.
+pub fn blur_cost_note(
+    probes: &[Probe],
+    pixels: &[u64],
+    models: usize,
+    rate: f64,
+) -> Option<String> {
+    let sigmas: Vec<f64> = probes
+        .iter()
+        .filter_map(|p| match p {
+            Probe::Blur { sigma } => Some(*sigma),
+            _ => None,
+        })
+        .collect();
+    let seconds = |sigma: f64| -> f64 {
+        pixels.iter().map(|&n| blur_multiply_adds(sigma, n)).sum::<f64>() * models as f64 / rate
+    };
+    let total: f64 = sigmas.iter().map(|&s| seconds(s)).sum();
+    if total <= BLUR_NOTE_SECONDS || !total.is_finite() {
+        return None;
+    }
+    let slowest = sigmas.iter().copied().fold(0.0, f64::max);
+    let k = blur_kernel_size(slowest);
+    let smaller = (slowest / 4.0).max(1.0);
+    Some(format!(
+        "blur:{slowest} convolves with a {k}×{k} kernel, as torchvision's gaussian_blur does (the \
+         cost grows with σ² and with the pixels): about {} per 224×224 image on this CPU; the \
+         blur probes will take about {} for these {} image(s) under {models} model(s) \
+         (blur:{smaller}: about {})",
+        duration(blur_multiply_adds(slowest, 224 * 224) / rate),
+        duration(total),
+        pixels.len(),
+        duration(seconds(smaller))
+    ))
+}
+
+/// Seconds as `12 s`, `3.5 min` or `2.1 h`.
+fn duration(seconds: f64) -> String {
+    if seconds < 90.0 {
+        format!("{seconds:.0} s")
+    } else if seconds < 5400.0 {
+        format!("{:.1} min", seconds / 60.0)
+    } else {
+        format!("{:.1} h", seconds / 3600.0)
+    }
+}
+
 /// `down:K`: Pillow's `img.resize((w // K, h // K), BICUBIC).resize((w, h), BICUBIC)`, a side of
 /// 0 made 1.
 pub fn down_up(img: &RgbImage, factor: u32) -> RgbImage {
@@ -479,6 +550,25 @@ pub fn add_noise(img: &RgbImage, sd: f64, seed: u64) -> RgbImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slow_blur_is_estimated_before_it_runs() {
+        assert_eq!(blur_kernel_size(64.0), 385);
+        assert_eq!(blur_multiply_adds(64.0, 224 * 224), 224.0 * 224.0 * 3.0 * 385.0 * 385.0);
+        let probes: Vec<Probe> = "jpeg:75,blur:1,blur:64".parse::<ProbeList>().unwrap().0;
+        let quick: Vec<Probe> = "jpeg:75,blur:1".parse::<ProbeList>().unwrap().0;
+        let images = vec![224 * 224; 100];
+        // At 1 G multiply-adds per second: blur:64 is 22 s per image, 37 min for 100.
+        let note = blur_cost_note(&probes, &images, 1, 1e9).expect("a note");
+        assert!(note.contains("blur:64") && note.contains("385×385"), "{note}");
+        assert!(note.contains("22 s per 224×224 image"), "{note}");
+        assert!(note.contains("37.2 min for these 100 image(s) under 1 model(s)"), "{note}");
+        assert!(note.contains("(blur:16: about 2.4 min)"), "{note}");
+        assert_eq!(blur_cost_note(&quick, &images, 3, 1e9), None);
+        assert_eq!(blur_cost_note(&probes, &images[..2], 1, 1e9), None, "44 s: no note");
+        let rate = blur_rate().expect("a blur");
+        assert!(rate.is_finite() && rate > 0.0);
+    }
 
     #[test]
     fn the_default_list_parses_and_prints_back() {

@@ -288,123 +288,118 @@ pub fn find_results_with(dir: &Path, stop: &dyn Fn() -> bool) -> Result<Discover
             continue;
         }
         if left_by_a_killed_run(file) {
-            let message = format!(
+            found.note(format!(
                 "{rel}: left by a run that was killed (or is still running); ignored, and safe to \
                  delete once no run writes here"
-            );
-            eprintln!("note: {message}");
-            found.notes.push(message);
+            ));
             continue;
         }
         let ext = file.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
         match ext.as_deref() {
-            Some("png") => {
-                let json = file.with_extension("json");
-                if !has(&json) {
-                    orphans.push(file);
-                    continue;
-                }
-                let read = read_record(&json, dir).and_then(|(run, unread)| {
-                    belongs(file, &json, dir, run).map(|run| (run, unread))
-                });
-                match read {
-                    Ok((run, unread)) => {
-                        for message in unread {
-                            eprintln!("warning: {message}");
-                            found.warnings.push(message);
-                        }
-                        let csv = Some(file.with_extension("csv")).filter(|c| has(c));
-                        let start = run.init.as_ref().map(|init| start_image_path(file, init));
-                        let start = match start {
-                            Some(start) if !has(&start) => {
-                                let message = format!(
-                                    "{rel}: its record has `init` (a start from a photo) but its \
-                                     start image {} is missing; the contact sheet shows a \
-                                     placeholder",
-                                    file_name(&start)
-                                );
-                                eprintln!("warning: {message}");
-                                found.warnings.push(message);
-                                None
-                            }
-                            Some(start) => {
-                                let recorded =
-                                    run.init.as_ref().and_then(|i| i.start_image_sha256.as_deref());
-                                match (recorded, sha256_hex(&start)) {
-                                    (Some(recorded), Ok(actual))
-                                        if !recorded.eq_ignore_ascii_case(&actual) =>
-                                    {
-                                        let message = format!(
-                                            "{rel}: its start image {} is not the one the run \
-                                             wrote (its SHA-256 is {actual}, the record's \
-                                             start_image_sha256 {}); the contact sheet shows a \
-                                             placeholder",
-                                            file_name(&start),
-                                            excerpt(recorded)
-                                        );
-                                        eprintln!("warning: {message}");
-                                        found.warnings.push(message);
-                                        None
-                                    }
-                                    _ => Some(start),
-                                }
-                            }
-                            None => None,
-                        };
-                        found.results.push(ResultEntry {
-                            png: file.clone(),
-                            json,
-                            csv,
-                            start,
-                            run,
-                        });
-                    }
-                    Err(message) => {
-                        eprintln!("warning: {message}");
-                        found.warnings.push(message);
-                    }
-                }
-            }
+            Some("png") if !has(&file.with_extension("json")) => orphans.push(file),
+            Some("png") => found.result(file, dir, &has),
             Some("json") | Some("csv") if has(&file.with_extension("png")) => {}
-            Some("json") | Some("csv") => {
-                let message = format!(
-                    "{rel}: no {} next to it; ignored",
-                    file_name(&file.with_extension("png"))
-                );
-                eprintln!("note: {message}");
-                found.notes.push(message);
-            }
-            _ => {
-                let message = format!("{rel}: not a result (PNG + JSON); ignored");
-                eprintln!("note: {message}");
-                found.notes.push(message);
-            }
+            Some("json") | Some("csv") => found.note(format!(
+                "{rel}: no {} next to it; ignored",
+                file_name(&file.with_extension("png"))
+            )),
+            _ => found.note(format!("{rel}: not a result (PNG + JSON); ignored")),
         }
     }
-    let claimed: HashSet<&PathBuf> =
-        found.results.iter().filter_map(|r| r.start.as_ref()).collect();
-    for file in orphans {
-        if claimed.contains(file) {
-            continue;
-        }
-        let rel = super::relative(dir, file);
-        if let Some(result) = result_of_start_image(file) {
-            let message = format!(
-                "{rel}: the start image of {}, which is not a result with `init` here; ignored",
-                file_name(&result)
-            );
-            eprintln!("note: {message}");
-            found.notes.push(message);
-            continue;
-        }
-        let message = format!(
-            "{rel} has no {} next to it: skipped (not a result of the experiment?)",
-            file_name(&file.with_extension("json"))
-        );
-        eprintln!("warning: {message}");
-        found.warnings.push(message);
-    }
+    found.orphans(dir, &orphans);
     Ok(found)
+}
+
+impl Discovery {
+    /// A note: printed on stderr and kept for the report (a harmless file ignored).
+    fn note(&mut self, message: String) {
+        eprintln!("note: {message}");
+        self.notes.push(message);
+    }
+
+    /// A warning: printed on stderr and kept for the report.
+    fn warn(&mut self, message: String) {
+        eprintln!("warning: {message}");
+        self.warnings.push(message);
+    }
+
+    /// The PNG `file` with its JSON beside it: a result when its record reads and belongs to it
+    /// (with its CSV and its start image when they are there and its own), else a warning.
+    fn result(&mut self, file: &Path, dir: &Path, has: &dyn Fn(&PathBuf) -> bool) {
+        let json = file.with_extension("json");
+        let read = read_record(&json, dir)
+            .and_then(|(run, unread)| belongs(file, &json, dir, run).map(|run| (run, unread)));
+        let (run, unread) = match read {
+            Ok(read) => read,
+            Err(message) => return self.warn(message),
+        };
+        for message in unread {
+            self.warn(message);
+        }
+        let csv = Some(file.with_extension("csv")).filter(|c| has(c));
+        let start = match run.init.as_ref().map(|init| start_image_path(file, init)) {
+            Some(start) => self.start_image(file, dir, start, &run, has),
+            None => None,
+        };
+        self.results.push(ResultEntry { png: file.to_path_buf(), json, csv, start, run });
+    }
+
+    /// The start image of the result `file` when it is there and is the one its run wrote
+    /// (`start_image_sha256`); else a warning (the contact sheet shows a placeholder).
+    fn start_image(
+        &mut self,
+        file: &Path,
+        dir: &Path,
+        start: PathBuf,
+        run: &RunInfo,
+        has: &dyn Fn(&PathBuf) -> bool,
+    ) -> Option<PathBuf> {
+        let rel = super::relative(dir, file);
+        if !has(&start) {
+            self.warn(format!(
+                "{rel}: its record has `init` (a start from a photo) but its start image {} is \
+                 missing; the contact sheet shows a placeholder",
+                file_name(&start)
+            ));
+            return None;
+        }
+        let recorded = run.init.as_ref().and_then(|i| i.start_image_sha256.as_deref());
+        match (recorded, sha256_hex(&start)) {
+            (Some(recorded), Ok(actual)) if !recorded.eq_ignore_ascii_case(&actual) => {
+                self.warn(format!(
+                    "{rel}: its start image {} is not the one the run wrote (its SHA-256 is \
+                     {actual}, the record's start_image_sha256 {}); the contact sheet shows a \
+                     placeholder",
+                    file_name(&start),
+                    excerpt(recorded)
+                ));
+                None
+            }
+            _ => Some(start),
+        }
+    }
+
+    /// PNGs without their JSON: ignored with a note when one is the start image of a result
+    /// (not claimed by a result with `init` here), else warned about; a result's own start image
+    /// is not mentioned.
+    fn orphans(&mut self, dir: &Path, orphans: &[&PathBuf]) {
+        let claimed: HashSet<PathBuf> =
+            self.results.iter().filter_map(|r| r.start.clone()).collect();
+        for file in orphans.iter().filter(|f| !claimed.contains(**f)) {
+            let rel = super::relative(dir, file);
+            if let Some(result) = result_of_start_image(file) {
+                self.note(format!(
+                    "{rel}: the start image of {}, which is not a result with `init` here; ignored",
+                    file_name(&result)
+                ));
+                continue;
+            }
+            self.warn(format!(
+                "{rel} has no {} next to it: skipped (not a result of the experiment?)",
+                file_name(&file.with_extension("json"))
+            ));
+        }
+    }
 }
 
 /// Where the start image of the result `png` is: the record's `start_image` when that is a plain

@@ -9,7 +9,7 @@
 //! below [`KEPT_MIN_BASELINE`] has no fraction kept and is left out of the means, which say how
 //! many were left out. Its similarities are still in `robustness.csv` and `transfer.csv`.
 
-use super::{csv_field, relative, Comparison, Scored};
+use super::{csv_field, relative, Comparison, Origin, Scored};
 
 /// The header of `robustness.csv`.
 pub const ROBUSTNESS_CSV_HEADER: &str = "image,prompt,generated_by,mode,scored_by,probe,similarity";
@@ -56,10 +56,9 @@ impl Comparison {
     /// The mean fraction kept ([`Scored::kept`]) of a row's images (a row of the transfer table:
     /// [`Comparison::groups`]) under `model` after `probe`. `None` when no image of the row has
     /// both its plain and its probe similarity under `model`.
-    pub fn mean_kept(&self, group: &(String, String), model: &str, probe: &str) -> Option<Kept> {
+    pub fn mean_kept(&self, group: &Origin, model: &str, probe: &str) -> Option<Kept> {
         let (mut sum, mut images, mut left_out) = (0.0, 0usize, 0usize);
-        let in_group =
-            self.images.iter().filter(|s| s.generated_by == group.0 && s.mode == group.1);
+        let in_group = self.images.iter().filter(|s| s.origin == *group);
         for s in in_group {
             if s.scores.contains_key(model) && s.probe_score(model, probe).is_some() {
                 match s.kept(model, probe) {
@@ -88,7 +87,7 @@ pub fn robustness_csv(comparison: &Comparison) -> String {
     for s in &comparison.images {
         let image = relative(&comparison.results_dir, &s.image);
         for m in comparison.scoring_models() {
-            let fields = [image.as_str(), &s.prompt, &s.generated_by, &s.mode, &m.name];
+            let fields = [image.as_str(), &s.prompt, s.generated_by(), s.mode(), &m.name];
             let fields: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
             for probe in &probes {
                 if let Some(sim) = s.probe_score(&m.name, probe) {
@@ -115,8 +114,7 @@ mod tests {
         Scored {
             image: PathBuf::from(format!("/r/{image}")),
             prompt: "a, \"dog\"".to_string(),
-            generated_by: "m".to_string(),
-            mode: "constrained".to_string(),
+            origin: Origin::Run { model: "m".to_string(), mode: "constrained".to_string() },
             run: None,
             history: None,
             curve: None,
@@ -154,7 +152,7 @@ mod tests {
         assert_eq!(c.images[0].kept("m", "blur:1"), Some(0.15 / 0.2));
         assert_eq!(c.images[2].kept("m", "blur:1"), None);
         assert_eq!(c.images[4].kept("m", "blur:1"), None);
-        let group = ("m".to_string(), "constrained".to_string());
+        let group = Origin::Run { model: "m".to_string(), mode: "constrained".to_string() };
         let kept = c.mean_kept(&group, "m", "blur:1").expect("scored");
         assert_eq!(kept.images, 2);
         assert_eq!(kept.left_out, 2);

@@ -12,7 +12,7 @@
 //! (case-insensitive): "A cute golden retriever" → "golden retriever". Images whose prompt holds
 //! no class name are not counted.
 
-use super::{Comparison, Scored, REAL_PHOTO};
+use super::{Comparison, Scored};
 use clip_core::clip::zeroshot::{Labels, Prediction};
 
 /// Classes per image and model in `zeroshot.csv`.
@@ -96,14 +96,14 @@ pub fn subject(prompt: &str, labels: &Labels) -> Option<usize> {
 pub fn own_verdict<'a>(c: &Comparison, s: &'a Scored) -> Option<(&'a str, &'a Prediction)> {
     let top =
         |m: &str| s.zeroshot.get_key_value(m).and_then(|(k, v)| Some((k.as_str(), v.first()?)));
-    if s.generated_by == REAL_PHOTO {
+    if s.origin.is_real() {
         return c.scoring_models().find_map(|m| top(&m.name));
     }
     match s.members() {
         Some(members) => {
             s.zeroshot.keys().find(|k| members.iter().any(|m| m.is(k))).and_then(|k| top(k))
         }
-        None => top(&s.generated_by),
+        None => top(s.generated_by()),
     }
 }
 
@@ -116,7 +116,7 @@ pub fn zeroshot_csv(c: &Comparison) -> String {
         for m in c.scoring_models() {
             let Some(top) = s.zeroshot.get(&m.name) else { continue };
             for (rank, p) in top.iter().enumerate() {
-                let fields = [image.as_str(), &s.prompt, &s.generated_by, &s.mode, &m.name];
+                let fields = [image.as_str(), &s.prompt, s.generated_by(), s.mode(), &m.name];
                 let fields: Vec<String> = fields.iter().map(|f| super::csv_field(f)).collect();
                 text.push_str(&format!(
                     "{},{},{},{},{}\n",

@@ -104,7 +104,7 @@ pub fn name(s: &str) -> Result<&str, String> {
         Ok(s)
     } else {
         Err(format!(
-            "{:?} is not a file-name token: use 1 to 64 letters, digits, '-', '+', '.' or '_', \
+            "{} is not a file-name token: use 1 to 64 letters, digits, '-', '+', '.' or '_', \
              not starting with '.' or '-'",
             clip_core::clip::excerpt::excerpt(s)
         ))

@@ -39,13 +39,26 @@ pub enum ModelSource {
         path: PathBuf,
         #[serde(default, with = "released_name_opt")]
         expect: Option<&'static ReleasedModel>,
+        /// What its results are called (their folder, file names and the record's model), for
+        /// a checkpoint the user named (a sweep's `[weights]` key); else its architecture's
+        /// released name, or its file's name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
     },
 }
 
 impl ModelSource {
+    /// A checkpoint file, of any architecture, its results named as [`Self::Weights`] says.
+    pub fn file(path: impl Into<PathBuf>) -> Self {
+        Self::Weights { path: path.into(), expect: None, name: None }
+    }
+
     /// The result token, when it is known before loading.
-    pub fn known_token(&self) -> Option<&'static str> {
-        self.known_model().map(|m| m.token)
+    pub fn known_token(&self) -> Option<String> {
+        match self {
+            Self::Weights { name: Some(name), .. } => Some(crate::output::token_for_name(name)),
+            _ => self.known_model().map(|m| m.token.to_string()),
+        }
     }
 
     /// The released model, when it is known before loading.

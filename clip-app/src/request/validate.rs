@@ -262,6 +262,14 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_name_is_quoted_once() {
+        let mut r = request();
+        r.name = "-x y".to_string();
+        let message = r.validate().expect_err("refused").to_string();
+        assert!(message.starts_with("--name \"-x y\" is not a file-name token"), "{message}");
+    }
+
+    #[test]
     fn each_check_names_its_setting() {
         let mut r = request();
         r.models.clear();

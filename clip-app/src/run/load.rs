@@ -10,6 +10,7 @@ use anyhow::Context;
 use clip_core::clip::model::{ClipConfig, LoadedClip, Precision, VisionConfig};
 use clip_core::clip::preprocess;
 use clip_core::clip::released;
+use clip_core::clip::score;
 use clip_core::clip::weights::download;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -49,7 +50,7 @@ impl ModelCache {
         device: Device,
         precision: Precision,
     ) {
-        let source = ModelSource::Weights { path: weights.clone(), expect: None };
+        let source = ModelSource::file(weights.clone());
         self.models.insert(
             cache_key(&source, device, precision),
             CachedModel { model, weights, weights_sha256 },
@@ -129,10 +130,11 @@ pub(super) fn load(
     spec: &RunRequest,
     resolved: &Resolved,
     mut cache: Option<&mut ModelCache>,
+    reporter: &mut dyn Reporter,
 ) -> anyhow::Result<Loaded> {
     let mut members = Vec::new();
     for source in &spec.models {
-        members.push(load_member(spec, resolved, source, cache.as_deref_mut())?);
+        members.push(load_member(spec, resolved, source, cache.as_deref_mut(), reporter)?);
     }
     for (i, m) in members.iter().enumerate() {
         if let Some(j) = members[..i].iter().position(|o| o.weights_sha256 == m.weights_sha256) {
@@ -193,6 +195,7 @@ pub(super) fn load_member(
     resolved: &Resolved,
     source: &ModelSource,
     cache: Option<&mut ModelCache>,
+    reporter: &mut dyn Reporter,
 ) -> anyhow::Result<LoadedMember> {
     let key = cache_key(source, resolved.device, resolved.precision);
     let cached = cache.as_ref().and_then(|c| c.models.get(&key)).cloned();
@@ -203,7 +206,7 @@ pub(super) fn load_member(
     let cached = match cached {
         Some(cached) => cached,
         None => {
-            let loaded = load_model(spec, resolved, source)?;
+            let loaded = load_model(spec, resolved, source, reporter)?;
             if let Some(cache) = cache {
                 cache.models.insert(key, loaded.clone());
             }
@@ -225,22 +228,20 @@ pub(super) fn load_member(
             );
         }
     }
-    let (name, token) = match matched {
-        Some(m) => (m.name.to_string(), m.token.to_string()),
-        None => {
+    let (name, token) = match (source, matched) {
+        (ModelSource::Weights { name: Some(name), .. }, _) => {
+            (name.clone(), output::token_for_name(name))
+        }
+        (_, Some(m)) => (m.name.to_string(), m.token.to_string()),
+        (_, None) => {
             let token = output::token_for_file(&path);
             (token.clone(), token)
         }
     };
     let device = resolved.device;
-    let (text, negatives) = tch::no_grad(|| {
-        let text = model.model.encode_text(&resolved.tokens.to_device(device));
-        let negatives = resolved
-            .negative_tokens
-            .as_ref()
-            .map(|t| model.model.encode_text(&t.to_device(device)));
-        (text, negatives)
-    });
+    let text = score::text_features(&model.model, &resolved.tokens, device);
+    let negatives =
+        resolved.negative_tokens.as_ref().map(|t| score::text_features(&model.model, t, device));
     Ok(LoadedMember { model, weights: path, weights_sha256, name, token, text, negatives })
 }
 
@@ -249,6 +250,7 @@ pub(super) fn load_model(
     spec: &RunRequest,
     resolved: &Resolved,
     source: &ModelSource,
+    reporter: &mut dyn Reporter,
 ) -> anyhow::Result<CachedModel> {
     let (path, expect) = match source {
         ModelSource::Released(m) => {
@@ -256,20 +258,15 @@ pub(super) fn load_model(
                 .with_context(|| format!("getting the released {} weights", m.name))?;
             (path, Some(*m))
         }
-        ModelSource::Weights { path, expect } => (path.clone(), *expect),
+        ModelSource::Weights { path, expect, .. } => (path.clone(), *expect),
     };
-    if !resolved.quiet {
-        println!(
-            "{}",
-            spec.banner(
-                expect.map_or("CLIP", |m| m.name),
-                resolved.seed,
-                &device_name(resolved.device),
-                resolved.precision,
-                &path.display().to_string()
-            )
-        );
-    }
+    reporter.banner(&spec.banner(
+        expect.map_or("CLIP", |m| m.name),
+        resolved.seed,
+        &device_name(resolved.device),
+        resolved.precision,
+        &path.display().to_string(),
+    ));
     // Loaded first: its errors say what is wrong with a missing or broken file.
     let model =
         LoadedClip::load_with(&path, resolved.device, resolved.precision, &interrupt::requested)

@@ -28,12 +28,13 @@ mod save;
 
 pub use load::ModelCache;
 pub use optimise::ensemble_out_of_memory;
+pub use save::final_line;
 use {load::*, optimise::*, prepare::*, resolve::*, save::*};
 
 use super::interrupt;
 use super::output::RunRecord;
+use super::reporter::{Console, Reporter};
 pub use super::request::{ModelSource, RunRequest};
-use clip_core::engine::optimize::StepStats;
 use std::path::PathBuf;
 use std::time::Instant;
 use tch::{Device, Tensor};
@@ -58,15 +59,12 @@ pub struct Batch {
     pub width: usize,
 }
 
-/// What receives the statistics of the steps at every read-back.
-pub type StatsHook<'a> = &'a mut dyn FnMut(&[StepStats]);
-
 /// How a caller other than the binaries drives runs (`clip sweep`, the Python module): models
-/// loaded once and shared, its own progress and stop, no bar or log lines.
+/// loaded once and shared, its own reporter and stop.
 pub struct Hooks<'a> {
     pub models: &'a mut ModelCache,
-    /// At every read-back: the statistics of the steps since the last (the real prompts' only).
-    pub on_stats: StatsHook<'a>,
+    /// What the run tells as it goes (the steps, the results saved, notes).
+    pub reporter: &'a mut dyn Reporter,
     /// Asked after every step whether to stop there; the images reached are then saved, marked
     /// interrupted.
     pub stop: &'a dyn Fn() -> bool,
@@ -91,8 +89,8 @@ pub fn ensemble_token<S: AsRef<str>>(tokens: &[S]) -> String {
 }
 
 /// The token of the run when every member's is known before loading.
-fn known_token(models: &[ModelSource]) -> Option<String> {
-    let tokens: Option<Vec<&str>> = models.iter().map(ModelSource::known_token).collect();
+pub fn known_token(models: &[ModelSource]) -> Option<String> {
+    let tokens: Option<Vec<String>> = models.iter().map(ModelSource::known_token).collect();
     let tokens = tokens?;
     match tokens.as_slice() {
         [one] => Some(one.to_string()),
@@ -100,12 +98,13 @@ fn known_token(models: &[ModelSource]) -> Option<String> {
     }
 }
 
-/// Runs every prompt of `spec` in one batch and writes their outputs.
+/// Runs every prompt of `spec` in one batch and writes their outputs, told on the console;
+/// Ctrl-C stops it.
 pub fn run(spec: &RunRequest) -> anyhow::Result<Vec<PromptResult>> {
     run_inner(spec, None, None)
 }
 
-/// Runs every prompt of `spec` in one batch, driven by `hooks` (models, progress, stop; quiet).
+/// Runs every prompt of `spec` in one batch, driven by `hooks` (models, reporter, stop).
 pub fn run_with(spec: &RunRequest, hooks: Hooks) -> anyhow::Result<Vec<PromptResult>> {
     run_inner(spec, None, Some(hooks))
 }
@@ -130,33 +129,41 @@ pub fn run_batch(
 fn run_inner(
     spec: &RunRequest,
     batch: Option<Batch>,
-    mut hooks: Option<Hooks>,
+    hooks: Option<Hooks>,
 ) -> anyhow::Result<Vec<PromptResult>> {
     let started = Instant::now();
     match batch {
         Some(_) => spec.validate_shared()?,
         None => spec.validate()?,
     }
-    let resolved = resolve(spec, batch.as_ref(), hooks.is_some())?;
+    let mut console = Console::new();
+    let (models, reporter, stop): (_, &mut dyn Reporter, &dyn Fn() -> bool) = match hooks {
+        Some(h) => (Some(h.models), h.reporter, h.stop),
+        None => (None, &mut console, &interrupt::requested),
+    };
+    let resolved = resolve(spec, batch.as_ref())?;
     // The outputs are prepared before anything slow when the models' tokens are known.
     let early = match known_token(&spec.models) {
         Some(token) => {
-            spec.settings.validate(spec.known_resolution().unwrap_or(0))?;
-            Some(prepare(spec, &resolved, &token)?)
+            // A named checkpoint's token is known before its resolution.
+            if let Some(resolution) = spec.known_resolution() {
+                spec.settings.validate(resolution)?;
+            }
+            Some(prepare(spec, &resolved, &token, reporter)?)
         }
         None => None,
     };
-    let loaded = load(spec, &resolved, hooks.as_mut().map(|h| &mut *h.models))?;
+    let loaded = load(spec, &resolved, models, reporter)?;
     let prepared = match early {
         Some(p) => p,
-        None => prepare(spec, &resolved, &loaded.token)?,
+        None => prepare(spec, &resolved, &loaded.token, reporter)?,
     };
     // A result is replaced only by a run of its own settings.
     replace::check(spec, &resolved, &loaded, &prepared)?;
     // optimize_objective_until checks the settings against the models before any step.
     interrupt::check("before the optimisation")?;
-    let (outcome, progress_history) = optimise(spec, &resolved, &loaded, hooks)?;
-    let results = save(spec, &resolved, &loaded, &prepared, &outcome, &progress_history, started)?;
+    let optimised = optimise(spec, &resolved, &loaded, reporter, stop)?;
+    let results = save(spec, &resolved, &loaded, &prepared, &optimised, started, reporter)?;
     prepared.new_dirs.keep();
     Ok(results)
 }
@@ -194,7 +201,7 @@ mod tests {
             ModelSource::Released(released::by_name("ViT-B/32").unwrap()),
         ];
         assert_eq!(known_token(&models).as_deref(), Some("ensemble-RN50+ViT-B"));
-        let unknown = ModelSource::Weights { path: "/x.pt".into(), expect: None };
+        let unknown = ModelSource::file("/x.pt");
         assert_eq!(known_token(&[models[0].clone(), unknown]), None);
     }
 }

@@ -1,44 +1,41 @@
 //! The optimisation: the engine driven with the run's members, draws, progress and stop.
 
 use super::*;
-use crate::interrupt;
-use crate::progress::Progress;
+use crate::progress::History;
+use crate::reporter::{Reporter, Started};
 use clip_core::clip::torch_error;
 use clip_core::engine::draws::{Draws, KeyedDraws, TorchDraws};
 use clip_core::engine::objective::Member;
 use clip_core::engine::optimize::{optimize_objective_until, Outcome, StepStats};
 use tch::Tensor;
 
-/// The optimisation, with the progress bar and log lines; Ctrl-C stops it after the current step.
+/// What the optimisation gives the saving: its outcome and the steps' history (for the CSV).
+pub(super) struct Optimised {
+    pub(super) outcome: Outcome,
+    pub(super) history: History,
+}
+
+/// The optimisation, told to `reporter` as it goes; `stop` is asked after every step.
 pub(super) fn optimise(
     spec: &RunRequest,
     resolved: &Resolved,
     loaded: &Loaded,
-    hooks: Option<Hooks>,
-) -> anyhow::Result<(Outcome, crate::progress::History)> {
-    let (mut on_stats, stop): (Option<StatsHook>, &dyn Fn() -> bool) = match hooks {
-        Some(h) => (Some(h.on_stats), h.stop),
-        None => (None, &interrupt::requested),
-    };
+    reporter: &mut dyn Reporter,
+    stop: &dyn Fn() -> bool,
+) -> anyhow::Result<Optimised> {
     let settings = &spec.settings;
-    let mut progress = if resolved.quiet {
-        Progress::quiet(&resolved.prompts, settings.steps)
-    } else {
-        let tv = settings.tv_weight;
-        Progress::new(&resolved.prompts, settings.steps, tv, tv > 0.0, spec.log_every)
-    };
+    reporter.started(&Started {
+        prompts: &resolved.prompts,
+        steps: settings.steps,
+        tv_weight: settings.tv_weight,
+        log_every: spec.log_every,
+    });
+    let mut history = History::new();
     let n = resolved.prompts.len();
     // A padded batch repeats its last prompt (and seed) up to the width; their results go.
     let rows: Vec<i64> = (0..resolved.width).map(|i| i.min(n - 1) as i64).collect();
     let padded = resolved.width > n;
-    let pad = |t: &Tensor| {
-        if padded {
-            t.index_select(0, &Tensor::from_slice(&rows).to_device(t.device()))
-        } else {
-            t.shallow_clone()
-        }
-    };
-    let texts: Vec<Tensor> = loaded.members.iter().map(|m| pad(&m.text)).collect();
+    let texts = padded_texts(loaded, &rows, padded);
     let members: Vec<Member> = loaded
         .members
         .iter()
@@ -66,29 +63,58 @@ pub(super) fn optimise(
                 } else {
                     chunk
                 };
-                progress.update(chunk);
-                if let Some(f) = on_stats.as_mut() {
-                    f(chunk);
+                for stats in chunk {
+                    if let Some(reason) = &stats.eager_fallback {
+                        reporter.eager_fallback(reason);
+                    }
+                    history.push(stats);
                 }
+                reporter.steps(chunk);
             },
             stop,
         )
     };
     let outcome = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
         Ok(outcome) => outcome?.first(n),
-        Err(payload) => {
-            let message = torch_error::payload_text(&*payload);
-            match torch_error::out_of_memory(&message) {
-                Some(oom) if loaded.ensemble() => {
-                    let names: Vec<&str> = loaded.members.iter().map(|m| m.name.as_str()).collect();
-                    anyhow::bail!(ensemble_out_of_memory(resolved.prompts.len(), &names, &oom))
-                }
-                _ => std::panic::resume_unwind(payload),
-            }
+        Err(payload) => return Err(out_of_memory_or_panic(payload, loaded, n)),
+    };
+    for (i, step) in outcome.frozen_at.iter().enumerate() {
+        if let Some(step) = step {
+            reporter.frozen(i, &resolved.prompts[i], *step);
+        }
+    }
+    reporter.finished(&outcome, settings.steps);
+    Ok(Optimised { outcome, history })
+}
+
+/// Each member's text features, one row per optimisation row (`rows`: a padded batch repeats its
+/// last prompt).
+fn padded_texts(loaded: &Loaded, rows: &[i64], padded: bool) -> Vec<Tensor> {
+    let pad = |t: &Tensor| {
+        if padded {
+            t.index_select(0, &Tensor::from_slice(rows).to_device(t.device()))
+        } else {
+            t.shallow_clone()
         }
     };
-    finish_progress(&mut progress, &outcome, resolved.quiet, settings.steps);
-    Ok((outcome, progress.history))
+    loaded.members.iter().map(|m| pad(&m.text)).collect()
+}
+
+/// A libtorch panic during the optimisation: an ensemble that ran out of memory is an error
+/// saying what to do; anything else goes on unwinding.
+fn out_of_memory_or_panic(
+    payload: Box<dyn std::any::Any + Send>,
+    loaded: &Loaded,
+    prompts: usize,
+) -> anyhow::Error {
+    let message = torch_error::payload_text(&*payload);
+    match torch_error::out_of_memory(&message) {
+        Some(oom) if loaded.ensemble() => {
+            let names: Vec<&str> = loaded.members.iter().map(|m| m.name.as_str()).collect();
+            anyhow::anyhow!(ensemble_out_of_memory(prompts, &names, &oom))
+        }
+        _ => std::panic::resume_unwind(payload),
+    }
 }
 
 /// The run's random draws: torch's generator seeded with the run's seed, or (a sweep's batch)
@@ -100,34 +126,6 @@ pub(super) fn draws_for(resolved: &Resolved, rows: &[i64]) -> Box<dyn Draws> {
     } else {
         let seeds: Vec<u64> = rows.iter().map(|&i| resolved.rows[i as usize].seed).collect();
         Box::new(KeyedDraws::new(&seeds, resolved.device))
-    }
-}
-
-/// The progress closed, the frozen prompts announced, and the loop's summary line.
-pub(super) fn finish_progress(
-    progress: &mut Progress,
-    outcome: &Outcome,
-    quiet: bool,
-    steps: usize,
-) {
-    progress.finish();
-    for (i, step) in outcome.frozen_at.iter().enumerate() {
-        if let Some(step) = step {
-            progress.announce_frozen(i, *step);
-        }
-    }
-    let done = outcome.steps_done;
-    if quiet {
-        return;
-    }
-    println!(
-        "{done} steps in {:.1} s ({:.2} steps/s); steps: {}",
-        outcome.loop_seconds,
-        outcome.steps_per_second(done),
-        outcome.execution
-    );
-    if outcome.interrupted {
-        println!("interrupted at step {done} of {steps}: saving the images reached");
     }
 }
 

@@ -20,6 +20,7 @@ pub(super) fn prepare(
     spec: &RunRequest,
     resolved: &Resolved,
     token: &str,
+    reporter: &mut dyn Reporter,
 ) -> anyhow::Result<Prepared> {
     let stems = output::file_stems_named(&resolved.names, token, &resolved.prompts)?;
     let dir = spec.out.join(token);
@@ -34,10 +35,10 @@ pub(super) fn prepare(
         output::check_existing(&dir, stem, prompt, run_id)?;
     }
     if stale > 0 {
-        eprintln!(
-            "note: removed {stale} temporary file(s) that an earlier, killed run left in {}",
+        reporter.note(&format!(
+            "removed {stale} temporary file(s) that an earlier, killed run left in {}",
             dir.display()
-        );
+        ));
     }
     Ok(Prepared { dir, stems, _locks: locks, new_dirs })
 }

@@ -17,8 +17,6 @@ pub(super) struct Resolved {
     pub(super) rows: Vec<RowSpec>,
     /// The optimisation's rows: the prompts, padded (a sweep's batch).
     pub(super) width: usize,
-    /// No progress bar, no log lines (a sweep's batch).
-    pub(super) quiet: bool,
     pub(super) tokens: Tensor,
     /// The negative prompts' tokens, when there are any.
     pub(super) negative_tokens: Option<Tensor>,
@@ -30,11 +28,7 @@ pub(super) struct Resolved {
 }
 
 /// Prompts tokenized (a too-long one is named), the seed drawn, the device resolved.
-pub(super) fn resolve(
-    spec: &RunRequest,
-    batch: Option<&Batch>,
-    quiet: bool,
-) -> anyhow::Result<Resolved> {
+pub(super) fn resolve(spec: &RunRequest, batch: Option<&Batch>) -> anyhow::Result<Resolved> {
     let weights = if spec.model_weights.is_empty() {
         vec![1.0; spec.models.len()]
     } else {
@@ -65,7 +59,6 @@ pub(super) fn resolve(
         names,
         rows: batch.map(|b| b.rows.clone()).unwrap_or_default(),
         width: batch.map_or(spec.prompts.len(), |b| b.width),
-        quiet,
         tokens,
         negative_tokens,
         weights,

@@ -7,37 +7,11 @@ use crate::interrupt;
 use crate::output::{self, NegativeRecord, RunRecord};
 use anyhow::Context;
 use clip_core::clip::excerpt::excerpt;
-use clip_core::clip::model::LoadedClip;
-use clip_core::clip::preprocess;
+use clip_core::clip::score;
 use clip_core::clip::weights::download;
-use clip_core::engine::objective::cosine_similarity;
 use clip_core::engine::optimize::{similarity, similarity_matrix, Outcome};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use tch::{Device, Kind, Tensor};
-
-/// The saved PNG's image features under `model`, through CLIP's preprocessing — as the seed
-/// verifies.
-pub(super) fn png_features(
-    model: &LoadedClip,
-    png: &Path,
-    device: Device,
-) -> anyhow::Result<Tensor> {
-    let resolution = model.model.config.image_resolution;
-    let pixels = preprocess::preprocess_path(png, resolution as u32)
-        .with_context(|| format!("re-reading {}", png.display()))?;
-    Ok(tch::no_grad(|| model.model.encode_image(&pixels.unsqueeze(0).to_device(device))))
-}
-
-/// The cosine similarity of one image's features [1, D] with each row of `texts` [K, D].
-pub(super) fn cosines(features: &Tensor, texts: &Tensor) -> anyhow::Result<Vec<f64>> {
-    let k = texts.size()[0];
-    let sims = tch::no_grad(|| {
-        cosine_similarity(&features.expand([k, features.size()[1]], false), texts)
-            .to_kind(Kind::Double)
-    });
-    Vec::<f64>::try_from(sims.to_device(Device::Cpu)).context("reading back the similarities")
-}
 
 /// The weighted mean of per-member values.
 pub(super) fn weighted(values: &[f64], weights: &[f64]) -> f64 {
@@ -75,10 +49,11 @@ pub(super) fn save(
     resolved: &Resolved,
     loaded: &Loaded,
     prepared: &Prepared,
-    outcome: &Outcome,
-    history: &crate::progress::History,
+    optimised: &Optimised,
     started: Instant,
+    reporter: &mut dyn Reporter,
 ) -> anyhow::Result<Vec<PromptResult>> {
+    let Optimised { outcome, history } = optimised;
     let scores = float_scores(loaded, outcome)?;
     // Again: the directory may have gone during the run.
     output::ensure_writable_dir(&prepared.dir)?;
@@ -92,7 +67,13 @@ pub(super) fn save(
     };
     let saving =
         Saving { spec, resolved, loaded, prepared, outcome, history, scores, start_photo, started };
-    (0..resolved.prompts.len()).map(|i| saving.prompt(i)).collect()
+    let mut results = Vec::new();
+    for i in 0..resolved.prompts.len() {
+        let result = saving.prompt(i)?;
+        reporter.saved(&result);
+        results.push(result);
+    }
+    Ok(results)
 }
 
 /// What the prompts' results share while they are saved.
@@ -148,9 +129,6 @@ impl Saving<'_> {
             false => Vec::new(),
         };
         output::write_atomic(&csv, &output::csv_bytes(self.history.rows(), i, &columns))?;
-        if !self.resolved.quiet {
-            println!("{}  ({} -> {})", final_line(&record), excerpt(&record.prompt), png.display());
-        }
         Ok(PromptResult { image, png, json, csv, record })
     }
 
@@ -189,10 +167,13 @@ impl Saving<'_> {
         let mut member_final = Vec::new();
         let mut negative_final: Vec<Vec<f64>> = Vec::new();
         for m in &self.loaded.members {
-            let features = png_features(&m.model, png, device)?;
-            member_final.push(cosines(&features, &m.text.narrow(0, i as i64, 1))?[0]);
+            let model = &m.model.model;
+            let pixels = score::file_pixels(model, png)
+                .with_context(|| format!("re-reading {}", png.display()))?;
+            let features = score::image_features(model, &pixels.unsqueeze(0), device);
+            member_final.push(score::matrix(&features, &m.text.narrow(0, i as i64, 1))?[0][0]);
             if let Some(negatives) = &m.negatives {
-                negative_final.push(cosines(&features, negatives)?);
+                negative_final.push(score::matrix(&features, negatives)?.remove(0));
             }
         }
         record.final_similarity = self.weighted(&member_final);
@@ -219,7 +200,7 @@ impl Saving<'_> {
 
 /// The seed's `Final Similarity: x` line, with an ensemble's members, the negatives and a photo
 /// start's distances.
-pub(super) fn final_line(record: &RunRecord) -> String {
+pub fn final_line(record: &RunRecord) -> String {
     let mut line = format!("Final Similarity: {:.4}", record.final_similarity);
     if !record.ensemble.is_empty() {
         let parts: Vec<String> = record

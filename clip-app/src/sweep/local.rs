@@ -12,10 +12,14 @@ use super::plan::{Run, Shard};
 use super::state::{self, frozen_error};
 use crate::device::DeviceChoice;
 use crate::interrupt;
-use crate::run::{self, Batch, Hooks, ModelCache, RowSpec, RunRequest};
+use crate::output::OutputError;
+use crate::reporter::{print_line, Reporter};
+use crate::run::{self, Batch, Hooks, ModelCache, PromptResult, RowSpec, RunRequest};
 use clip_core::clip::torch_error;
+use clip_core::engine::optimize::StepStats;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{BufRead, IsTerminal, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -36,6 +40,8 @@ pub struct Options {
 pub struct Tally {
     pub done: usize,
     pub failed: usize,
+    /// Runs another process (a second sweep on the same `out`) was running or had finished.
+    pub elsewhere: usize,
     pub interrupted: bool,
 }
 
@@ -69,8 +75,12 @@ impl Report {
     }
 
     fn message(&self) {
+        let elsewhere = match self.tally.elsewhere {
+            0 => String::new(),
+            n => format!(", {n} by another process"),
+        };
         self.bar.set_message(format!(
-            "runs {}/{} done, {} failed",
+            "runs {}/{} done, {} failed{elsewhere}",
             self.tally.done, self.runs, self.tally.failed
         ));
     }
@@ -78,7 +88,7 @@ impl Report {
     /// `n` more prompt-steps done.
     pub fn steps(&mut self, n: u64) {
         if self.machine {
-            println!("{PROGRESS_TAG} steps={n} done=0 failed=0");
+            print_line(&format!("{PROGRESS_TAG} steps={n} done=0 failed=0"));
         }
         self.bar.inc(n);
     }
@@ -88,17 +98,63 @@ impl Report {
         self.tally.done += done;
         self.tally.failed += failed;
         if self.machine {
-            println!("{PROGRESS_TAG} steps=0 done={done} failed={failed}");
+            print_line(&format!("{PROGRESS_TAG} steps=0 done={done} failed={failed}"));
         }
+        self.message();
+    }
+
+    /// Runs another process is running or has finished: counted apart, their steps as gone by.
+    pub fn elsewhere(&mut self, runs: &[Run]) {
+        let steps: u64 = runs.iter().map(|r| r.settings.steps as u64).sum();
+        self.count_elsewhere(steps, runs.len());
+        if self.machine {
+            print_line(&format!(
+                "{PROGRESS_TAG} steps={steps} done=0 failed=0 elsewhere={}",
+                runs.len()
+            ));
+        }
+    }
+
+    fn count_elsewhere(&mut self, steps: u64, runs: usize) {
+        self.tally.elsewhere += runs;
+        self.bar.inc(steps);
         self.message();
     }
 
     /// A line for the user (above the bar; on stdout without one).
     pub fn say(&self, line: &str) {
         if self.bar.is_hidden() {
-            println!("{line}");
+            print_line(line);
         } else {
             self.bar.println(line);
+        }
+    }
+
+    /// A worker's `@sweep` line (`steps=… done=… failed=…`) counted in.
+    fn worker_progress(&mut self, k: usize, fields: &str) {
+        let value = |name: &str| -> u64 {
+            fields
+                .split_whitespace()
+                .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        let elsewhere = value("elsewhere") as usize;
+        if elsewhere > 0 {
+            self.count_elsewhere(value("steps"), elsewhere);
+            return;
+        }
+        self.steps(value("steps"));
+        let (d, f) = (value("done") as usize, value("failed") as usize);
+        if d + f > 0 {
+            self.finished(d, f);
+            if self.lines {
+                let t = self.tally();
+                self.say(&format!(
+                    "runs {}/{} done, {} failed (worker {k}: {d} more done, {f} failed)",
+                    t.done, self.runs, t.failed
+                ));
+            }
         }
     }
 
@@ -119,79 +175,68 @@ fn batch_spec(batch: &[Run], options: &Options) -> RunRequest {
     request
 }
 
-/// Runs `batches` one after the other in this process.
-pub fn run_batches(batches: &[Vec<Run>], options: &Options, report: &mut Report) -> Tally {
+/// A batch's reporter: its steps (times its runs) counted into the sweep's progress.
+struct BatchSteps<'a> {
+    report: &'a mut Report,
+    runs: u64,
+    last_step: usize,
+}
+
+impl Reporter for BatchSteps<'_> {
+    fn steps(&mut self, chunk: &[StepStats]) {
+        if let Some(last) = chunk.last() {
+            self.report.steps((last.step - self.last_step) as u64 * self.runs);
+            self.last_step = last.step;
+        }
+    }
+}
+
+/// Runs `batches` (`total` of them, as they come) one after the other in this process.
+pub fn run_batches(
+    batches: impl Iterator<Item = Vec<Run>>,
+    total: usize,
+    options: &Options,
+    report: &mut Report,
+) -> Tally {
     let mut models = ModelCache::new();
-    let total = batches.len();
-    for (b, batch) in batches.iter().enumerate() {
+    for (b, batch) in batches.enumerate() {
         if interrupt::requested() {
             report.tally.interrupted = true;
             break;
         }
+        // Another sweep on the same `out` may have finished some of them since the scan.
+        let (batch, finished): (Vec<Run>, Vec<Run>) =
+            batch.into_iter().partition(|r| !state::done_now(&options.out, r));
+        if !finished.is_empty() {
+            report.elsewhere(&finished);
+        }
+        if batch.is_empty() {
+            continue;
+        }
         let started = Instant::now();
-        let spec = batch_spec(batch, options);
-        let rows: Vec<RowSpec> = batch
-            .iter()
-            .map(|r| RowSpec { seed: r.seed, name: r.name.clone(), run_id: r.id.clone() })
-            .collect();
-        let n = batch.len() as u64;
-        let mut last_step = 0usize;
-        let outcome = {
-            let mut on_stats = |chunk: &[clip_core::engine::optimize::StepStats]| {
-                if let Some(last) = chunk.last() {
-                    report.steps((last.step - last_step) as u64 * n);
-                    last_step = last.step;
-                }
-            };
-            let hooks =
-                Hooks { models: &mut models, on_stats: &mut on_stats, stop: &interrupt::requested };
-            let width = options.width.max(batch.len());
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                run::run_batch(&spec, Batch { rows, width }, hooks)
-            }))
-        };
+        let (result, last_step) = run_batch(&batch, options, &mut models, report);
         let first = &batch[0];
         let names = if batch.iter().all(|r| r.name == first.name) { "" } else { " …" };
         let what =
             format!("{} {}{names} ({} run(s))", first.model.label(), first.name, batch.len());
-        let result = match outcome {
-            Ok(result) => result,
-            Err(payload) => Err(anyhow::anyhow!(torch_error::payload_text(&*payload))),
-        };
+        let batch_of = format!("batch {}/{total}: {what}", b + 1);
+        // Steps not reported (the loop ended early) still count as this batch's.
+        let unreported = first.settings.steps.saturating_sub(last_step) as u64 * batch.len() as u64;
         match result {
             Ok(results) => {
-                let mut done = 0;
-                let mut failed = 0;
-                let mut interrupted = false;
-                for (run, result) in batch.iter().zip(&results) {
-                    if result.record.interrupted {
-                        interrupted = true;
-                    } else if let Some(step) = result.record.frozen_at_step {
-                        failed += 1;
-                        let _ =
-                            state::record_failure(&options.out, run, &frozen_error(step as u64));
-                    } else {
-                        done += 1;
-                        state::clear_failure(&options.out, run);
-                    }
-                }
-                // Steps not reported (the loop ended early) still count as this batch's.
-                let steps = first.settings.steps;
-                report.steps(steps.saturating_sub(last_step) as u64 * n);
-                report.finished(done, failed);
+                report.steps(unreported);
+                let interrupted = settle(&batch, &results, options, report);
                 if interrupted {
                     report.say(&format!(
-                        "batch {}/{total}: {what} interrupted: saved, marked interrupted; the next \
-                         invocation redoes it",
-                        b + 1
+                        "{batch_of} interrupted: saved, marked interrupted; the next invocation \
+                         redoes it"
                     ));
                     report.tally.interrupted = true;
                     break;
                 }
                 if report.lines {
                     report.say(&format!(
-                        "batch {}/{total}: {what} done in {:.1} s ({}/{} runs done, {} failed)",
-                        b + 1,
+                        "{batch_of} done in {:.1} s ({}/{} runs done, {} failed)",
                         started.elapsed().as_secs_f64(),
                         report.tally.done,
                         report.runs,
@@ -203,18 +248,83 @@ pub fn run_batches(batches: &[Vec<Run>], options: &Options, report: &mut Report)
                 report.tally.interrupted = true;
                 break;
             }
+            Err(err) if is_busy(&err) => {
+                // Another process holds a result's lock, or finished a run meanwhile: the batch
+                // is its (a partly finished batch is redone whole by the next invocation).
+                report.elsewhere(&batch);
+                report.say(&format!(
+                    "{batch_of} left to another process ({})",
+                    interrupt::error_line(&err)
+                ));
+            }
             Err(err) => {
                 let message = interrupt::error_line(&err);
-                for run in batch {
+                for run in &batch {
                     let _ = state::record_failure(&options.out, run, &message);
                 }
-                report.steps(first.settings.steps.saturating_sub(last_step) as u64 * n);
+                report.steps(unreported);
                 report.finished(0, batch.len());
-                report.say(&format!("batch {}/{total}: {what} failed: {message}", b + 1));
+                report.say(&format!("{batch_of} failed: {message}"));
             }
         }
     }
     report.tally()
+}
+
+/// Whether `err` says another process is running the batch, or has finished a run of it since
+/// this one looked.
+fn is_busy(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        matches!(
+            e.downcast_ref::<OutputError>(),
+            Some(OutputError::Busy { .. } | OutputError::Finished { .. })
+        )
+    })
+}
+
+/// One batch run through the engine, its steps counted into `report`; a libtorch panic is an
+/// error. Also: the last step reported.
+fn run_batch(
+    batch: &[Run],
+    options: &Options,
+    models: &mut ModelCache,
+    report: &mut Report,
+) -> (anyhow::Result<Vec<PromptResult>>, usize) {
+    let spec = batch_spec(batch, options);
+    let rows: Vec<RowSpec> = batch
+        .iter()
+        .map(|r| RowSpec { seed: r.seed, name: r.name.clone(), run_id: r.id.clone() })
+        .collect();
+    let mut steps = BatchSteps { report, runs: batch.len() as u64, last_step: 0 };
+    let hooks = Hooks { models, reporter: &mut steps, stop: &interrupt::requested };
+    let width = options.width.max(batch.len());
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run::run_batch(&spec, Batch { rows, width }, hooks)
+    }));
+    let result = match outcome {
+        Ok(result) => result,
+        Err(payload) => Err(anyhow::anyhow!(torch_error::payload_text(&*payload))),
+    };
+    (result, steps.last_step)
+}
+
+/// A finished batch's runs recorded as done or failed (a frozen prompt is a failure) and
+/// counted; `true` when the batch was interrupted (its runs are redone next time).
+fn settle(batch: &[Run], results: &[PromptResult], options: &Options, report: &mut Report) -> bool {
+    let (mut done, mut failed, mut interrupted) = (0, 0, false);
+    for (run, result) in batch.iter().zip(results) {
+        if result.record.interrupted {
+            interrupted = true;
+        } else if let Some(step) = result.record.frozen_at_step {
+            failed += 1;
+            let _ = state::record_failure(&options.out, run, &frozen_error(step as u64));
+        } else {
+            done += 1;
+            state::clear_failure(&options.out, run);
+        }
+    }
+    report.finished(done, failed);
+    interrupted
 }
 
 /// One worker process of `--gpus` / `--workers`.
@@ -244,35 +354,7 @@ pub fn run_workers(
     let (tx, rx) = std::sync::mpsc::channel::<(usize, Option<String>)>();
     let mut children = Vec::new();
     for (k, w) in workers.iter().enumerate() {
-        let mut cmd = Command::new(&exe);
-        cmd.args(base_args)
-            .arg("--worker")
-            .arg(w.part.to_string())
-            .arg("--device")
-            .arg(device_arg)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let place = match w.gpu {
-            Some(g) => {
-                cmd.env("CUDA_VISIBLE_DEVICES", g.to_string());
-                format!("GPU {g}")
-            }
-            None => "the CPU".to_string(),
-        };
-        let mut child = cmd.spawn()?;
-        eprintln!("sweep: worker {k} (pid {}) on {place}: {} pending run(s)", child.id(), w.runs);
-        let stdout = child.stdout.take().expect("piped");
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send((k, Some(line))).is_err() {
-                    break;
-                }
-            }
-            let _ = tx.send((k, None));
-        });
-        children.push((child, place));
+        children.push(spawn_worker(&exe, base_args, device_arg, k, w, tx.clone())?);
     }
     drop(tx);
     let mut open = workers.len();
@@ -281,27 +363,7 @@ pub fn run_workers(
         match line {
             None => open -= 1,
             Some(line) => match line.strip_prefix(PROGRESS_TAG) {
-                Some(fields) => {
-                    let value = |name: &str| -> u64 {
-                        fields
-                            .split_whitespace()
-                            .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
-                            .and_then(|v| v.parse().ok())
-                            .unwrap_or(0)
-                    };
-                    report.steps(value("steps"));
-                    let (d, f) = (value("done") as usize, value("failed") as usize);
-                    if d + f > 0 {
-                        report.finished(d, f);
-                        if report.lines {
-                            let t = report.tally();
-                            report.say(&format!(
-                                "runs {}/{} done, {} failed (worker {k}: {d} more done, {f} failed)",
-                                t.done, report.runs, t.failed
-                            ));
-                        }
-                    }
-                }
+                Some(fields) => report.worker_progress(k, fields),
                 None => report.say(&format!("[worker {k}] {line}")),
             },
         }
@@ -309,6 +371,7 @@ pub fn run_workers(
     let mut died = Vec::new();
     for (k, (mut child, place)) in children.into_iter().enumerate() {
         let status = child.wait()?;
+        interrupt::stop_forwarding_to(child.id());
         // 0: all done; 1: some runs failed (recorded); 130: Ctrl-C (saved, marked).
         match status.code() {
             Some(0) | Some(1) => {}
@@ -324,9 +387,57 @@ pub fn run_workers(
             }
         }
     }
+    if interrupt::requested() {
+        report.tally.interrupted = true;
+    }
     report.finish();
     let _ = std::io::stdout().flush();
     Ok((report.tally(), died))
+}
+
+/// Worker `k` started on its part (in its own process group, signals passed on to it), its
+/// stdout's lines sent to `tx` as `(k, Some(line))` and `(k, None)` at its end. Also: where it
+/// runs ("GPU 1", "the CPU").
+fn spawn_worker(
+    exe: &Path,
+    base_args: &[String],
+    device_arg: &str,
+    k: usize,
+    w: &WorkerPlan,
+    tx: std::sync::mpsc::Sender<(usize, Option<String>)>,
+) -> anyhow::Result<(std::process::Child, String)> {
+    let mut cmd = Command::new(exe);
+    cmd.args(base_args)
+        .arg("--worker")
+        .arg(w.part.to_string())
+        .arg("--device")
+        .arg(device_arg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let place = match w.gpu {
+        Some(g) => {
+            cmd.env("CUDA_VISIBLE_DEVICES", g.to_string());
+            format!("GPU {g}")
+        }
+        None => "the CPU".to_string(),
+    };
+    // Its own process group: a Ctrl-C at the terminal reaches it once, passed on by the
+    // parent (with a SIGTERM to the parent alone), not twice.
+    cmd.process_group(0);
+    let mut child = cmd.spawn()?;
+    interrupt::forward_signals_to(child.id());
+    eprintln!("sweep: worker {k} (pid {}) on {place}: {} pending run(s)", child.id(), w.runs);
+    let stdout = child.stdout.take().expect("piped");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send((k, Some(line))).is_err() {
+                break;
+            }
+        }
+        let _ = tx.send((k, None));
+    });
+    Ok((child, place))
 }
 
 fn describe_exit(status: &std::process::ExitStatus) -> String {

@@ -20,9 +20,10 @@ pub mod state;
 use super::cli::{UsageError, USAGE_EXIT};
 use super::device::DeviceChoice;
 use super::interrupt;
-use plan::{Run, Shard};
+use plan::{Plan, Run, Shard};
 use spec::Spec;
 use state::{RunState, States};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -166,53 +167,61 @@ fn gpu_list(text: &str) -> anyhow::Result<Vec<usize>> {
     Ok(gpus)
 }
 
+impl SweepArgs {
+    /// Prompts per batch: `--batch-prompts`, or the device's default.
+    fn batch_width(&self, device: Device) -> usize {
+        self.batch_prompts.map(|n| n as usize).unwrap_or(match device {
+            Device::Cpu => DEFAULT_BATCH_CPU,
+            _ => DEFAULT_BATCH_CUDA,
+        })
+    }
+}
+
 fn sweep(args: &SweepArgs) -> anyhow::Result<ExitCode> {
     let spec = Spec::read(&args.spec)?;
     let out = match &args.out {
         Some(o) => std::path::absolute(o).unwrap_or(o.clone()),
         None => spec.out.clone(),
     };
-    let all = plan::runs(&spec)?;
-    check_settings(&all, &out)?;
-    let shard = args.shard.unwrap_or(Shard::ALL);
-    let (runs, scope) = this_share(args, &all);
+    let plan = Plan::new(&spec)?;
+    plan.check_unique_files()?;
+    check_settings(&plan, &out)?;
+    let share = Share::of(args);
 
     if args.slurm {
-        return submit_slurm(args, &spec, &all, &out);
+        return submit_slurm(args, &spec, &plan, &out);
     }
     let gpus = gpus(args)?;
 
     let states = States::scan(&out);
     if args.status {
-        print_status(&spec, &runs, &states, &scope);
+        print_status(&spec, share.runs(&plan), &states, &share.scope);
         return Ok(ExitCode::SUCCESS);
     }
     let device = match (&gpus, args.device) {
         (Some(_), _) => Device::Cuda(0),
         (None, choice) => choice.resolve().map_err(|e| usage(e.to_string()))?,
     };
-    let width = args.batch_prompts.map(|n| n as usize).unwrap_or(match device {
-        Device::Cpu => DEFAULT_BATCH_CPU,
-        _ => DEFAULT_BATCH_CUDA,
-    });
-    let pending: Vec<Run> =
-        runs.iter().filter(|r| states.of(r) != RunState::Done).cloned().collect();
-    let batches = plan::batches(&pending, width);
+    let width = args.batch_width(device);
+    let pending = || share.runs(&plan).filter(|r| states.of(r) != RunState::Done);
     if args.dry_run {
-        print_dry_run(&runs, &states);
+        let runs = print_dry_run(share.runs(&plan), &states);
+        let count = Count::of(pending(), width);
         eprintln!(
-            "{} run(s){scope}: {} to do, in {} batch(es) of up to {width}; results in {}",
-            runs.len(),
-            pending.len(),
-            batches.len(),
+            "{runs} run(s){}: {} to do, in {} batch(es) of up to {width}; results in {}",
+            share.scope,
+            count.runs,
+            count.batches,
             out.display()
         );
         return Ok(ExitCode::SUCCESS);
     }
-    if pending.is_empty() {
+    let runs = share.runs(&plan).count();
+    let count = Count::of(pending(), width);
+    if count.runs == 0 {
         println!(
-            "sweep: nothing to do: all {} run(s){scope} of {} are done (in {})",
-            runs.len(),
+            "sweep: nothing to do: all {runs} run(s){} of {} are done (in {})",
+            share.scope,
             spec.path.display(),
             out.display()
         );
@@ -228,62 +237,116 @@ fn sweep(args: &SweepArgs) -> anyhow::Result<ExitCode> {
         width,
         machine_progress: args.worker.is_some(),
     };
-    let prompt_steps: u64 = pending.iter().map(|r| r.settings.steps as u64).sum();
     let workers = gpus.as_ref().map(Vec::len).or(args.workers.map(|n| n as usize)).unwrap_or(1);
     let (tally, died) = if workers > 1 && args.worker.is_none() {
-        let sweep = Sweep { spec: &spec, out: &out, shard, scope: &scope, width };
-        run_on_workers(args, &sweep, &pending, runs.len(), gpus.as_deref(), workers)?
+        let sweep =
+            Sweep { spec: &spec, out: &out, shard: share.shard, scope: &share.scope, width };
+        run_on_workers(args, &sweep, pending(), (count.runs, runs), gpus.as_deref(), workers)?
     } else {
-        if device == Device::Cpu {
-            // Bit-for-bit results whatever the batch: one thread (see the module's notes).
-            tch::set_num_threads(1);
-        }
         if args.worker.is_none() {
             println!(
-                "sweep: {} pending run(s){scope} of {} in {} batch(es) of {width}; results in {}",
-                pending.len(),
-                runs.len(),
-                batches.len(),
+                "sweep: {} pending run(s){} of {runs} in {} batch(es) of {width}; results in {}",
+                count.runs,
+                share.scope,
+                count.batches,
                 out.display()
             );
         }
-        let mut report = local::Report::new(pending.len(), prompt_steps, options.machine_progress);
-        let tally = local::run_batches(&batches, &options, &mut report);
-        report.finish();
-        (tally, Vec::new())
+        let batches = plan::batches(pending(), width);
+        (run_here(batches, &count, &options, device), Vec::new())
     };
     for line in &died {
         eprintln!("error: {line}");
     }
     if args.worker.is_none() {
-        print_summary(args, &runs, &out, &scope, &tally);
+        print_summary(args, share.runs(&plan), &out, &share.scope, &tally);
     }
-    if tally.interrupted {
-        return Ok(ExitCode::from(interrupt::INTERRUPTED_EXIT));
-    }
-    if tally.failed > 0 || !died.is_empty() {
-        return Ok(ExitCode::FAILURE);
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(exit_code(&tally, &died))
 }
 
-/// The runs of this invocation's shard (and worker), and how messages name that share.
-fn this_share(args: &SweepArgs, all: &[Run]) -> (Vec<Run>, String) {
-    let shard = args.shard.unwrap_or(Shard::ALL);
-    let runs: Vec<Run> = all
-        .iter()
-        .filter(|r| match &args.worker {
-            Some(part) => shard.holds_part(part, r),
-            None => shard.holds(r),
-        })
-        .cloned()
-        .collect();
-    let scope = match (args.shard, args.worker) {
-        (None, None) => String::new(),
-        (Some(s), None) => format!(" (shard {s})"),
-        (s, Some(w)) => format!(" (shard {}, worker {w})", s.unwrap_or(Shard::ALL)),
-    };
-    (runs, scope)
+/// What a stream of runs holds: how many, their prompt-steps, and the batches they make.
+#[derive(Debug, Default, Clone, Copy)]
+struct Count {
+    runs: usize,
+    prompt_steps: u64,
+    batches: usize,
+}
+
+impl Count {
+    /// Counts `runs` as [`plan::batches`] groups them, holding none of them.
+    fn of(runs: impl Iterator<Item = Run>, width: usize) -> Self {
+        let mut count = Self::default();
+        let (mut key, mut in_batch) = (String::new(), 0usize);
+        for run in runs {
+            count.runs += 1;
+            count.prompt_steps += run.settings.steps as u64;
+            if run.batch_key != key || in_batch == width.max(1) {
+                count.batches += 1;
+                in_batch = 0;
+                key = run.batch_key;
+            }
+            in_batch += 1;
+        }
+        count
+    }
+}
+
+/// The batches run in this process, with the sweep's progress.
+fn run_here(
+    batches: impl Iterator<Item = Vec<Run>>,
+    count: &Count,
+    options: &local::Options,
+    device: Device,
+) -> local::Tally {
+    if device == Device::Cpu {
+        // Bit-for-bit results whatever the batch: one thread (see the module's notes).
+        tch::set_num_threads(1);
+    }
+    let mut report = local::Report::new(count.runs, count.prompt_steps, options.machine_progress);
+    let tally = local::run_batches(batches, count.batches, options, &mut report);
+    report.finish();
+    tally
+}
+
+/// 130 when interrupted, 1 when a run failed or a worker died, else 0.
+fn exit_code(tally: &local::Tally, died: &[String]) -> ExitCode {
+    if tally.interrupted {
+        ExitCode::from(interrupt::INTERRUPTED_EXIT)
+    } else if tally.failed > 0 || !died.is_empty() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// This invocation's share of the runs: its shard (and worker), and how messages name it.
+struct Share {
+    shard: Shard,
+    worker: Option<Shard>,
+    scope: String,
+}
+
+impl Share {
+    fn of(args: &SweepArgs) -> Self {
+        let scope = match (args.shard, args.worker) {
+            (None, None) => String::new(),
+            (Some(s), None) => format!(" (shard {s})"),
+            (s, Some(w)) => format!(" (shard {}, worker {w})", s.unwrap_or(Shard::ALL)),
+        };
+        Self { shard: args.shard.unwrap_or(Shard::ALL), worker: args.worker, scope }
+    }
+
+    fn holds(&self, run: &Run) -> bool {
+        match &self.worker {
+            Some(part) => self.shard.holds_part(part, run),
+            None => self.shard.holds(run),
+        }
+    }
+
+    /// The runs of the share, streamed from `plan`.
+    fn runs<'p>(&'p self, plan: &'p Plan) -> impl Iterator<Item = Run> + 'p {
+        plan.runs().filter(|r| self.holds(r))
+    }
 }
 
 /// `--gpus`, checked: `None` when not given.
@@ -308,8 +371,8 @@ struct Sweep<'a> {
 fn run_on_workers(
     args: &SweepArgs,
     sweep: &Sweep,
-    pending: &[Run],
-    runs: usize,
+    pending: impl Iterator<Item = Run>,
+    (pending_count, runs): (usize, usize),
     gpus: Option<&[usize]>,
     workers: usize,
 ) -> anyhow::Result<(local::Tally, Vec<String>)> {
@@ -324,23 +387,24 @@ fn run_on_workers(
     if let Some(s) = args.shard {
         base.extend(["--shard".to_string(), s.to_string()]);
     }
-    let plans: Vec<local::WorkerPlan> = (0..workers)
-        .map(|k| {
-            let part = Shard { index: k as u64, count: workers as u64 };
-            let mine: Vec<&Run> =
-                pending.iter().filter(|r| sweep.shard.holds_part(&part, r)).collect();
-            local::WorkerPlan {
-                part,
-                gpu: gpus.map(|g| g[k]),
-                runs: mine.len(),
-                prompt_steps: mine.iter().map(|r| r.settings.steps as u64).sum(),
-            }
+    let mut plans: Vec<local::WorkerPlan> = (0..workers)
+        .map(|k| local::WorkerPlan {
+            part: Shard { index: k as u64, count: workers as u64 },
+            gpu: gpus.map(|g| g[k]),
+            runs: 0,
+            prompt_steps: 0,
         })
         .collect();
+    for run in pending {
+        if let Some(plan) = plans.iter_mut().find(|p| sweep.shard.holds_part(&p.part, &run)) {
+            plan.runs += 1;
+            plan.prompt_steps += run.settings.steps as u64;
+        }
+    }
     let device_arg = if gpus.is_some() { "cuda" } else { "cpu" };
     println!(
-        "sweep: {} pending run(s){} of {runs} on {workers} workers, batches of {}; results in {}",
-        pending.len(),
+        "sweep: {pending_count} pending run(s){} of {runs} on {workers} workers, batches of {}; \
+         results in {}",
         sweep.scope,
         sweep.width,
         sweep.out.display()
@@ -348,50 +412,66 @@ fn run_on_workers(
     local::run_workers(&base, &plans, device_arg)
 }
 
-/// `--dry-run`: one tab-separated line per run (id, state, model, name, seed, prompt).
-fn print_dry_run(runs: &[Run], states: &States) {
+/// `--dry-run`: one tab-separated line per run (id, state, model, name, seed, prompt), as the
+/// runs come; how many.
+fn print_dry_run(runs: impl Iterator<Item = Run>, states: &States) -> usize {
+    let mut count = 0;
+    let stdout = std::io::stdout();
+    let mut stdout = std::io::BufWriter::new(stdout.lock());
     for run in runs {
+        count += 1;
         let label = run.model.label();
         let fields =
-            [run.id.as_str(), states.of(run).word(), &label, &run.name, &run.seed.to_string()];
+            [run.id.as_str(), states.of(&run).word(), &label, &run.name, &run.seed.to_string()];
         let mut line: Vec<String> = fields.iter().map(|f| tsv_field(f)).collect();
         line.push(tsv_field(&run.prompt));
-        println!("{}", line.join("\t"));
+        if writeln!(stdout, "{}", line.join("\t")).is_err() {
+            break; // a closed pipe (`| head`): nothing more to say
+        }
     }
+    let _ = stdout.flush();
+    count
 }
 
 /// The end of a sweep: what is done, failed and pending on disk (after this invocation's
 /// `tally`), and the first failed runs' errors.
 fn print_summary(
     args: &SweepArgs,
-    runs: &[Run],
+    runs: impl Iterator<Item = Run>,
     out: &std::path::Path,
     scope: &str,
     tally: &local::Tally,
 ) {
     let states = States::scan(out);
-    let failed: Vec<&Run> =
-        runs.iter().filter(|r| matches!(states.of(r), RunState::Failed(_))).collect();
-    let done = runs.iter().filter(|r| states.of(r) == RunState::Done).count();
-    println!(
-        "sweep: {done} of {} run(s){scope} done, {} failed, {} pending (this invocation: {} \
-         done, {} failed)",
-        runs.len(),
-        failed.len(),
-        runs.len() - done - failed.len(),
-        tally.done,
-        tally.failed
-    );
-    for run in failed.iter().take(10) {
-        if let RunState::Failed(e) = states.of(run) {
-            eprintln!(
+    let (mut total, mut done, mut failed) = (0usize, 0usize, Vec::new());
+    for run in runs {
+        total += 1;
+        match states.of(&run) {
+            RunState::Done => done += 1,
+            RunState::Failed(e) => failed.push(format!(
                 "failed: {} {} {} {:?}: {e}",
                 run.id,
                 run.model.label(),
                 run.name,
                 run.prompt
-            );
+            )),
+            RunState::Pending => {}
         }
+    }
+    let elsewhere = match tally.elsewhere {
+        0 => String::new(),
+        n => format!(", {n} left to another process running them"),
+    };
+    println!(
+        "sweep: {done} of {total} run(s){scope} done, {} failed, {} pending (this invocation: {} \
+         done, {} failed{elsewhere})",
+        failed.len(),
+        total - done - failed.len(),
+        tally.done,
+        tally.failed
+    );
+    for line in failed.iter().take(10) {
+        eprintln!("{line}");
     }
     if failed.len() > 10 {
         eprintln!(
@@ -405,12 +485,8 @@ fn print_summary(
 /// Each distinct request is validated before anything starts (exit 2), the setting named by its
 /// SPEC key; its settings are checked against the models' resolution (for checkpoints of unknown
 /// architecture, when their batch loads).
-fn check_settings(runs: &[Run], out: &std::path::Path) -> anyhow::Result<()> {
-    let mut seen = std::collections::HashSet::new();
-    for run in runs {
-        if !seen.insert(run.batch_key.clone()) {
-            continue;
-        }
+fn check_settings(plan: &Plan, out: &std::path::Path) -> anyhow::Result<()> {
+    for run in plan.variants().filter_map(|v| v.first_run()) {
         let which = || format!("the runs of {} {}", run.model.label(), run.name);
         run.request(out)
             .validate()
@@ -422,11 +498,13 @@ fn check_settings(runs: &[Run], out: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_status(spec: &Spec, runs: &[Run], states: &States, scope: &str) {
+fn print_status(spec: &Spec, runs: impl Iterator<Item = Run>, states: &States, scope: &str) {
     let mut counts = [0usize; 3];
     let mut failed = Vec::new();
+    let mut total = 0usize;
     for run in runs {
-        match states.of(run) {
+        total += 1;
+        match states.of(&run) {
             RunState::Done => counts[0] += 1,
             RunState::Pending => counts[1] += 1,
             RunState::Failed(e) => {
@@ -436,8 +514,7 @@ fn print_status(spec: &Spec, runs: &[Run], states: &States, scope: &str) {
         }
     }
     println!(
-        "{} run(s){scope}: {} done, {} pending, {} failed ({})",
-        runs.len(),
+        "{total} run(s){scope}: {} done, {} pending, {} failed ({})",
         counts[0],
         counts[1],
         counts[2],
@@ -455,22 +532,9 @@ fn print_status(spec: &Spec, runs: &[Run], states: &States, scope: &str) {
     }
 }
 
-fn submit_slurm(
-    args: &SweepArgs,
-    spec: &Spec,
-    all: &[Run],
-    out: &std::path::Path,
-) -> anyhow::Result<ExitCode> {
-    if !args.print && !local::on_path("sbatch") {
-        return Err(usage(
-            "--slurm: `sbatch` is not on the PATH (run on a Slurm login node, or use --print to \
-             write the script only)"
-                .into(),
-        ));
-    }
-    if args.wait && !local::on_path("squeue") {
-        return Err(usage("--wait: `squeue` is not on the PATH".into()));
-    }
+/// Every value written into the Slurm script, refused when it holds a control character (or,
+/// `out`, a backslash).
+fn check_slurm_fields(args: &SweepArgs, spec: &Spec, out: &std::path::Path) -> anyhow::Result<()> {
     let out_text = out.display().to_string();
     let spec_text = spec.path.display().to_string();
     let mut fields = vec![("out", out_text.as_str()), ("the SPEC's path", spec_text.as_str())];
@@ -484,18 +548,11 @@ fn submit_slurm(
              tasks' log names: use an output directory without one with --slurm"
         )));
     }
-    // For the number of tasks only: each task resolves its own default on its own device.
-    let width = args.batch_prompts.map(|n| n as usize).unwrap_or(if args.gpus_per_task > 0 {
-        DEFAULT_BATCH_CUDA
-    } else {
-        DEFAULT_BATCH_CPU
-    });
-    let tasks = match args.tasks {
-        Some(n) => n as usize,
-        None => all.len().div_ceil(width).clamp(1, DEFAULT_MAX_TASKS),
-    };
-    let log_dir = slurm::log_dir(out);
-    std::fs::create_dir_all(&log_dir)?;
+    Ok(())
+}
+
+/// The arguments each array task gives `clip sweep` (its shard is the task's index).
+fn task_args(args: &SweepArgs, spec: &Spec, out: &std::path::Path) -> Vec<String> {
     let mut sweep_args =
         vec![spec.path.display().to_string(), "--out".to_string(), out.display().to_string()];
     if let Some(b) = args.batch_prompts {
@@ -505,6 +562,36 @@ fn submit_slurm(
         let d = if args.device == DeviceChoice::Cpu { "cpu" } else { "cuda" };
         sweep_args.extend(["--device".to_string(), d.to_string()]);
     }
+    sweep_args
+}
+
+fn submit_slurm(
+    args: &SweepArgs,
+    spec: &Spec,
+    plan: &Plan,
+    out: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    if !args.print && !local::on_path("sbatch") {
+        return Err(usage(
+            "--slurm: `sbatch` is not on the PATH (run on a Slurm login node, or use --print to \
+             write the script only)"
+                .into(),
+        ));
+    }
+    if args.wait && !local::on_path("squeue") {
+        return Err(usage("--wait: `squeue` is not on the PATH".into()));
+    }
+    check_slurm_fields(args, spec, out)?;
+    // For the number of tasks only: each task resolves its own default on its own device.
+    let width =
+        args.batch_width(if args.gpus_per_task > 0 { Device::Cuda(0) } else { Device::Cpu });
+    let tasks = match args.tasks {
+        Some(n) => n as usize,
+        None => (plan.len() as usize).div_ceil(width).clamp(1, DEFAULT_MAX_TASKS),
+    };
+    let log_dir = slurm::log_dir(out);
+    std::fs::create_dir_all(&log_dir)?;
+    let sweep_args = task_args(args, spec, out);
     let options = slurm::SlurmOptions {
         partition: args.partition.clone(),
         gpus_per_task: args.gpus_per_task,
@@ -545,8 +632,8 @@ fn submit_slurm(
     interrupt::install();
     slurm::wait(&id, Duration::from_millis(500))?;
     let states = States::scan(out);
-    print_status(spec, all, &states, "");
-    if all.iter().all(|r| states.of(r) == RunState::Done) {
+    print_status(spec, plan.runs(), &states, "");
+    if plan.runs().all(|r| states.of(&r) == RunState::Done) {
         Ok(ExitCode::SUCCESS)
     } else {
         Ok(ExitCode::FAILURE)

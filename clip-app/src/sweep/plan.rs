@@ -16,7 +16,7 @@ use clip_core::clip::model::Precision;
 use clip_core::engine::augment::Augment;
 use clip_core::engine::optimize::{Preset, Settings};
 use clip_core::engine::param::Canvas;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
 /// One run of the sweep.
@@ -155,37 +155,103 @@ fn settings_lines(
     ]
 }
 
-/// Every run of `spec`, in the product's order: models, presets, param, decay, augment, steps,
-/// learning rate, TV weight, keep, size, negatives, negative weight, init, epsilon, then prompts
-/// and seeds innermost. Refuses (exit 2) two runs that would write the same files.
-pub fn runs(spec: &Spec) -> anyhow::Result<Vec<Run>> {
-    let seeds = spec.seeds.clone().unwrap_or_else(|| vec![0]);
-    // The axes' lengths, outermost first; each point of the product is read off a mixed-radix
-    // counter (the last axis turning fastest).
-    let lengths = [
-        spec.models.len(),
-        spec.presets.len(),
-        spec.param.len(),
-        spec.decay.len(),
-        spec.augment.len(),
-        spec.steps.len(),
-        spec.learning_rate.len(),
-        spec.tv_weight.len(),
-        spec.keep.len(),
-        spec.size.len(),
-        spec.negative.len(),
-        spec.negative_weight.len(),
-        spec.init.len(),
-        spec.epsilon.len(),
-    ];
-    let points: usize = lengths.iter().product();
-    let mut runs = Vec::new();
-    for point in 0..points {
+/// Most runs a SPEC may make: its plan is streamed (memory does not grow with the runs), but a
+/// billion runs is decades of compute; a larger product is surely a mistake.
+pub const MAX_RUNS: u64 = 1_000_000_000;
+
+/// The runs of a SPEC, made as they are read (never all held at once): the Cartesian product of
+/// its axes in the product's order — models, presets, param, decay, augment, steps, learning
+/// rate, TV weight, keep, size, negatives, negative weight, init, epsilon, then prompts and seeds
+/// innermost.
+pub struct Plan<'a> {
+    spec: &'a Spec,
+    seeds: Vec<u64>,
+    /// The settings axes' lengths, outermost first.
+    lengths: [usize; 14],
+    /// Points of the settings' product (variants); each makes prompts × seeds runs.
+    variants: u64,
+}
+
+impl<'a> Plan<'a> {
+    /// The plan of `spec`; refuses (exit 2) a product of more than [`MAX_RUNS`] runs.
+    pub fn new(spec: &'a Spec) -> anyhow::Result<Self> {
+        let seeds = spec.seeds.clone().unwrap_or_else(|| vec![0]);
+        let lengths = [
+            spec.models.len(),
+            spec.presets.len(),
+            spec.param.len(),
+            spec.decay.len(),
+            spec.augment.len(),
+            spec.steps.len(),
+            spec.learning_rate.len(),
+            spec.tv_weight.len(),
+            spec.keep.len(),
+            spec.size.len(),
+            spec.negative.len(),
+            spec.negative_weight.len(),
+            spec.init.len(),
+            spec.epsilon.len(),
+        ];
+        let product =
+            |counts: &[usize]| counts.iter().try_fold(1u64, |n, &len| n.checked_mul(len as u64));
+        let variants = product(&lengths);
+        let runs =
+            variants.and_then(|v| product(&[spec.prompts.len(), seeds.len()])?.checked_mul(v));
+        match runs {
+            Some(n) if n <= MAX_RUNS => {}
+            _ => {
+                let sizes: Vec<String> = lengths
+                    .iter()
+                    .chain([&spec.prompts.len(), &seeds.len()])
+                    .map(usize::to_string)
+                    .collect();
+                return Err(UsageError(format!(
+                    "the SPEC's axes multiply to more than {MAX_RUNS} runs ({}): split it into \
+                     smaller sweeps",
+                    sizes.join(" × ")
+                ))
+                .into());
+            }
+        }
+        Ok(Self { spec, seeds, lengths, variants: variants.unwrap_or(0) })
+    }
+
+    /// How many runs: variants × prompts × seeds.
+    pub fn len(&self) -> u64 {
+        self.variants * self.per_variant() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn per_variant(&self) -> usize {
+        self.spec.prompts.len() * self.seeds.len()
+    }
+
+    /// The points of the settings' product, in order.
+    pub fn variants(&self) -> impl Iterator<Item = Variant<'_>> + '_ {
+        (0..self.variants).map(move |point| self.variant(point))
+    }
+
+    /// Every run, in the product's order.
+    pub fn runs(&self) -> impl Iterator<Item = Run> + '_ {
+        let per = self.per_variant();
+        self.variants().enumerate().flat_map(move |(v, variant)| {
+            (0..per).map(move |i| {
+                variant.run(v * per + i, i / variant.seeds.len(), i % variant.seeds.len())
+            })
+        })
+    }
+
+    /// Variant number `point` (a mixed-radix counter over the axes, the last turning fastest).
+    fn variant(&self, point: u64) -> Variant<'_> {
+        let spec = self.spec;
         let mut at = [0usize; 14];
         let mut rest = point;
-        for (slot, len) in at.iter_mut().zip(&lengths).rev() {
-            *slot = rest % len;
-            rest /= len;
+        for (slot, &len) in at.iter_mut().zip(&self.lengths).rev() {
+            *slot = (rest % len as u64) as usize;
+            rest /= len as u64;
         }
         let [m, pr, pa, de, au, st, lr, tv, ke, si, ne, nw, ini, ep] = at;
         let preset = spec.presets[pr];
@@ -203,63 +269,164 @@ pub fn runs(spec: &Spec) -> anyhow::Result<Vec<Run>> {
             epsilon: spec.epsilon[ep],
             ..defaults.clone()
         };
-        let variant = Variant {
-            spec,
-            model: &spec.models[m],
-            preset,
-            defaults: &defaults,
-            settings,
-            negatives: &spec.negative[ne],
-            init: &spec.init[ini],
-        };
-        variant.push_runs(&seeds, &mut runs);
+        let mut variant =
+            Variant::new(spec, &self.seeds, &spec.models[m], preset, &defaults, settings, ne, ini);
+        variant.point = point;
+        variant
     }
-    check_unique_files(&runs)?;
-    Ok(runs)
+
+    /// Refuses (exit 2) two runs that would write the same files (the same models, name and
+    /// prompt): the `name` template must tell them apart. Remembers 8 bytes per variant and seed
+    /// (the names; the prompts are told apart once), never the runs.
+    pub fn check_unique_files(&self) -> anyhow::Result<()> {
+        let mut parts: HashMap<String, &String> = HashMap::new();
+        for prompt in &self.spec.prompts {
+            let part = output::prompt_file_part(prompt);
+            if let Some(first) = parts.insert(part.clone(), prompt) {
+                return Err(UsageError(format!(
+                    "the prompts {first:?} and {prompt:?} would share result files ({part})"
+                ))
+                .into());
+            }
+        }
+        let fingerprint = |variant: &Variant, s: usize| {
+            let text = format!("{}\n{}", variant.model.identity(), variant.name(s));
+            u64::from_str_radix(&sha256_hex(text.as_bytes())[..16], 16).unwrap_or(0)
+        };
+        let mut seen: HashSet<u64> = HashSet::new();
+        for (v, variant) in self.variants().enumerate() {
+            for s in 0..self.seeds.len() {
+                if seen.insert(fingerprint(&variant, s)) {
+                    continue;
+                }
+                // Rare: find the earlier run of that name (a 64-bit fingerprint can collide).
+                let same = self.variants().take(v + 1).find_map(|earlier| {
+                    (0..self.seeds.len())
+                        .find(|&t| {
+                            (earlier.point, t) != (variant.point, s)
+                                && earlier.model.identity() == variant.model.identity()
+                                && earlier.name(t) == variant.name(s)
+                        })
+                        .map(|t| (earlier, t))
+                });
+                if let Some((earlier, t)) = same {
+                    let collide =
+                        variant.changed && earlier.changed && variant.hash == earlier.hash;
+                    return Err(same_files(&variant.run(0, 0, s), &earlier.run(0, 0, t), collide));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The error for two runs (of the first prompt) that would write the same files.
+/// `hashes_collide`: their settings differ but hash to the same 6 digits.
+fn same_files(run: &Run, other: &Run, hashes_collide: bool) -> anyhow::Error {
+    let stem = output::file_stem(&run.name, "model", &run.prompt);
+    let differ: Vec<&str> = run
+        .batch_key
+        .lines()
+        .zip(other.batch_key.lines())
+        .filter(|(a, b)| a != b)
+        .filter_map(|(a, _)| a.split('=').next())
+        .chain((run.seed != other.seed).then_some("seed"))
+        .collect();
+    let remedy = if hashes_collide && !differ.is_empty() {
+        // Likely from some thousands of variants on (6 hex digits: 16.7 M values).
+        "their names' 6-digit hashes of the settings collide: name the runs by the settings that \
+         vary, e.g. name = \"{preset}-{steps}-{learning_rate}\""
+    } else {
+        "put {hash} or {seed} in `name`, or leave `name` out"
+    };
+    UsageError(format!(
+        "two runs would write the same files ({stem}.png under {}): they differ in {} — {remedy}",
+        run.model.label(),
+        if differ.is_empty() { "nothing".to_string() } else { differ.join(", ") }
+    ))
+    .into()
+}
+
+/// Every run of `spec`, held in a list (for tests and small sweeps; the sweep itself streams
+/// [`Plan::runs`]). Refuses (exit 2) two runs that would write the same files.
+pub fn runs(spec: &Spec) -> anyhow::Result<Vec<Run>> {
+    let plan = Plan::new(spec)?;
+    plan.check_unique_files()?;
+    Ok(plan.runs().collect())
 }
 
 /// One point of the settings' product: its runs are its prompts × seeds.
-struct Variant<'a> {
+pub struct Variant<'a> {
     spec: &'a Spec,
-    model: &'a ModelChoice,
-    preset: Preset,
-    defaults: &'a Settings,
-    settings: Settings,
+    seeds: &'a [u64],
+    /// Its place in the product.
+    pub point: u64,
+    pub model: &'a ModelChoice,
+    pub preset: Preset,
+    pub settings: Settings,
     negatives: &'a Vec<String>,
     init: &'a Option<PathBuf>,
+    /// The first six hex digits of the SHA-256 of the settings that differ from the preset's.
+    hash: String,
+    /// Whether any setting differs from the preset's.
+    changed: bool,
+    /// The canonical description of the settings (each run adds its prompt and seed).
+    pub key: String,
 }
 
-impl Variant<'_> {
-    fn push_runs(self, seeds: &[u64], runs: &mut Vec<Run>) {
-        let spec = self.spec;
-        let lines =
-            settings_lines(self.preset, &self.settings, self.negatives, self.init, spec.precision);
-        let defaults = settings_lines(self.preset, self.defaults, &[], &None, spec.precision);
+impl<'a> Variant<'a> {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        spec: &'a Spec,
+        seeds: &'a [u64],
+        model: &'a ModelChoice,
+        preset: Preset,
+        defaults: &Settings,
+        settings: Settings,
+        negatives: usize,
+        init: usize,
+    ) -> Self {
+        let (negatives, init) = (&spec.negative[negatives], &spec.init[init]);
+        let lines = settings_lines(preset, &settings, negatives, init, spec.precision);
+        let default_lines = settings_lines(preset, defaults, &[], &None, spec.precision);
         // The name's hash: the settings that differ from the preset's, and the ensemble's weights.
         let mut changed: Vec<String> = lines
             .iter()
-            .zip(&defaults)
+            .zip(&default_lines)
             .filter(|(a, b)| a.1 != b.1)
             .map(|(a, _)| format!("{}={}", a.0, a.1))
             .collect();
-        if !self.model.weights.is_empty() {
-            changed.push(format!("model_weights={:?}", self.model.weights));
+        if !model.weights.is_empty() {
+            changed.push(format!("model_weights={:?}", model.weights));
         }
         let hash = sha256_hex(changed.join("\n").as_bytes())[..6].to_string();
-        let mut key = format!("v1\nmodel={}\n", self.model.identity());
+        let mut key = format!("v1\nmodel={}\n", model.identity());
         for (k, v) in &lines {
             key.push_str(&format!("{k}={v}\n"));
         }
-        for prompt in &spec.prompts {
-            for &seed in seeds {
-                let id_text = format!(
-                    "{key}prompt={}\nseed={seed}\n",
-                    serde_json::to_string(prompt).unwrap_or_default()
-                );
-                let id = sha256_hex(id_text.as_bytes())[..16].to_string();
+        Self {
+            spec,
+            seeds,
+            point: 0,
+            model,
+            preset,
+            settings,
+            negatives,
+            init,
+            hash,
+            changed: !changed.is_empty(),
+            key,
+        }
+    }
+
+    /// The name of its runs with seed number `s`.
+    fn name(&self, s: usize) -> String {
+        let seed = self.seeds[s];
+        match &self.spec.name {
+            Some(template) => {
                 let mut values: BTreeMap<&str, String> = BTreeMap::new();
                 values.insert("preset", self.preset.to_string());
-                values.insert("hash", hash.clone());
+                values.insert("hash", self.hash.clone());
                 values.insert("seed", seed.to_string());
                 values.insert("param", self.settings.param.to_string());
                 values.insert("steps", self.settings.steps.to_string());
@@ -270,86 +437,79 @@ impl Variant<'_> {
                     self.settings.canvas.map_or("model".to_string(), |c: Canvas| c.to_string()),
                 );
                 values.insert("keep", self.settings.keep.to_string());
-                let name = match &spec.name {
-                    Some(template) => render_template(template, &values),
-                    None => {
-                        let mut name = self.preset.to_string();
-                        if !changed.is_empty() {
-                            name.push('-');
-                            name.push_str(&hash);
-                        }
-                        if spec.seeds.is_some() {
-                            name.push_str(&format!("-s{seed}"));
-                        }
-                        name
-                    }
-                };
-                runs.push(Run {
-                    id,
-                    index: runs.len(),
-                    model: self.model.clone(),
-                    preset: self.preset,
-                    settings: self.settings.clone(),
-                    negatives: self.negatives.clone(),
-                    init: self.init.clone(),
-                    prompt: prompt.clone(),
-                    seed,
-                    name,
-                    batch_key: key.clone(),
-                    precision: spec.precision,
-                });
+                render_template(template, &values)
+            }
+            None => {
+                let mut name = self.preset.to_string();
+                if self.changed {
+                    name.push('-');
+                    name.push_str(&self.hash);
+                }
+                if self.spec.seeds.is_some() {
+                    name.push_str(&format!("-s{seed}"));
+                }
+                name
             }
         }
     }
-}
 
-/// Two runs whose files would be the same (the same models, name and prompt) are refused: the
-/// `name` template must tell them apart.
-fn check_unique_files(runs: &[Run]) -> anyhow::Result<()> {
-    let mut seen: HashMap<(String, String), usize> = HashMap::new();
-    for (i, run) in runs.iter().enumerate() {
-        let stem = output::file_stem(&run.name, "model", &run.prompt);
-        if let Some(&j) = seen.get(&(run.model.identity(), stem.clone())) {
-            let other = &runs[j];
-            let differ: Vec<&str> = run
-                .batch_key
-                .lines()
-                .zip(other.batch_key.lines())
-                .filter(|(a, b)| a != b)
-                .filter_map(|(a, _)| a.split('=').next())
-                .chain((run.seed != other.seed).then_some("seed"))
-                .collect();
-            return Err(UsageError(format!(
-                "two runs would write the same files ({stem}.png under {}): they differ in {} — \
-                 put {{hash}} or {{seed}} in `name`, or leave `name` out",
-                run.model.label(),
-                if differ.is_empty() { "nothing".to_string() } else { differ.join(", ") }
-            ))
-            .into());
-        }
-        seen.insert((run.model.identity(), stem), i);
+    /// Its first run (the first prompt and seed), which stands for its settings; none without
+    /// prompts.
+    pub fn first_run(&self) -> Option<Run> {
+        (!self.spec.prompts.is_empty() && !self.seeds.is_empty()).then(|| self.run(0, 0, 0))
     }
-    Ok(())
+
+    /// Its run of prompt number `p` and seed number `s`, `index` in the product.
+    fn run(&self, index: usize, p: usize, s: usize) -> Run {
+        let (prompt, seed) = (&self.spec.prompts[p], self.seeds[s]);
+        let id_text = format!(
+            "{}prompt={}\nseed={seed}\n",
+            self.key,
+            serde_json::to_string(prompt).unwrap_or_default()
+        );
+        Run {
+            id: sha256_hex(id_text.as_bytes())[..16].to_string(),
+            index,
+            model: self.model.clone(),
+            preset: self.preset,
+            settings: self.settings.clone(),
+            negatives: self.negatives.clone(),
+            init: self.init.clone(),
+            prompt: prompt.clone(),
+            seed,
+            name: self.name(s),
+            batch_key: self.key.clone(),
+            precision: self.spec.precision,
+        }
+    }
 }
 
 /// Runs grouped into batches of at most `width` that differ only in prompt and seed, in the
-/// product's order.
-pub fn batches(runs: &[Run], width: usize) -> Vec<Vec<Run>> {
-    let mut groups: Vec<(String, Vec<Run>)> = Vec::new();
-    let mut at: HashMap<String, usize> = HashMap::new();
-    for run in runs {
-        match at.get(&run.batch_key) {
-            Some(&g) => groups[g].1.push(run.clone()),
-            None => {
-                at.insert(run.batch_key.clone(), groups.len());
-                groups.push((run.batch_key.clone(), vec![run.clone()]));
+/// product's order, as they come: a variant's runs are consecutive in the product, and two
+/// variants never share a key (they would write the same files).
+pub fn batches<I: Iterator<Item = Run>>(runs: I, width: usize) -> Batches<I> {
+    Batches { runs: runs.peekable(), width: width.max(1) }
+}
+
+/// See [`batches`].
+pub struct Batches<I: Iterator<Item = Run>> {
+    runs: std::iter::Peekable<I>,
+    width: usize,
+}
+
+impl<I: Iterator<Item = Run>> Iterator for Batches<I> {
+    type Item = Vec<Run>;
+    fn next(&mut self) -> Option<Vec<Run>> {
+        let first = self.runs.next()?;
+        let mut batch = vec![first];
+        while batch.len() < self.width {
+            match self.runs.next_if(|r| r.batch_key == batch[0].batch_key) {
+                Some(run) => batch.push(run),
+                None => break,
             }
         }
+        Some(batch)
     }
-    groups
-        .into_iter()
-        .flat_map(|(_, runs)| runs.chunks(width.max(1)).map(<[Run]>::to_vec).collect::<Vec<_>>())
-        .collect()
 }
 
 /// The model sources of a run, for [`crate::run::RunRequest`].
@@ -360,8 +520,10 @@ pub fn model_sources(choice: &ModelChoice) -> Vec<crate::run::ModelSource> {
         .iter()
         .map(|m| match m {
             ModelRef::Released(r) => ModelSource::Released(r),
-            ModelRef::Weights { path, .. } => {
-                ModelSource::Weights { path: path.clone(), expect: None }
+            // Named by its `[weights]` key: two checkpoints of one architecture never share
+            // their results' folder.
+            ModelRef::Weights { name, path } => {
+                ModelSource::Weights { path: path.clone(), expect: None, name: Some(name.clone()) }
             }
         })
         .collect()
@@ -370,6 +532,7 @@ pub fn model_sources(choice: &ModelChoice) -> Vec<crate::run::ModelSource> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request::RunRequest;
 
     #[test]
     fn shards_parse_and_refuse_out_of_range() {
@@ -378,5 +541,66 @@ mod tests {
         assert!("0/0".parse::<Shard>().is_err());
         assert!("a/2".parse::<Shard>().is_err());
         assert!("3".parse::<Shard>().is_err());
+    }
+
+    /// A run's key (its id) holds every field of the request that makes its result — read off
+    /// the request's own type (its serde fields), so a setting added to `RunRequest` or
+    /// `Settings` cannot silently give two different runs one id: it is either keyed or declared
+    /// here as not making the result.
+    #[test]
+    fn every_field_of_the_request_is_in_the_run_key_or_said_not_to_make_the_result() {
+        // Request fields keyed elsewhere than in `settings_lines`, or not making the result.
+        const KEYED_APART: &[(&str, &str)] = &[
+            ("models", "the key's `model=` line (members, files, weights)"),
+            ("model_weights", "the key's `model=` line"),
+            ("prompts", "each run's own `prompt=` line"),
+            ("seed", "each run's own `seed=` line"),
+            ("settings", "its fields, below"),
+            ("name", "names the files, not the result"),
+            ("out", "where the results go"),
+            ("device", "where the sweep runs (the record states it)"),
+            ("log_every", "console output only"),
+        ];
+        const NOT_IN_KEY: &[(&str, &str)] =
+            &[("cuda_graph", "how the steps execute, not what they compute")];
+        let mut settings = Preset::Constrained.settings();
+        settings.epsilon = Some(0.1);
+        settings.canvas = Some(Canvas { width: 224, height: 224 });
+        let lines = settings_lines(Preset::Constrained, &settings, &[], &None, None);
+        let keyed: Vec<&str> = lines.iter().map(|(k, _)| *k).collect();
+        // Flag text where a name differs: the request's `negatives`, `canvas` are `negative`, `size`.
+        let key_of = |field: &str| {
+            match field {
+                "negatives" => "negative",
+                "canvas" => "size",
+                other => other,
+            }
+            .to_string()
+        };
+        let fields = |value: serde_json::Value| -> Vec<String> {
+            value.as_object().expect("an object").keys().cloned().collect()
+        };
+        let mut request = RunRequest::preset(Preset::Constrained, Vec::new(), vec!["a".into()]);
+        request.settings = settings.clone();
+        request.init = Some(PathBuf::from("photo.png"));
+        request.precision = Some(Precision::Fp32);
+        request.seed = Some(1);
+        let request_fields = fields(serde_json::to_value(&request).expect("serialises"));
+        let settings_fields = fields(serde_json::to_value(&settings).expect("serialises"));
+        assert!(request_fields.len() >= 13 && settings_fields.len() >= 11, "{request_fields:?}");
+        for field in request_fields {
+            let apart = KEYED_APART.iter().any(|(f, _)| *f == field);
+            assert!(
+                apart || keyed.contains(&key_of(&field).as_str()),
+                "the request's `{field}` is neither in the run key nor said to be keyed apart"
+            );
+        }
+        for field in settings_fields {
+            let said = NOT_IN_KEY.iter().any(|(f, _)| *f == field);
+            assert!(
+                said || keyed.contains(&key_of(&field).as_str()),
+                "the setting `{field}` is neither in the run key nor said not to make the result"
+            );
+        }
     }
 }

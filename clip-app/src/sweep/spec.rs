@@ -205,6 +205,29 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
+    /// `prompts` and the `negative` axis, each text checked against CLIP's 77-token context.
+    fn texts(&self) -> anyhow::Result<(Vec<String>, Vec<Vec<String>>)> {
+        let prompts = self.prompts()?;
+        let tokenizer = Tokenizer::new()?;
+        for (i, p) in prompts.iter().enumerate() {
+            if let Err(e) = tokenizer.tokenize(std::slice::from_ref(p), false) {
+                return Err(bad(self.path, format!("prompt {}: {e}", i + 1)));
+            }
+        }
+        let negative = match self.list_axis("negative")? {
+            None => vec![Vec::new()],
+            Some(axis) => {
+                for set in &axis {
+                    if let Err(e) = tokenizer.tokenize(set, false) {
+                        return Err(self.err("negative", e.to_string()));
+                    }
+                }
+                axis
+            }
+        };
+        Ok((prompts, negative))
+    }
+
     fn err(&self, key: &str, message: String) -> anyhow::Error {
         bad(self.path, format!("`{key}`: {message}"))
     }
@@ -282,13 +305,25 @@ impl Reader<'_> {
         }
     }
 
-    /// `[weights]`: table name -> path, each an existing file.
+    /// `[weights]`: table name -> path, each an existing file. A name is its results' folder and
+    /// file-name part (made a token as `output::token_for_name` does): two names may not make one.
     fn weights(&self) -> anyhow::Result<BTreeMap<String, PathBuf>> {
         let mut weights: BTreeMap<String, PathBuf> = BTreeMap::new();
+        let mut tokens: BTreeMap<String, &str> = BTreeMap::new();
         match self.table.get("weights") {
             None => {}
             Some(Value::Table(t)) => {
                 for (k, v) in t {
+                    let token = crate::output::token_for_name(k);
+                    if let Some(other) = tokens.insert(token.clone(), k) {
+                        return Err(self.err(
+                            "weights",
+                            format!(
+                                "`{other}` and `{k}` would both name their results {token}: \
+                                 rename one (letters, digits, -, +, . and _ are kept)"
+                            ),
+                        ));
+                    }
                     let p = string(v).map_err(|m| self.err("weights", format!("`{k}`: {m}")))?;
                     let p = self.resolve(&p);
                     if !p.is_file() {
@@ -351,13 +386,15 @@ impl Reader<'_> {
                     prompts
                 }
             };
+        let mut first: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         for (i, p) in prompts.iter().enumerate() {
-            if let Some(j) = prompts[..i].iter().position(|q| q == p) {
+            if let Some(&j) = first.get(p.as_str()) {
                 return Err(bad(
                     self.path,
                     format!("prompt {} is prompt {} again ({p:?}): each prompt once", i + 1, j + 1),
                 ));
             }
+            first.insert(p, i);
         }
         Ok(prompts)
     }
@@ -366,74 +403,7 @@ impl Reader<'_> {
     /// tables), each member once per ensemble.
     fn models(&self) -> anyhow::Result<Vec<ModelChoice>> {
         let weights = self.weights()?;
-        let model_ref = |v: &Value| -> Result<ModelRef, String> {
-            let n = string(v)?;
-            if let Some(p) = weights.get(&n) {
-                return Ok(ModelRef::Weights { name: n, path: p.clone() });
-            }
-            released::by_name(&n).map(ModelRef::Released).map_err(|e| {
-                let table = if weights.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        " or a name in [weights] ({})",
-                        weights.keys().cloned().collect::<Vec<_>>().join(", ")
-                    )
-                };
-                format!("{e}{table}")
-            })
-        };
-        let choice = |v: &Value| -> Result<ModelChoice, String> {
-            match v {
-                Value::Array(items) => {
-                    let members =
-                        items.iter().map(&model_ref).collect::<Result<Vec<_>, String>>()?;
-                    if members.is_empty() {
-                        return Err("an empty ensemble".into());
-                    }
-                    Ok(ModelChoice { members, weights: Vec::new() })
-                }
-                Value::Table(t) => {
-                    if let Some(k) = t.keys().find(|k| *k != "members" && *k != "weights") {
-                        return Err(format!(
-                            "an ensemble's table has `members` and `weights`, not `{k}`"
-                        ));
-                    }
-                    let members = match t.get("members") {
-                        Some(Value::Array(items)) if !items.is_empty() => {
-                            items.iter().map(&model_ref).collect::<Result<Vec<_>, String>>()?
-                        }
-                        _ => {
-                            return Err(
-                                "an ensemble's table needs `members`, a list of models".into()
-                            )
-                        }
-                    };
-                    let weights = match t.get("weights") {
-                        None => Vec::new(),
-                        Some(Value::Array(ws)) => ws
-                            .iter()
-                            .map(|w| number_text(w).and_then(|t| parse_model_weight(&t)))
-                            .collect::<Result<Vec<_>, String>>()?,
-                        Some(other) => {
-                            return Err(format!(
-                                "`weights` must be a list of numbers, not {}",
-                                kind(other)
-                            ))
-                        }
-                    };
-                    if !weights.is_empty() && weights.len() != members.len() {
-                        return Err(format!(
-                            "{} weights for {} members: give one per member",
-                            weights.len(),
-                            members.len()
-                        ));
-                    }
-                    Ok(ModelChoice { members, weights })
-                }
-                other => Ok(ModelChoice { members: vec![model_ref(other)?], weights: Vec::new() }),
-            }
-        };
+        let choice = |v: &Value| model_choice(v, &weights);
         let models: Vec<ModelChoice> = match self.table.get("models") {
             None => {
                 return Err(bad(
@@ -483,8 +453,9 @@ impl Reader<'_> {
             ),
         };
         if let Some(seeds) = &seeds {
-            for (i, s) in seeds.iter().enumerate() {
-                if seeds[..i].contains(s) {
+            let mut seen = std::collections::HashSet::new();
+            for s in seeds {
+                if !seen.insert(s) {
                     return Err(self.err("seeds", format!("seed {s} is given twice")));
                 }
             }
@@ -583,25 +554,7 @@ impl Spec {
             .map(|p| p.unwrap_or(Preset::Constrained))
             .collect();
 
-        let prompts = r.prompts()?;
-        let tokenizer = Tokenizer::new()?;
-        for (i, p) in prompts.iter().enumerate() {
-            if let Err(e) = tokenizer.tokenize(std::slice::from_ref(p), false) {
-                return Err(bad(r.path, format!("prompt {}: {e}", i + 1)));
-            }
-        }
-
-        let negative = match r.list_axis("negative")? {
-            None => vec![Vec::new()],
-            Some(axis) => {
-                for set in &axis {
-                    if let Err(e) = tokenizer.tokenize(set, false) {
-                        return Err(r.err("negative", e.to_string()));
-                    }
-                }
-                axis
-            }
-        };
+        let (prompts, negative) = r.texts()?;
         let augment = match r.list_axis("augment")? {
             None => vec![None],
             Some(axis) => axis
@@ -692,6 +645,75 @@ pub fn render_template(template: &str, values: &BTreeMap<&str, String>) -> Strin
         out = out.replace(&format!("{{{k}}}"), v);
     }
     out
+}
+
+/// One item of `models`: a name, a list (an ensemble) or a table (an ensemble with weights).
+fn model_choice(v: &Value, weights: &BTreeMap<String, PathBuf>) -> Result<ModelChoice, String> {
+    let model_ref = |v: &Value| model_ref(v, weights);
+    match v {
+        Value::Array(items) => {
+            let members = items.iter().map(model_ref).collect::<Result<Vec<_>, String>>()?;
+            if members.is_empty() {
+                return Err("an empty ensemble".into());
+            }
+            Ok(ModelChoice { members, weights: Vec::new() })
+        }
+        Value::Table(t) => ensemble_table(t, weights),
+        other => Ok(ModelChoice { members: vec![model_ref(other)?], weights: Vec::new() }),
+    }
+}
+
+/// A model's name: one of the `[weights]` table's, or a released model's.
+fn model_ref(v: &Value, weights: &BTreeMap<String, PathBuf>) -> Result<ModelRef, String> {
+    let n = string(v)?;
+    if let Some(p) = weights.get(&n) {
+        return Ok(ModelRef::Weights { name: n, path: p.clone() });
+    }
+    released::by_name(&n).map(ModelRef::Released).map_err(|e| {
+        let table = if weights.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " or a name in [weights] ({})",
+                weights.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        };
+        format!("{e}{table}")
+    })
+}
+
+/// `{ members = [...], weights = [...] }`: an ensemble with its members' weights.
+fn ensemble_table(
+    t: &toml::Table,
+    weights: &BTreeMap<String, PathBuf>,
+) -> Result<ModelChoice, String> {
+    if let Some(k) = t.keys().find(|k| *k != "members" && *k != "weights") {
+        return Err(format!("an ensemble's table has `members` and `weights`, not `{k}`"));
+    }
+    let members = match t.get("members") {
+        Some(Value::Array(items)) if !items.is_empty() => {
+            items.iter().map(|v| model_ref(v, weights)).collect::<Result<Vec<_>, String>>()?
+        }
+        _ => return Err("an ensemble's table needs `members`, a list of models".into()),
+    };
+    let member_weights = match t.get("weights") {
+        None => Vec::new(),
+        Some(Value::Array(ws)) => ws
+            .iter()
+            .map(|w| number_text(w).and_then(|t| parse_model_weight(&t)))
+            .collect::<Result<Vec<_>, String>>()?,
+        Some(other) => {
+            return Err(format!("`weights` must be a list of numbers, not {}", kind(other)))
+        }
+    };
+    if !member_weights.is_empty() && member_weights.len() != members.len() {
+        return Err(format!(
+            "{} weights for {} members: give one per member",
+            member_weights.len(),
+            members.len()
+        ));
+    }
+    Ok(ModelChoice { members, weights: member_weights })
 }
 
 #[cfg(test)]

@@ -71,26 +71,9 @@ impl States {
                 if path.extension().is_none_or(|e| e != "json") {
                     continue;
                 }
-                let Ok(bytes) = std::fs::read(&path) else { continue };
-                let Ok(record) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-                    continue;
-                };
-                let Some(id) = record.get("run_id").and_then(|v| v.as_str()) else { continue };
-                let png_present = record
-                    .get("image")
-                    .and_then(|v| v.as_str())
-                    .is_some_and(|image| dir.join(image).is_file());
-                found.insert(
-                    id.to_string(),
-                    Found {
-                        interrupted: record
-                            .get("interrupted")
-                            .and_then(|v| v.as_bool())
-                            .unwrap_or(true),
-                        frozen_at_step: record.get("frozen_at_step").and_then(|v| v.as_u64()),
-                        png_present,
-                    },
-                );
+                if let Some((id, record)) = read_record(&dir, &path) {
+                    found.insert(id, record);
+                }
             }
         }
         let mut failed = HashMap::new();
@@ -110,13 +93,48 @@ impl States {
             Some(f) if f.frozen_at_step.is_some() => {
                 RunState::Failed(frozen_error(f.frozen_at_step.unwrap_or_default()))
             }
-            Some(f) if !f.interrupted && f.png_present => RunState::Done,
+            Some(f) if f.done() => RunState::Done,
             _ => match self.failed.get(&run.id) {
                 Some(f) => RunState::Failed(f.error.clone()),
                 None => RunState::Pending,
             },
         }
     }
+}
+
+impl Found {
+    fn done(&self) -> bool {
+        !self.interrupted && self.png_present && self.frozen_at_step.is_none()
+    }
+}
+
+/// A result record at `path` in `dir`: its run id and what it says.
+fn read_record(dir: &Path, path: &Path) -> Option<(String, Found)> {
+    let bytes = std::fs::read(path).ok()?;
+    let record = serde_json::from_slice::<serde_json::Value>(&bytes).ok()?;
+    let id = record.get("run_id").and_then(|v| v.as_str())?;
+    let png_present =
+        record.get("image").and_then(|v| v.as_str()).is_some_and(|image| dir.join(image).is_file());
+    let found = Found {
+        interrupted: record.get("interrupted").and_then(|v| v.as_bool()).unwrap_or(true),
+        frozen_at_step: record.get("frozen_at_step").and_then(|v| v.as_u64()),
+        png_present,
+    };
+    Some((id.to_string(), found))
+}
+
+/// Whether `run` is done on disk now: its record read where its files go (the folder of its
+/// models' token, known before loading for every sweep run) — for a run another process (a second
+/// sweep on the same `out`) may have finished since this one scanned.
+pub fn done_now(out: &Path, run: &Run) -> bool {
+    let Some(token) = crate::run::known_token(&run.request(out).models) else { return false };
+    let dir = out.join(&token);
+    let stem = crate::output::file_stem(&run.name, &token, &run.prompt);
+    let Ok(bytes) = std::fs::read(dir.join(format!("{stem}.json"))) else { return false };
+    serde_json::from_slice::<serde_json::Value>(&bytes).is_ok_and(|record| {
+        record.get("run_id").and_then(|v| v.as_str()) == Some(run.id.as_str())
+            && crate::output::finished(&dir, &record)
+    })
 }
 
 /// The error of a run stopped by a non-finite loss.

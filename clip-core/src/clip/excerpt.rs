@@ -31,9 +31,39 @@ pub fn number(v: f64) -> String {
     }
 }
 
+/// `text` with its control characters made visible, so that writing it to a terminal, a CSV or
+/// a Markdown table cannot ring, move the cursor or end the file early: NUL…US and DEL as their
+/// Unicode control pictures (`␀`, `␛`, `␡`), C1 controls as `\u{85}`. Tab, line feed and carriage
+/// return are kept when `keep_lines` (a CSV quotes them), else also shown as pictures.
+pub fn visible(text: &str, keep_lines: bool) -> std::borrow::Cow<'_, str> {
+    let shown = |c: char| c.is_control() && !(keep_lines && matches!(c, '\t' | '\n' | '\r'));
+    if !text.chars().any(shown) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            c if !shown(c) => out.push(c),
+            '\u{7f}' => out.push('\u{2421}'),
+            c if (c as u32) < 0x20 => out.push(char::from_u32(0x2400 + c as u32).unwrap_or('?')),
+            c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_made_visible() {
+        assert_eq!(visible("a dog", false), "a dog");
+        assert_eq!(visible("a\0b\x1b[31mc\x7f", true), "a\u{2400}b\u{241b}[31mc\u{2421}");
+        assert_eq!(visible("x\u{85}y", true), "x\\u{85}y");
+        assert_eq!(visible("a\tb\nc\r", true), "a\tb\nc\r");
+        assert_eq!(visible("a\tb\n", false), "a\u{2409}b\u{240a}");
+    }
 
     #[test]
     fn short_texts_are_quoted_whole_and_long_ones_cut() {

@@ -323,8 +323,11 @@ def compare(results_dir: Union[str, os.PathLike], **options) -> dict:
     report there, and returns its files by name (``report.md``, ``transfer.csv``, …). Options are
     ``clip compare``'s flags: ``models=["RN50", "ViT-B/32"]``, ``weights=["RN50=rn50.pt"]``,
     ``real=["dog.jpg=A cute golden retriever"]``, ``probes="jpeg:75,blur:1"``, ``zero_shot="none"``,
-    ``device``, ``batch_size``, ``cell_size``."""
-    if "models" in options and isinstance(options["models"], (list, tuple)):
-        options["models"] = ",".join(options["models"])
+    ``device``, ``batch_size``, ``cell_size``. ``weights`` may also be a dict ``{"RN50": path}``,
+    ``probes`` a list. A value of the wrong type is a ``TypeError``, a value the flag refuses a
+    ``ValueError`` with its message; an unknown keyword is a ``TypeError`` naming the nearest."""
+    weights = options.get("weights")
+    if isinstance(weights, dict):
+        options["weights"] = [f"{name}={os.fspath(path)}" for name, path in weights.items()]
     written = _native.compare(os.fspath(results_dir), **options)
     return {Path(p).name: Path(p) for p in written}

@@ -112,31 +112,79 @@ fn parse_peak(text: &str) -> Result<f64, String> {
     }
 }
 
+/// The rows as they come (a table or JSON lines), and the reasons steps ran eagerly.
+struct Rows {
+    json: bool,
+    out: std::io::StdoutLock<'static>,
+    eager_reasons: Vec<String>,
+}
+
+impl Rows {
+    fn row(&mut self, r: &bench::BenchResult) -> anyhow::Result<()> {
+        if let Execution::Eager { reason } = &r.execution {
+            if !self.eager_reasons.contains(reason) {
+                self.eager_reasons.push(reason.clone());
+            }
+        }
+        let line = if self.json { r.to_json().to_string() } else { bench::table_row(r) };
+        writeln!(self.out, "{line}")?;
+        self.out.flush()?;
+        Ok(())
+    }
+
+    fn finish(mut self) -> anyhow::Result<()> {
+        if !self.json {
+            for reason in &self.eager_reasons {
+                writeln!(self.out, "eager steps: {reason}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl BenchArgs {
+    fn archs(&self) -> Vec<&str> {
+        if self.arch.iter().any(|a| a == "all") {
+            bench::ARCHS.iter().map(|m| m.name).collect()
+        } else {
+            self.arch.iter().map(String::as_str).filter(|a| *a != "none").collect()
+        }
+    }
+
+    fn modes(&self) -> &'static [Preset] {
+        match self.mode {
+            BenchMode::Constrained => &[Preset::Constrained],
+            BenchMode::Unconstrained => &[Preset::Unconstrained],
+            BenchMode::Both => &[Preset::Unconstrained, Preset::Constrained],
+        }
+    }
+
+    fn options(&self) -> BenchOptions {
+        let augment = if self.augment.is_empty() {
+            None
+        } else {
+            Some(augment::pipeline(self.augment.iter().map(|a| a.0)))
+        };
+        BenchOptions {
+            steps: self.steps as usize,
+            warmup: self.warmup as usize,
+            peak_tflops: self.peak_tflops,
+            eager: self.eager,
+            param: self.param,
+            augment,
+        }
+    }
+}
+
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    let archs: Vec<&str> = if args.arch.iter().any(|a| a == "all") {
-        bench::ARCHS.iter().map(|m| m.name).collect()
-    } else {
-        args.arch.iter().map(String::as_str).filter(|a| *a != "none").collect()
-    };
-    let modes: &[Preset] = match args.mode {
-        BenchMode::Constrained => &[Preset::Constrained],
-        BenchMode::Unconstrained => &[Preset::Unconstrained],
-        BenchMode::Both => &[Preset::Unconstrained, Preset::Constrained],
-    };
-    let augment = if args.augment.is_empty() {
-        None
-    } else {
-        Some(augment::pipeline(args.augment.iter().map(|a| a.0)))
-    };
+    // Each mode with each prompt count, in that order.
+    let cases: Vec<(Preset, usize)> = args
+        .modes()
+        .iter()
+        .flat_map(|&m| args.prompts.iter().map(move |&p| (m, p as usize)))
+        .collect();
     let device = args.device.resolve()?;
-    let options = BenchOptions {
-        steps: args.steps as usize,
-        warmup: args.warmup as usize,
-        peak_tflops: args.peak_tflops,
-        eager: args.eager,
-        param: args.param,
-        augment,
-    };
+    let options = args.options();
     if !args.json {
         println!(
             "device {device:?}, {} timed steps after {} warm-up; floor at {} TFLOP/s{}",
@@ -148,8 +196,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         println!("peak memory: {}", bench::peak_memory(device).source.trim_start_matches("n/a: "));
         println!("{}", bench::TABLE_HEADER);
     }
-    let mut out = std::io::stdout().lock();
-    let mut eager_reasons: Vec<String> = Vec::new();
+    let mut rows =
+        Rows { json: args.json, out: std::io::stdout().lock(), eager_reasons: Vec::new() };
     let patch_embeddings: Vec<PatchEmbedding> = args
         .patch_embedding
         .iter()
@@ -159,32 +207,15 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         })
         .collect();
     let channels_last: Vec<bool> = args.channels_last.iter().map(|&o| o == OnOff::On).collect();
-    for arch in archs {
+    for arch in args.archs() {
         let mut loaded =
             bench::random_model(arch, device).with_context(|| format!("--arch {arch}"))?;
         for layout in bench::layouts_to_time(&loaded.model, &patch_embeddings, &channels_last) {
             loaded.model.set_layout(layout);
-            for &mode in modes {
-                for &prompts in &args.prompts {
-                    let r = bench::run_case(
-                        &loaded.model,
-                        arch,
-                        device,
-                        mode,
-                        prompts as usize,
-                        &options,
-                    )
+            for &(mode, prompts) in &cases {
+                let r = bench::run_case(&loaded.model, arch, device, mode, prompts, &options)
                     .with_context(|| format!("--arch {arch}"))?;
-                    if let Execution::Eager { reason } = &r.execution {
-                        if !eager_reasons.contains(reason) {
-                            eager_reasons.push(reason.clone());
-                        }
-                    }
-                    let line =
-                        if args.json { r.to_json().to_string() } else { bench::table_row(&r) };
-                    writeln!(out, "{line}")?;
-                    out.flush()?;
-                }
+                rows.row(&r)?;
             }
         }
     }
@@ -197,25 +228,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             .collect::<anyhow::Result<Vec<_>>>()?;
         let models: Vec<_> =
             loaded.iter().zip(names).map(|(l, n)| (&l.model, n.as_str())).collect();
-        for &mode in modes {
-            for &prompts in &args.prompts {
-                let r = bench::run_ensemble_case(&models, device, mode, prompts as usize, &options)
-                    .with_context(|| format!("--ensemble {}", names.join("+")))?;
-                if let Execution::Eager { reason } = &r.execution {
-                    if !eager_reasons.contains(reason) {
-                        eager_reasons.push(reason.clone());
-                    }
-                }
-                let line = if args.json { r.to_json().to_string() } else { bench::table_row(&r) };
-                writeln!(out, "{line}")?;
-                out.flush()?;
-            }
+        for &(mode, prompts) in &cases {
+            let r = bench::run_ensemble_case(&models, device, mode, prompts, &options)
+                .with_context(|| format!("--ensemble {}", names.join("+")))?;
+            rows.row(&r)?;
         }
     }
-    if !args.json {
-        for reason in eager_reasons {
-            writeln!(out, "eager steps: {reason}")?;
-        }
-    }
-    Ok(())
+    rows.finish()
 }

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clip_app::cli::{PrecisionArg, WeightsArgs};
 use clip_app::device::DeviceChoice;
-use clip_core::clip::preprocess;
+use clip_core::clip::score;
 use clip_core::clip::tokenizer::Tokenizer;
 use std::path::PathBuf;
 use tch::{Kind, Tensor};
@@ -45,27 +45,22 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<()> {
     let loaded = args.weights.load(args.device, args.precision)?;
     let model = &loaded.model;
     let device = loaded.vs.device();
-    let resolution = model.config.image_resolution as u32;
     let pixels = args
         .images
         .iter()
         .map(|p| {
-            preprocess::preprocess_path(p, resolution)
-                .with_context(|| format!("reading image {}", p.display()))
+            score::file_pixels(model, p).with_context(|| format!("reading image {}", p.display()))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let (image, text) = tch::no_grad(|| -> anyhow::Result<_> {
-        let image = if pixels.is_empty() {
-            Vec::new()
-        } else {
-            rows(&model.encode_image(&Tensor::stack(&pixels, 0).to_device(device)))?
-        };
-        let text = match &tokens {
-            Some(tokens) => rows(&model.encode_text(&tokens.to_device(device)))?,
-            None => Vec::new(),
-        };
-        Ok((image, text))
-    })?;
+    let image = if pixels.is_empty() {
+        Vec::new()
+    } else {
+        rows(&score::image_features(model, &Tensor::stack(&pixels, 0), device))?
+    };
+    let text = match &tokens {
+        Some(tokens) => rows(&score::text_features(model, tokens, device))?,
+        None => Vec::new(),
+    };
     // Serialised as f32 (shortest round-trip form), not widened to f64.
     println!("{}", serde_json::to_string(&Embeddings { image, text })?);
     Ok(())

@@ -5,9 +5,8 @@ use anyhow::Context;
 use clip_app::cli::{PrecisionArg, WeightsArgs};
 use clip_app::device::DeviceChoice;
 use clip_core::clip::excerpt::excerpt;
-use clip_core::clip::preprocess;
+use clip_core::clip::score;
 use clip_core::clip::tokenizer::Tokenizer;
-use clip_core::engine::objective::cosine_similarity;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -32,14 +31,9 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<()> {
     let tokens = Tokenizer::new()?.tokenize(&[&args.text], false)?;
     let loaded = args.weights.load(args.device, args.precision)?;
     let model = &loaded.model;
-    let device = loaded.vs.device();
-    let pixels = preprocess::preprocess_path(&args.image, model.config.image_resolution as u32)
-        .with_context(|| format!("reading image {}", args.image.display()))?;
-    let similarity = tch::no_grad(|| {
-        let image = model.encode_image(&pixels.unsqueeze(0).to_device(device));
-        let text = model.encode_text(&tokens.to_device(device));
-        cosine_similarity(&image, &text).double_value(&[0])
-    });
+    let texts = score::text_features(model, &tokens, loaded.vs.device());
+    let similarity = score::score_file(model, &args.image, &texts)
+        .with_context(|| format!("reading image {}", args.image.display()))?[0];
     eprintln!("image: {}  text: {}", args.image.display(), excerpt(&args.text));
     println!("{similarity}");
     Ok(())
