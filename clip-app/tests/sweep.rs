@@ -55,6 +55,13 @@ fn sweep(spec: &Path, extra: &[&str], home: &Path) -> Output {
     clip(&args, home)
 }
 
+/// `--status` succeeds and its first line starts with `starts`.
+fn assert_status(spec: &Path, home: &Path, starts: &str) {
+    let status = sweep(spec, &["--status"], home);
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    assert!(text(&status.stdout).starts_with(starts), "{}", text(&status.stdout));
+}
+
 /// Every file under `dir` (relative, sorted), with its bytes.
 fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
@@ -243,12 +250,7 @@ steps = 6"#,
     );
     assert_eq!(tree(&res), first, "the second invocation changed nothing");
 
-    let status = sweep(&spec, &["--status"], dir.path());
-    assert!(
-        text(&status.stdout).starts_with("12 run(s): 12 done, 0 pending, 0 failed"),
-        "{}",
-        text(&status.stdout)
-    );
+    assert_status(&spec, dir.path(), "12 run(s): 12 done, 0 pending, 0 failed");
 
     // Two runs lose their record (one keeps its PNG): they, alone, are redone — each in a batch of
     // its own, padded — and write the same bytes as in their batch of three.
@@ -365,12 +367,7 @@ steps = 1000000"#,
         assert_eq!(r["interrupted"], true, "{r}");
         assert!(r["steps_done"].as_u64().unwrap() < 1_000_000, "{r}");
     }
-    let status = sweep(&spec, &["--status"], dir.path());
-    assert!(
-        text(&status.stdout).starts_with("8 run(s): 0 done, 8 pending"),
-        "{}",
-        text(&status.stdout)
-    );
+    assert_status(&spec, dir.path(), "8 run(s): 0 done, 8 pending");
 }
 
 /// A worker killed in the middle of its batch: the parent says so and fails; the next invocation
@@ -448,8 +445,7 @@ steps = 150"#,
         "{:?}",
         files.keys()
     );
-    let status = sweep(&spec, &["--status"], dir.path());
-    assert!(text(&status.stdout).starts_with("12 run(s): 12 done, 0 pending, 0 failed"));
+    assert_status(&spec, dir.path(), "12 run(s): 12 done, 0 pending, 0 failed");
 }
 
 #[test]
@@ -638,12 +634,7 @@ fn another_runs_result_is_never_replaced() {
     for (path, bytes) in &before {
         assert!(after[path] == *bytes, "{path} was changed");
     }
-    let status = sweep(&spec, &["--status"], dir.path());
-    assert!(
-        text(&status.stdout).starts_with("1 run(s): 0 done, 0 pending, 1 failed"),
-        "{}",
-        text(&status.stdout)
-    );
+    assert_status(&spec, dir.path(), "1 run(s): 0 done, 0 pending, 1 failed");
 }
 
 /// The plan is streamed: `--status` and `--dry-run` of a 100 000-run SPEC list every run (memory
@@ -661,13 +652,7 @@ fn a_large_plan_is_streamed_and_a_product_too_large_is_refused() {
         seeds.join(", ")
     );
     let spec = write_spec(dir.path(), &body);
-    let status = sweep(&spec, &["--status"], dir.path());
-    assert!(status.status.success(), "{}", text(&status.stderr));
-    assert!(
-        text(&status.stdout).starts_with("100000 run(s): 0 done, 100000 pending, 0 failed"),
-        "{}",
-        text(&status.stdout)
-    );
+    assert_status(&spec, dir.path(), "100000 run(s): 0 done, 100000 pending, 0 failed");
     let listed = sweep(&spec, &["--dry-run"], dir.path());
     assert!(listed.status.success(), "{}", text(&listed.stderr));
     let lines: Vec<String> = text(&listed.stdout).lines().map(str::to_string).collect();
@@ -736,8 +721,7 @@ fn checkpoints_of_one_architecture_get_their_own_results() {
         assert_eq!(record["model"], key, "{record}");
         assert!(stem(&format!("_{key}_a_dog.png")).is_some(), "{:?}", files.keys());
     }
-    let status = sweep(&spec, &["--status"], dir.path());
-    assert!(text(&status.stdout).starts_with("2 run(s): 2 done"), "{}", text(&status.stdout));
+    assert_status(&spec, dir.path(), "2 run(s): 2 done");
 
     std::fs::write(
         &spec,
@@ -807,10 +791,5 @@ fn two_sweeps_on_one_out_share_the_runs() {
         stdout[at..].split(' ').next().unwrap().parse().unwrap()
     };
     assert_eq!(done(&first) + done(&second), 4, "no run done twice\n{said}");
-    let status = sweep(&spec, &["--status"], dir.path());
-    assert!(
-        text(&status.stdout).starts_with("4 run(s): 4 done, 0 pending, 0 failed"),
-        "{}",
-        text(&status.stdout)
-    );
+    assert_status(&spec, dir.path(), "4 run(s): 4 done, 0 pending, 0 failed");
 }
