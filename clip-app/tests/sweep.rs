@@ -55,6 +55,44 @@ fn sweep(spec: &Path, extra: &[&str], home: &Path) -> Output {
     clip(&args, home)
 }
 
+/// `clip sweep SPEC --device cpu --workers 2 EXTRA`, started: the child, the workers' `(index,
+/// pid)` as they say them on stderr, and the thread collecting its stderr.
+fn start_workers(
+    spec: &Path,
+    extra: &[&str],
+    home: &Path,
+) -> (std::process::Child, std::sync::mpsc::Receiver<(usize, u32)>, std::thread::JoinHandle<String>)
+{
+    let mut child = Command::new(env!("CARGO_BIN_EXE_clip"))
+        .args(["sweep", &spec.display().to_string(), "--device", "cpu", "--workers", "2"])
+        .args(extra)
+        .env("HOME", home)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            // "sweep: worker K (pid P) …"
+            if let Some(rest) = line.strip_prefix("sweep: worker ") {
+                let k = rest.split(' ').next().and_then(|k| k.parse().ok());
+                let pid = rest.split("(pid ").nth(1).and_then(|r| r.split(')').next());
+                if let (Some(k), Some(pid)) = (k, pid.and_then(|p| p.parse().ok())) {
+                    let _ = tx.send((k, pid));
+                }
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    (child, rx, reader)
+}
+
 /// `--status` succeeds and its first line starts with `starts`.
 fn assert_status(spec: &Path, home: &Path, starts: &str) {
     let status = sweep(spec, &["--status"], home);
@@ -295,31 +333,9 @@ prompts = ["a dog", "a cat", "a red tomato", "a blue car"]
 seeds = [1, 2]
 steps = 1000000"#,
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_clip"))
-        .args(["sweep", &spec.display().to_string(), "--device", "cpu", "--workers", "2"])
-        .args(["--batch-prompts", "4"])
-        .env("HOME", dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut all = String::new();
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix("sweep: worker ") {
-                let pid = rest.split("(pid ").nth(1).and_then(|r| r.split(')').next());
-                let _ = tx.send(pid.unwrap().parse::<u32>().unwrap());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
+    let (child, pids, reader) = start_workers(&spec, &["--batch-prompts", "4"], dir.path());
     let workers: Vec<u32> = (0..2)
-        .map(|_| rx.recv_timeout(Duration::from_secs(120)).expect("a worker starts"))
+        .map(|_| pids.recv_timeout(Duration::from_secs(120)).expect("a worker starts").1)
         .collect();
     // The workers in their first batches (of up to 4 runs): result locks are taken.
     let dir_rn = dir.path().join("res/tiny-rn");
@@ -383,30 +399,10 @@ prompts = ["a dog", "a cat", "a red tomato", "a blue car"]
 seeds = [1, 2, 3]
 steps = 150"#,
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_clip"))
-        .args(["sweep", &spec.display().to_string(), "--device", "cpu", "--workers", "2"])
-        .env("HOME", dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The workers say their pids on stderr.
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut all = String::new();
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix("sweep: worker 0 (pid ") {
-                let pid: u32 = rest.split(')').next().unwrap().parse().unwrap();
-                let _ = tx.send(pid);
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    let pid = rx.recv_timeout(Duration::from_secs(120)).expect("worker 0 starts");
+    let (child, pids, reader) = start_workers(&spec, &[], dir.path());
+    let pid = std::iter::from_fn(|| pids.recv_timeout(Duration::from_secs(120)).ok())
+        .find_map(|(k, pid)| (k == 0).then_some(pid))
+        .expect("worker 0 starts");
     // Mid-batch: its batch's result locks are taken once its first batch has started.
     let dir_rn = dir.path().join("res/tiny-rn");
     let start = Instant::now();
