@@ -515,7 +515,7 @@ fn bad_input_is_refused_before_anything_starts() {
         (
             "models = [\"tiny-rn\"]\nprompts = [\"a\"]\nseeds = [1, 2]\nname = \"fixed\"",
             vec![],
-            "two runs would write the same files",
+            "two runs would write the same files (fixed_tiny-rn_a.png under tiny-rn)",
         ),
         (
             "models = [\"tiny-rn\"]\nprompts = [\"a\"]\nname = \"{nope}\"",

@@ -323,7 +323,10 @@ impl<'a> Plan<'a> {
 /// The error for two runs (of the first prompt) that would write the same files.
 /// `hashes_collide`: their settings differ but hash to the same 6 digits.
 fn same_files(run: &Run, other: &Run, hashes_collide: bool) -> anyhow::Error {
-    let stem = output::file_stem(&run.name, "model", &run.prompt);
+    // The files' real name: every sweep run's token is known before loading.
+    let models = model_sources(&run.model);
+    let token = crate::run::known_token(&models).unwrap_or_else(|| "model".to_string());
+    let stem = output::file_stem(&run.name, &token, &run.prompt);
     let differ: Vec<&str> = run
         .batch_key
         .lines()
