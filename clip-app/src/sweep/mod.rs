@@ -273,21 +273,14 @@ struct Count {
 }
 
 impl Count {
-    /// Counts `runs` as [`plan::batches`] groups them, holding none of them.
+    /// Counts `runs` in the batches [`plan::batches`] makes of them, one batch held at a time.
     fn of(runs: impl Iterator<Item = Run>, width: usize) -> Self {
-        let mut count = Self::default();
-        let (mut key, mut in_batch) = (String::new(), 0usize);
-        for run in runs {
-            count.runs += 1;
-            count.prompt_steps += run.settings.steps as u64;
-            if run.batch_key != key || in_batch == width.max(1) {
-                count.batches += 1;
-                in_batch = 0;
-                key = run.batch_key;
-            }
-            in_batch += 1;
-        }
-        count
+        plan::batches(runs, width).fold(Self::default(), |count, batch| Self {
+            runs: count.runs + batch.len(),
+            prompt_steps: count.prompt_steps
+                + batch.iter().map(|r| r.settings.steps as u64).sum::<u64>(),
+            batches: count.batches + 1,
+        })
     }
 }
 

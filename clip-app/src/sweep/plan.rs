@@ -60,6 +60,17 @@ impl Run {
         }
     }
 
+    /// Its results' token (their folder and the middle of their names): known before loading for
+    /// every sweep run (a released model's, or its `[weights]` key's).
+    pub fn token(&self) -> Option<String> {
+        crate::run::known_token(&model_sources(&self.model))
+    }
+
+    /// The stem of its result files with the models' `token`.
+    pub fn stem(&self, token: &str) -> String {
+        output::file_stem(&self.name, token, &self.prompt)
+    }
+
     /// The run's shard among `n`: its id's value mod `n`.
     pub fn shard(&self, n: u64) -> u64 {
         id_value(&self.id) % n
@@ -269,10 +280,7 @@ impl<'a> Plan<'a> {
             epsilon: spec.epsilon[ep],
             ..defaults.clone()
         };
-        let mut variant =
-            Variant::new(spec, &self.seeds, &spec.models[m], preset, &defaults, settings, ne, ini);
-        variant.point = point;
-        variant
+        Variant::new(spec, &self.seeds, &spec.models[m], preset, &defaults, settings, ne, ini)
     }
 
     /// Refuses (exit 2) two runs that would write the same files (the same models, name and
@@ -300,10 +308,10 @@ impl<'a> Plan<'a> {
                     continue;
                 }
                 // Rare: find the earlier run of that name (a 64-bit fingerprint can collide).
-                let same = self.variants().take(v + 1).find_map(|earlier| {
+                let same = self.variants().take(v + 1).enumerate().find_map(|(w, earlier)| {
                     (0..self.seeds.len())
                         .find(|&t| {
-                            (earlier.point, t) != (variant.point, s)
+                            (w, t) != (v, s)
                                 && earlier.model.identity() == variant.model.identity()
                                 && earlier.name(t) == variant.name(s)
                         })
@@ -323,10 +331,7 @@ impl<'a> Plan<'a> {
 /// The error for two runs (of the first prompt) that would write the same files.
 /// `hashes_collide`: their settings differ but hash to the same 6 digits.
 fn same_files(run: &Run, other: &Run, hashes_collide: bool) -> anyhow::Error {
-    // The files' real name: every sweep run's token is known before loading.
-    let models = model_sources(&run.model);
-    let token = crate::run::known_token(&models).unwrap_or_else(|| "model".to_string());
-    let stem = output::file_stem(&run.name, &token, &run.prompt);
+    let stem = run.stem(&run.token().unwrap_or_else(|| "model".to_string()));
     let differ: Vec<&str> = run
         .batch_key
         .lines()
@@ -362,8 +367,6 @@ pub fn runs(spec: &Spec) -> anyhow::Result<Vec<Run>> {
 pub struct Variant<'a> {
     spec: &'a Spec,
     seeds: &'a [u64],
-    /// Its place in the product.
-    pub point: u64,
     pub model: &'a ModelChoice,
     pub preset: Preset,
     pub settings: Settings,
@@ -410,7 +413,6 @@ impl<'a> Variant<'a> {
         Self {
             spec,
             seeds,
-            point: 0,
             model,
             preset,
             settings,

@@ -29,9 +29,9 @@ impl RunState {
 /// A result record found under the output directory.
 #[derive(Debug, Clone)]
 struct Found {
-    interrupted: bool,
     frozen_at_step: Option<u64>,
-    png_present: bool,
+    /// Finished: not interrupted, not frozen, its PNG there (`output::finished`).
+    done: bool,
 }
 
 /// A failed run's file.
@@ -93,7 +93,7 @@ impl States {
             Some(f) if f.frozen_at_step.is_some() => {
                 RunState::Failed(frozen_error(f.frozen_at_step.unwrap_or_default()))
             }
-            Some(f) if f.done() => RunState::Done,
+            Some(f) if f.done => RunState::Done,
             _ => match self.failed.get(&run.id) {
                 Some(f) => RunState::Failed(f.error.clone()),
                 None => RunState::Pending,
@@ -102,23 +102,14 @@ impl States {
     }
 }
 
-impl Found {
-    fn done(&self) -> bool {
-        !self.interrupted && self.png_present && self.frozen_at_step.is_none()
-    }
-}
-
 /// A result record at `path` in `dir`: its run id and what it says.
 fn read_record(dir: &Path, path: &Path) -> Option<(String, Found)> {
     let bytes = std::fs::read(path).ok()?;
     let record = serde_json::from_slice::<serde_json::Value>(&bytes).ok()?;
     let id = record.get("run_id").and_then(|v| v.as_str())?;
-    let png_present =
-        record.get("image").and_then(|v| v.as_str()).is_some_and(|image| dir.join(image).is_file());
     let found = Found {
-        interrupted: record.get("interrupted").and_then(|v| v.as_bool()).unwrap_or(true),
         frozen_at_step: record.get("frozen_at_step").and_then(|v| v.as_u64()),
-        png_present,
+        done: crate::output::finished(dir, &record),
     };
     Some((id.to_string(), found))
 }
@@ -127,14 +118,10 @@ fn read_record(dir: &Path, path: &Path) -> Option<(String, Found)> {
 /// models' token, known before loading for every sweep run) — for a run another process (a second
 /// sweep on the same `out`) may have finished since this one scanned.
 pub fn done_now(out: &Path, run: &Run) -> bool {
-    let Some(token) = crate::run::known_token(&run.request(out).models) else { return false };
+    let Some(token) = run.token() else { return false };
     let dir = out.join(&token);
-    let stem = crate::output::file_stem(&run.name, &token, &run.prompt);
-    let Ok(bytes) = std::fs::read(dir.join(format!("{stem}.json"))) else { return false };
-    serde_json::from_slice::<serde_json::Value>(&bytes).is_ok_and(|record| {
-        record.get("run_id").and_then(|v| v.as_str()) == Some(run.id.as_str())
-            && crate::output::finished(&dir, &record)
-    })
+    let record = dir.join(format!("{}.json", run.stem(&token)));
+    read_record(&dir, &record).is_some_and(|(id, found)| id == run.id && found.done)
 }
 
 /// The error of a run stopped by a non-finite loss.
